@@ -1,0 +1,73 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ZodError } from 'zod';
+import { configSchema, type Config } from './schema';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Found by walking up, because this file runs both from src/ (tests) and dist/src/ (built). */
+function findDefaultConfig(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'config', 'default.yaml');
+    if (existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) throw new ConfigError('config/default.yaml not found above ' + __dirname);
+  }
+}
+
+export const DEFAULT_CONFIG_FILE = findDefaultConfig();
+const ENV_PREFIX = 'KEYLATCH_';
+
+type Tree = Record<string, unknown>;
+
+function isTree(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(base: Tree, over: Tree): Tree {
+  const out: Tree = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isTree(b) && isTree(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+const camel = (snake: string): string => snake.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/** Environment values are YAML scalars, so `true`, `42` and `null` arrive typed. */
+export function envOverrides(env: NodeJS.ProcessEnv): Tree {
+  const out: Tree = {};
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
+    const keys = name.slice(ENV_PREFIX.length).split('__').map(camel);
+    let node = out;
+    keys.slice(0, -1).forEach((k) => {
+      if (!isTree(node[k])) node[k] = {};
+      node = node[k] as Tree;
+    });
+    node[keys[keys.length - 1] as string] = parseYaml(raw) as unknown;
+  }
+  return out;
+}
+
+function describe(err: ZodError): string {
+  return err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+}
+
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Tree } = {}): Config {
+  const readYaml = (file: string): Tree => {
+    const parsed: unknown = parseYaml(readFileSync(file, 'utf8'));
+    if (parsed !== null && !isTree(parsed)) throw new ConfigError(`${file}: top level must be a mapping`);
+    return parsed ?? {};
+  };
+  let tree = readYaml(DEFAULT_CONFIG_FILE);
+  if (opts.file) tree = deepMerge(tree, readYaml(opts.file));
+  tree = deepMerge(tree, envOverrides(opts.env ?? process.env));
+  if (opts.overrides) tree = deepMerge(tree, opts.overrides);
+  const result = configSchema.safeParse(tree);
+  if (!result.success) throw new ConfigError(`invalid configuration: ${describe(result.error)}`);
+  return result.data;
+}

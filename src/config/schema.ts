@@ -1,0 +1,46 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const ipAddress = z.string().refine((s) => isIP(s) !== 0, 'must be an IPv4 or IPv6 address');
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT (IPv6 as [addr]:port)');
+const port = z.number().int().min(1).max(65535);
+
+export const mediaSchema = z
+  .object({
+    interface: ipAddress,
+    advertisedAddress: ipAddress.nullable().default(null),
+    portMin: port,
+    portMax: port,
+    allowLoopbackPeers: z.boolean().default(false),
+    guarded: z.object({
+      learnWindowMs: z.number().int().positive(),
+      lockAfterPackets: z.number().int().min(1).max(100),
+    }),
+    key: z.object({
+      nonceTtlMs: z.number().int().min(100).max(60000),
+      rechallengeIntervalMs: z.number().int().min(100),
+      consentTimeoutMs: z.number().int().min(100),
+      challengesPerSecondPerSource: z.number().positive().max(1000),
+    }),
+    timeouts: z.object({
+      mediaSec: z.number().positive(),
+      holdSec: z.number().positive(),
+    }),
+  })
+  .refine((m) => m.portMin < m.portMax, { message: 'portMin must be below portMax', path: ['portMin'] })
+  .refine((m) => m.key.consentTimeoutMs > m.key.rechallengeIntervalMs, {
+    message: 'consentTimeoutMs must exceed rechallengeIntervalMs',
+    path: ['key', 'consentTimeoutMs'],
+  });
+
+export const configSchema = z.object({
+  log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }),
+  media: mediaSchema,
+  control: z.object({ ng: hostPort.nullable().default(null) }),
+  metrics: z.object({ listen: hostPort.nullable().default(null) }),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type MediaConfig = z.infer<typeof mediaSchema>;

@@ -1,0 +1,182 @@
+import {
+  ChallengeProver,
+  ChallengeVerifier,
+  HELLO_SIZE,
+  MAX_SEALED_SIZE,
+  ProtocolError,
+  computeMac,
+  decode,
+  encodeHello,
+  encodeSealed,
+  looksLikeStun,
+  newLegId,
+  newLegKey,
+  type Endpoint,
+  type Sealed,
+} from '../../src/media/challenge';
+
+const client: Endpoint = { address: '203.0.113.7', port: 40002 };
+const other: Endpoint = { address: '203.0.113.66', port: 40002 };
+
+function setup(now = () => 1000) {
+  const legId = newLegId();
+  const key = newLegKey();
+  const verifier = new ChallengeVerifier({ legId, key, nonceTtlMs: 3000, now });
+  const prover = new ChallengeProver(legId, key);
+  return { legId, key, verifier, prover };
+}
+
+function prove(prover: ChallengeProver, challenge: Buffer, from: Endpoint = { address: '198.18.0.1', port: 30000 }): Sealed {
+  const ev = prover.onMessage(decode(challenge), from);
+  if (ev.type !== 'proof-sent') throw new Error(`prover did not answer: ${JSON.stringify(ev)}`);
+  return decode(ev.reply) as Sealed;
+}
+
+describe('framing', () => {
+  it('is STUN per RFC 7983: first byte 0..3 and the magic cookie', () => {
+    const hello = encodeHello(newLegId());
+    expect(hello[0]).toBeLessThan(4);
+    expect(hello.readUInt32BE(4)).toBe(0x2112a442);
+    expect(looksLikeStun(hello)).toBe(true);
+    expect(hello.length).toBe(HELLO_SIZE);
+    expect(hello.readUInt16BE(2)).toBe(HELLO_SIZE - 20);
+  });
+
+  it('round-trips every message kind, IPv4 and IPv6', () => {
+    const key = newLegKey();
+    const legId = 'A'.repeat(64);
+    for (const observed of [client, { address: '2001:db8::1:2', port: 7 }, { address: '::ffff:198.18.0.9', port: 9 }]) {
+      for (const kind of ['challenge', 'proof', 'success'] as const) {
+        const nonce = Buffer.alloc(16, 7);
+        const buf = encodeSealed(key, kind, { legId, nonce, observed });
+        expect(buf.length).toBeLessThanOrEqual(MAX_SEALED_SIZE);
+        const msg = decode(buf) as Sealed;
+        expect(msg).toMatchObject({ kind, legId, observed });
+        expect(msg.mac.equals(computeMac(key, kind, legId, nonce, observed))).toBe(true);
+      }
+    }
+    expect(decode(encodeHello(legId))).toMatchObject({ kind: 'hello', legId });
+  });
+
+  it('keeps every reply no larger than the smallest hello', () => {
+    expect(MAX_SEALED_SIZE).toBeLessThanOrEqual(HELLO_SIZE);
+  });
+
+  it.each([
+    ['empty', Buffer.alloc(0)],
+    ['truncated header', encodeHello('abc').subarray(0, 19)],
+    ['length field too long', (() => { const b = encodeHello('abc'); b.writeUInt16BE(b.readUInt16BE(2) + 4, 2); return b; })()],
+    ['length not a multiple of 4', (() => { const b = encodeHello('abc'); b.writeUInt16BE(b.readUInt16BE(2) - 1, 2); return b.subarray(0, b.length - 1); })()],
+    ['bad cookie', (() => { const b = encodeHello('abc'); b.writeUInt32BE(1, 4); return b; })()],
+    ['attribute overrunning', (() => { const b = encodeHello('abc'); b.writeUInt16BE(4000, 22); return b; })()],
+    ['unknown comprehension-required attribute', (() => { const b = encodeHello('abc'); b.writeUInt16BE(0x0001, 20); return b; })()],
+    ['a STUN binding request', (() => { const b = Buffer.alloc(20); b.writeUInt16BE(1, 0); b.writeUInt32BE(0x2112a442, 4); return b; })()],
+    ['leg id with forbidden bytes', (() => { const b = encodeHello('abc'); b[24] = 0x20; return b; })()],
+  ])('rejects %s with ProtocolError', (_name, buf) => {
+    expect(() => decode(buf)).toThrow(ProtocolError);
+  });
+
+  it('rejects sealed messages missing nonce or with a short MAC', () => {
+    const buf = encodeSealed(newLegKey(), 'proof', { legId: 'x', nonce: Buffer.alloc(16), observed: client });
+    const noNonce = Buffer.from(buf);
+    noNonce.writeUInt16BE(0xc0ff, 28); // rename the NONCE attribute
+    expect(() => decode(noNonce)).toThrow(/NONCE/);
+  });
+});
+
+describe('ChallengeVerifier and ChallengeProver', () => {
+  it('latches a source that proves the key and tells it its mapping', () => {
+    const { verifier, prover } = setup();
+    const proof = prove(prover, verifier.challenge(client));
+    const verdict = verifier.verify(proof, client);
+    expect(verdict.ok).toBe(true);
+    if (!verdict.ok) return;
+    const ev = prover.onMessage(decode(verdict.success), { address: '198.18.0.1', port: 30000 });
+    expect(ev).toEqual({ type: 'latched', mapping: client, mappingChanged: false });
+    expect(prover.externalMapping).toEqual(client);
+  });
+
+  it('uses a fresh 128-bit nonce every time', () => {
+    const { verifier } = setup();
+    const nonces = new Set(Array.from({ length: 50 }, () => (decode(verifier.challenge(client)) as Sealed).nonce.toString('hex')));
+    expect(nonces.size).toBe(50);
+  });
+
+  it('refuses a replayed proof: a nonce is single-use', () => {
+    const { verifier, prover } = setup();
+    const proof = prove(prover, verifier.challenge(client));
+    expect(verifier.verify(proof, client).ok).toBe(true);
+    expect(verifier.verify(proof, client)).toEqual({ ok: false, reason: 'unknown-nonce' });
+  });
+
+  it('refuses an expired nonce', () => {
+    let t = 1000;
+    const { verifier, prover } = setup(() => t);
+    const proof = prove(prover, verifier.challenge(client));
+    t += 3001;
+    expect(verifier.verify(proof, client)).toEqual({ ok: false, reason: 'expired-nonce' });
+  });
+
+  it('refuses a proof sent from a source other than the one challenged', () => {
+    const { verifier, prover } = setup();
+    const proof = prove(prover, verifier.challenge(client));
+    expect(verifier.verify(proof, other)).toEqual({ ok: false, reason: 'wrong-source' });
+  });
+
+  it('refuses a proof made with another key', () => {
+    const { legId, verifier } = setup();
+    const challenge = decode(verifier.challenge(client)) as Sealed;
+    const forged = decode(encodeSealed(newLegKey(), 'proof', { legId, nonce: challenge.nonce, observed: client })) as Sealed;
+    expect(verifier.verify(forged, client)).toEqual({ ok: false, reason: 'bad-mac' });
+  });
+
+  it('refuses a challenge MAC presented as a proof (labels differ)', () => {
+    const { verifier } = setup();
+    const challenge = decode(verifier.challenge(client)) as Sealed;
+    expect(verifier.verify({ ...challenge, kind: 'proof' }, client)).toEqual({ ok: false, reason: 'bad-mac' });
+  });
+
+  it('bounds outstanding nonces, evicting the oldest', () => {
+    const legId = newLegId();
+    const key = newLegKey();
+    const verifier = new ChallengeVerifier({ legId, key, nonceTtlMs: 3000, maxOutstanding: 4 });
+    const prover = new ChallengeProver(legId, key);
+    const first = prove(prover, verifier.challenge(client));
+    for (let i = 0; i < 4; i++) verifier.challenge(client);
+    expect(verifier.verify(first, client)).toEqual({ ok: false, reason: 'unknown-nonce' });
+  });
+
+  it('the prover answers no challenge without a valid MAC, so it is no signing oracle', () => {
+    const { legId, prover } = setup();
+    const forged = encodeSealed(newLegKey(), 'challenge', { legId, nonce: Buffer.alloc(16, 1), observed: other });
+    expect(prover.onMessage(decode(forged), other)).toEqual({ type: 'ignored', reason: 'challenge MAC invalid' });
+  });
+
+  it('the prover believes no success for a nonce it never proved', () => {
+    const { legId, key, prover } = setup();
+    const success = encodeSealed(key, 'success', { legId, nonce: Buffer.alloc(16, 3), observed: other });
+    expect(prover.onMessage(decode(success), other).type).toBe('ignored');
+    expect(prover.externalMapping).toBeNull();
+  });
+
+  it('reports a changed mapping on a later success', () => {
+    const { verifier, prover } = setup();
+    const first = verifier.verify(prove(prover, verifier.challenge(client)), client);
+    if (!first.ok) throw new Error('first proof failed');
+    prover.onMessage(decode(first.success), client);
+    const second = verifier.verify(prove(prover, verifier.challenge(other)), other);
+    if (!second.ok) throw new Error('second proof failed');
+    expect(prover.onMessage(decode(second.success), other)).toEqual({ type: 'latched', mapping: other, mappingChanged: true });
+  });
+
+  it('works peer to peer: two clients sharing a key verify each other', () => {
+    const legId = newLegId();
+    const key = newLegKey();
+    const a = { verifier: new ChallengeVerifier({ legId, key, nonceTtlMs: 3000 }), prover: new ChallengeProver(legId, key) };
+    const b = { verifier: new ChallengeVerifier({ legId, key, nonceTtlMs: 3000 }), prover: new ChallengeProver(legId, key) };
+    const aAddr = { address: '198.18.1.1', port: 5000 };
+    const bAddr = { address: '198.18.2.2', port: 6000 };
+    expect(b.verifier.verify(prove(a.prover, b.verifier.challenge(aAddr)), aAddr).ok).toBe(true);
+    expect(a.verifier.verify(prove(b.prover, a.verifier.challenge(bAddr)), bAddr).ok).toBe(true);
+  });
+});
