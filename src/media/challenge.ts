@@ -409,3 +409,9 @@ export class ChallengeProver {
     return { type: 'ignored', reason: `${msg.kind} is not for a prover` };
   }
 }
+
+/** Size of a challenge, proof or success for this leg id and address family, without building one. */
+export function sealedSize(legId: string, address: string): number {
+  const padded = (n: number): number => n + ((4 - (n % 4)) % 4);
+  return HEADER_SIZE + 4 + padded(legId.length) + 4 + NONCE_SIZE + 4 + (isIPv4(address) ? 8 : 20) + 4 + MAC_SIZE;
+}

@@ -1,0 +1,171 @@
+import { newLegId, newLegKey, type Endpoint } from './challenge';
+import type { LatchPolicy } from './latch/latch';
+import type { RelayPort } from './relay-port';
+import type { MediaDescription } from '../sdp/session';
+
+/** How one side of a call is treated: chosen by signalling, which knows the transport. */
+export interface LegOptions {
+  policy: LatchPolicy;
+  /** The signalling path to this leg is TLS/WSS; required before its key is put in SDP. */
+  secure: boolean;
+  /** Where this leg's signalling came from: guarded latching prefers this IP. */
+  signallingAddress?: string;
+}
+
+/** One m-line of one leg: the relay ports that leg sends to, and what its SDP said. */
+export class Stream {
+  rtcpMux = false;
+  onHold = false;
+  sdp: MediaDescription | null = null;
+  partner: Stream | null = null;
+
+  constructor(readonly index: number, readonly leg: Leg, readonly rtp: RelayPort, readonly rtcp: RelayPort) {}
+
+  get ports(): RelayPort[] {
+    return [this.rtp, this.rtcp];
+  }
+
+  /** Media arriving from this leg goes out of the partner leg's port toward the partner. */
+  forward(buf: Buffer, isRtcp: boolean): void {
+    const p = this.partner;
+    if (p === null) return this.rtp.drop('no-destination');
+    (isRtcp && !p.rtcpMux ? p.rtcp : p.rtp).send(buf);
+  }
+
+  /** Takes in what this leg's SDP says about the m-line. */
+  describe(m: MediaDescription): void {
+    this.sdp = m;
+    this.rtcpMux = m.rtcpMux;
+    this.onHold = m.nullAddress || m.direction === 'sendonly' || m.direction === 'inactive';
+    const rate = m.clockRates.values().next().value;
+    if (rate) this.rtp.rtpStats.setClockRate(rate);
+    this.rtp.target = m.nullAddress ? null : { address: m.address, port: m.port };
+    this.rtcp.target = m.nullAddress ? null : { address: m.rtcpAddress, port: m.rtcpPort };
+  }
+
+  lastSeen(): number {
+    return Math.max(this.rtp.lastSeen, this.rtcp.lastSeen);
+  }
+}
+
+export class Leg {
+  readonly legId = newLegId();
+  readonly key: Buffer | null;
+  readonly streams: Array<Stream | null> = [];
+  signallingAddress: string | null;
+  secure: boolean;
+
+  constructor(public tag: string | null, readonly policy: LatchPolicy, opts: LegOptions) {
+    this.key = policy === 'key' ? newLegKey() : null;
+    this.secure = opts.secure;
+    this.signallingAddress = opts.signallingAddress ?? null;
+  }
+
+  /** IPs guarded latching prefers: the signalling source, and the SDP's own addresses. */
+  preferredIps(): Set<string> {
+    const ips = new Set<string>();
+    if (this.signallingAddress) ips.add(this.signallingAddress);
+    for (const s of this.streams) if (s?.sdp) ips.add(s.sdp.address).add(s.sdp.rtcpAddress);
+    return ips;
+  }
+
+  /** The value of our a=keylatch attribute for this leg's SDP, if it holds a key. */
+  keylatchAttribute(): string | undefined {
+    return this.key ? `v1 leg=${this.legId} key=${this.key.toString('base64url')}` : undefined;
+  }
+
+  ports(): RelayPort[] {
+    return this.streams.flatMap((s) => (s ? s.ports : []));
+  }
+}
+
+export class Call {
+  readonly legs: Leg[] = [];
+  readonly createdAt = Date.now();
+  timedOut = false;
+
+  constructor(readonly id: string) {}
+
+  leg(tag: string): Leg | undefined {
+    return this.legs.find((l) => l.tag === tag);
+  }
+
+  other(leg: Leg): Leg | undefined {
+    return this.legs.find((l) => l !== leg);
+  }
+}
+
+export interface PortStats {
+  port: number;
+  latched: Endpoint | null;
+  state: string;
+  packetsIn: number;
+  bytesIn: number;
+  packetsOut: number;
+  bytesOut: number;
+  dropped: number;
+  malformed: number;
+  lastSeen: number;
+}
+
+export interface StreamStats {
+  index: number;
+  type: string;
+  onHold: boolean;
+  rtcpMux: boolean;
+  rtp: PortStats;
+  rtcp: PortStats;
+  lost: number;
+  expected: number;
+  jitterMs: number;
+}
+
+export interface LegStats {
+  tag: string | null;
+  legId: string;
+  policy: LatchPolicy;
+  authenticated: boolean;
+  packetsIn: number;
+  bytesIn: number;
+  packetsOut: number;
+  bytesOut: number;
+  lost: number;
+  jitterMs: number;
+  lastSeen: number;
+  latched: Endpoint | null;
+  streams: StreamStats[];
+}
+
+function portStats(p: RelayPort): PortStats {
+  return { port: p.port, latched: p.latched, state: p.latch.state, ...p.counters, lastSeen: p.lastSeen };
+}
+
+export function legStats(leg: Leg): LegStats {
+  const streams = leg.streams.filter((s): s is Stream => s !== null).map((s): StreamStats => ({
+    index: s.index,
+    type: s.sdp?.type ?? 'unknown',
+    onHold: s.onHold,
+    rtcpMux: s.rtcpMux,
+    rtp: portStats(s.rtp),
+    rtcp: portStats(s.rtcp),
+    lost: s.rtp.rtpStats.lost,
+    expected: s.rtp.rtpStats.expected,
+    jitterMs: s.rtp.rtpStats.jitterMs,
+  }));
+  const sum = (f: (p: PortStats) => number): number => streams.reduce((n, s) => n + f(s.rtp) + f(s.rtcp), 0);
+  return {
+    tag: leg.tag,
+    legId: leg.legId,
+    policy: leg.policy,
+    authenticated: leg.policy === 'key' && streams.length > 0 && streams.every((s) => s.rtp.latched !== null),
+    packetsIn: sum((p) => p.packetsIn),
+    bytesIn: sum((p) => p.bytesIn),
+    packetsOut: sum((p) => p.packetsOut),
+    bytesOut: sum((p) => p.bytesOut),
+    lost: streams.reduce((n, s) => n + s.lost, 0),
+    jitterMs: streams.reduce((m, s) => Math.max(m, s.jitterMs), 0),
+    lastSeen: streams.reduce((m, s) => Math.max(m, s.rtp.lastSeen, s.rtcp.lastSeen), 0),
+    latched: streams[0]?.rtp.latched ?? null,
+    streams,
+  };
+}

@@ -1,0 +1,41 @@
+import type { RemoteInfo } from 'node:dgram';
+import type { Endpoint } from '../challenge';
+
+export type LatchPolicy = 'key' | 'guarded';
+export type MediaClass = 'rtp' | 'rtcp';
+
+/** What a latch may do to the relay port it guards. */
+export interface LatchHost {
+  readonly latched: Endpoint | null;
+  latchTo(source: Endpoint, now: number): void;
+  unlatch(): void;
+  /** Sends a protocol message (not media) straight to a source. */
+  reply(buf: Buffer, to: Endpoint): void;
+  drop(reason: DropReason): void;
+}
+
+export type DropReason =
+  | 'malformed'
+  | 'unlatched-source'
+  | 'outside-learning-window'
+  | 'stun-invalid'
+  | 'unknown-leg'
+  | 'proof-rejected'
+  | 'rate-limited'
+  | 'no-destination';
+
+export interface Latch {
+  readonly policy: LatchPolicy;
+  /** 'learning' | 'locked' for guarded; 'unauthenticated' | 'challenged' | 'authenticated' for key. */
+  readonly state: string;
+  /** May media go to the SDP-given address before anything has latched? */
+  readonly sendsBeforeLatch: boolean;
+  onStun(buf: Buffer, from: RemoteInfo, now: number): void;
+  /** Media from a source other than the latched one. True means: latched now, forward it. */
+  onForeignMedia(buf: Buffer, from: RemoteInfo, cls: MediaClass, now: number): boolean;
+  /** A signalling event for this leg happened (offer, answer, update). */
+  onSignalling(now: number): void;
+  tick(now: number): void;
+  /** A packet from the latched source arrived. */
+  seen?(now: number): void;
+}

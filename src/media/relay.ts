@@ -1,0 +1,376 @@
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { isIPv6 } from 'node:net';
+import type { MediaConfig } from '../config/schema';
+import { silentLogger, type Logger } from '../log';
+import { parseSdp, rewriteSdp, type SessionDescription } from '../sdp/session';
+import { AddressPolicy } from './address-policy';
+import { Call, Leg, Stream, legStats, type LegOptions, type LegStats } from './call';
+import { GuardedLatch } from './latch/guarded-latch';
+import { KeyLatch } from './latch/key-latch';
+import type { DropReason } from './latch/latch';
+import { PortPool, PortPoolExhausted } from './port-pool';
+import { RelayPort, emptyCounters, type PortCounters } from './relay-port';
+
+export class RelayError extends Error {
+  override name = 'RelayError';
+  constructor(readonly code: 'unknown-call' | 'unknown-tag' | 'insecure-key-transport' | 'bad-request', message: string) {
+    super(message);
+  }
+}
+
+export interface OfferRequest {
+  callId: string;
+  fromTag: string;
+  toTag?: string;
+  sdp: string;
+  /** Options for a leg apply when the leg is created; later offers may update the signalling address. */
+  offerer?: Partial<LegOptions>;
+  answerer?: Partial<LegOptions>;
+}
+
+export interface AnswerRequest {
+  callId: string;
+  fromTag: string;
+  toTag: string;
+  sdp: string;
+  answerer?: Pick<Partial<LegOptions>, 'signallingAddress'>;
+}
+
+export interface MediaTimeout {
+  callId: string;
+  tag: string | null;
+  streamIndex: number;
+  idleMs: number;
+}
+
+export interface RelayEvents {
+  'media-timeout': [MediaTimeout];
+  latch: [{ callId: string; tag: string | null; port: number; source: { address: string; port: number } | null; policy: string }];
+}
+
+const DEFAULT_LEG: LegOptions = { policy: 'guarded', secure: false };
+const BIND_ATTEMPTS = 8;
+
+/**
+ * The media relay, driven by signalling through offer/answer/update/delete. Every call has
+ * two legs; each m-line of each leg owns an RTP and an RTCP port the leg sends to.
+ */
+export class Relay extends EventEmitter<RelayEvents> {
+  readonly pool: PortPool;
+  readonly advertisedAddress: string;
+  readonly drops: Record<DropReason, number> = {
+    malformed: 0,
+    'unlatched-source': 0,
+    'outside-learning-window': 0,
+    'stun-invalid': 0,
+    'unknown-leg': 0,
+    'proof-rejected': 0,
+    'rate-limited': 0,
+    'no-destination': 0,
+  };
+  /** Counters of ports already closed, so totals survive call deletion. */
+  readonly retired: PortCounters = emptyCounters();
+  latchEvents = 0;
+  private readonly calls = new Map<string, Call>();
+  private readonly policy: AddressPolicy;
+  private readonly timer: NodeJS.Timeout;
+  private readonly log: Logger;
+
+  constructor(readonly config: MediaConfig, opts: { logger?: Logger } = {}) {
+    super();
+    this.log = opts.logger ?? silentLogger;
+    this.pool = new PortPool(config.portMin, config.portMax);
+    this.advertisedAddress = config.advertisedAddress ?? config.interface;
+    const own = new Set([config.interface, this.advertisedAddress]);
+    this.policy = new AddressPolicy({
+      allowLoopback: config.allowLoopbackPeers,
+      isRelayEndpoint: (address, port) => own.has(address) && this.pool.owns(port),
+    });
+    const tickMs = Math.max(50, Math.min(1000, config.key.rechallengeIntervalMs / 2));
+    this.timer = setInterval(() => this.tick(Date.now()), tickMs);
+    this.timer.unref();
+  }
+
+  get callCount(): number {
+    return this.calls.size;
+  }
+
+  callIds(): string[] {
+    return [...this.calls.keys()];
+  }
+
+  /** An offer from `fromTag`; returns the SDP to pass to the other side. */
+  async offer(req: OfferRequest): Promise<{ sdp: string }> {
+    validateIds(req.callId, req.fromTag);
+    const session = parseSdp(req.sdp);
+    const existing = this.calls.get(req.callId);
+    const call = existing ?? new Call(req.callId);
+    let offerer = call.leg(req.fromTag);
+    let answerer = offerer ? call.other(offerer) : undefined;
+    if (existing && !offerer) throw new RelayError('unknown-tag', `from-tag ${req.fromTag} is not a leg of call ${req.callId}`);
+    const answererOpts = { ...DEFAULT_LEG, ...req.answerer };
+    if (!answerer && answererOpts.policy === 'key' && !answererOpts.secure) {
+      throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
+    }
+    const offererOpts = { ...DEFAULT_LEG, ...req.offerer };
+    if (!offerer && offererOpts.policy === 'key' && !offererOpts.secure) {
+      throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
+    }
+    const created: Leg[] = [];
+    if (!offerer) created.push((offerer = new Leg(req.fromTag, offererOpts.policy, offererOpts)));
+    if (!answerer) created.push((answerer = new Leg(req.toTag ?? null, answererOpts.policy, answererOpts)));
+    const added = await this.allocate(call, offerer, answerer, session);
+    if (!existing) {
+      call.legs.push(...created);
+      this.calls.set(call.id, call);
+    }
+    if (req.offerer?.signallingAddress) offerer.signallingAddress = req.offerer.signallingAddress;
+    this.describe(offerer, session);
+    const now = Date.now();
+    for (const p of offerer.ports()) p.latch.onSignalling(now);
+    this.log.info({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
+    return { sdp: this.sdpFor(answerer, req.sdp) };
+  }
+
+  /** The answer from `toTag` to `fromTag`'s offer; returns the SDP to pass to the offerer. */
+  async answer(req: AnswerRequest): Promise<{ sdp: string }> {
+    validateIds(req.callId, req.fromTag, req.toTag);
+    const session = parseSdp(req.sdp);
+    const call = this.calls.get(req.callId);
+    if (!call) throw new RelayError('unknown-call', `no call ${req.callId}`);
+    const offerer = call.leg(req.fromTag);
+    if (!offerer) throw new RelayError('unknown-tag', `from-tag ${req.fromTag} is not a leg of call ${req.callId}`);
+    const answerer = call.other(offerer)!;
+    // A later answer with another to-tag is another fork winning: the last answer decides.
+    answerer.tag = req.toTag;
+    if (req.answerer?.signallingAddress) answerer.signallingAddress = req.answerer.signallingAddress;
+    session.media.forEach((m, i) => {
+      if (m.port === 0) this.disable(offerer, answerer, i);
+    });
+    this.describe(answerer, session);
+    const now = Date.now();
+    for (const p of [...offerer.ports(), ...answerer.ports()]) p.latch.onSignalling(now);
+    this.log.info({ callId: call.id, toTag: req.toTag }, 'answer');
+    return { sdp: this.sdpFor(offerer, req.sdp) };
+  }
+
+  /** A signalling event with no SDP (e.g. a refreshed registration): re-open learning. */
+  update(req: { callId: string; tag: string; signallingAddress?: string }): void {
+    const call = this.calls.get(req.callId);
+    if (!call) throw new RelayError('unknown-call', `no call ${req.callId}`);
+    const leg = call.leg(req.tag);
+    if (!leg) throw new RelayError('unknown-tag', `tag ${req.tag} is not a leg of call ${req.callId}`);
+    if (req.signallingAddress) leg.signallingAddress = req.signallingAddress;
+    const now = Date.now();
+    for (const p of leg.ports()) p.latch.onSignalling(now);
+  }
+
+  /** Ends a call and returns its ports to the pool at once. Returns its last stats. */
+  delete(req: { callId: string }): LegStats[] | null {
+    const call = this.calls.get(req.callId);
+    if (!call) return null;
+    const stats = call.legs.map(legStats);
+    for (const leg of call.legs) for (const s of leg.streams) if (s) this.release(s);
+    this.calls.delete(call.id);
+    this.log.info({ callId: call.id }, 'delete');
+    return stats;
+  }
+
+  stats(callId: string): LegStats[] | null {
+    const call = this.calls.get(callId);
+    return call ? call.legs.map(legStats) : null;
+  }
+
+  /** Live counters, closed ports included. */
+  totals(): PortCounters {
+    const t = { ...this.retired };
+    for (const call of this.calls.values())
+      for (const leg of call.legs)
+        for (const p of leg.ports()) for (const k of Object.keys(t) as Array<keyof PortCounters>) t[k] += p.counters[k];
+    return t;
+  }
+
+  *legs(): Generator<{ callId: string; stats: LegStats }> {
+    for (const call of this.calls.values()) for (const leg of call.legs) yield { callId: call.id, stats: legStats(leg) };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    for (const id of [...this.calls.keys()]) this.delete({ callId: id });
+  }
+
+  denied(address: string, port: number): string | null {
+    return this.policy.check(address, port);
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  /** Ensures both legs have ports for every enabled m-line; all or nothing. */
+  private async allocate(call: Call, a: Leg, b: Leg, session: SessionDescription): Promise<number> {
+    const fresh: Stream[] = [];
+    try {
+      for (const m of session.media) {
+        if (m.port === 0) {
+          this.disable(a, b, m.index);
+          continue;
+        }
+        if (a.streams[m.index] && b.streams[m.index]) continue;
+        const sa = a.streams[m.index] ?? (await this.openStream(call, a, m.index));
+        if (!a.streams[m.index]) fresh.push(sa);
+        const sb = b.streams[m.index] ?? (await this.openStream(call, b, m.index));
+        if (!b.streams[m.index]) fresh.push(sb);
+        sa.partner = sb;
+        sb.partner = sa;
+        a.streams[m.index] = sa;
+        b.streams[m.index] = sb;
+      }
+    } catch (err) {
+      for (const s of fresh) {
+        s.leg.streams[s.index] = null;
+        this.release(s);
+      }
+      throw err;
+    }
+    return fresh.length;
+  }
+
+  private disable(a: Leg, b: Leg, index: number): void {
+    for (const leg of [a, b]) {
+      const s = leg.streams[index];
+      if (s) this.release(s);
+      if (index < leg.streams.length) leg.streams[index] = null;
+    }
+  }
+
+  private describe(leg: Leg, session: SessionDescription): void {
+    for (const m of session.media) {
+      const s = leg.streams[m.index];
+      if (!s) continue;
+      const denied = m.nullAddress ? null : this.denied(m.address, m.port);
+      s.describe(m);
+      // A target signalling gave us that we may not send to is ignored, not an error:
+      // NATed clients often advertise addresses that only latching can correct.
+      if (denied) s.rtp.target = null;
+      if (s.rtcp.target && this.denied(s.rtcp.target.address, s.rtcp.target.port)) s.rtcp.target = null;
+    }
+  }
+
+  private sdpFor(leg: Leg, sourceSdp: string): string {
+    return rewriteSdp(sourceSdp, {
+      address: this.advertisedAddress,
+      media: parseSdp(sourceSdp).media.map((m) => {
+        const s = leg.streams[m.index];
+        const partner = s?.partner;
+        if (!s || !partner) return null;
+        // Toward this leg we offer (or accept) rtcp-mux exactly when the other side asked for it.
+        return { rtpPort: s.rtp.port, rtcpPort: s.rtcp.port, rtcpMux: partner.sdp?.rtcpMux ?? m.rtcpMux };
+      }),
+      keylatchValue: leg.secure ? leg.keylatchAttribute() : undefined,
+    });
+  }
+
+  private async openStream(call: Call, leg: Leg, index: number): Promise<Stream> {
+    const { rtpSocket, rtcpSocket, port } = await this.bindPair();
+    const now = Date.now();
+    // eslint-disable-next-line prefer-const -- the ports' context closes over the stream
+    let stream: Stream;
+    const ctx = {
+      forward: (buf: Buffer, isRtcp: boolean) => stream.forward(buf, isRtcp),
+      denied: (address: string, p: number) => this.denied(address, p),
+      onDrop: (reason: DropReason) => {
+        this.drops[reason]++;
+      },
+      onLatch: (p: RelayPort, source: { address: string; port: number } | null) => {
+        this.latchEvents++;
+        this.log.info({ callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy }, source ? 'latched' : 'unlatched');
+        this.emit('latch', { callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy });
+      },
+    };
+    const rtp = new RelayPort(rtpSocket, port, 'rtp', ctx, now);
+    const rtcp = new RelayPort(rtcpSocket, port + 1, 'rtcp', ctx, now);
+    stream = new Stream(index, leg, rtp, rtcp);
+    for (const p of [rtp, rtcp]) {
+      p.latch =
+        leg.policy === 'key'
+          ? new KeyLatch(p, { legId: leg.legId, key: leg.key!, ...this.config.key })
+          : new GuardedLatch(p, {
+              ...this.config.guarded,
+              preferredIps: () => leg.preferredIps(),
+              lockedStream: () => (p.latched ? { ssrc: p.ssrc, lastSeq: p.rtpStats.lastSeq } : null),
+            });
+    }
+    return stream;
+  }
+
+  private async bindPair(): Promise<{ rtpSocket: dgram.Socket; rtcpSocket: dgram.Socket; port: number }> {
+    for (let attempt = 0; attempt < BIND_ATTEMPTS; attempt++) {
+      const port = this.pool.take();
+      const rtpSocket = this.socket();
+      const rtcpSocket = this.socket();
+      try {
+        await Promise.all([bind(rtpSocket, port, this.config.interface), bind(rtcpSocket, port + 1, this.config.interface)]);
+        return { rtpSocket, rtcpSocket, port };
+      } catch (err) {
+        rtpSocket.close();
+        rtcpSocket.close();
+        // Someone else holds this port: keep it out of the pool and try another.
+        this.pool.retire(port);
+        this.log.warn({ port, err: (err as Error).message }, 'port pair unavailable, retired');
+      }
+    }
+    throw new PortPoolExhausted(this.pool.min, this.pool.max);
+  }
+
+  private socket(): dgram.Socket {
+    const s = dgram.createSocket({ type: isIPv6(this.config.interface) ? 'udp6' : 'udp4' });
+    // ICMP errors for unreachable peers surface here; they must not take the process down.
+    s.on('error', (err) => this.log.debug({ err: err.message }, 'media socket error'));
+    return s;
+  }
+
+  private release(s: Stream): void {
+    for (const p of s.ports) {
+      for (const k of Object.keys(this.retired) as Array<keyof PortCounters>) this.retired[k] += p.counters[k];
+      p.socket.close();
+    }
+    this.pool.give(s.rtp.port);
+    s.leg.streams[s.index] = null;
+    if (s.partner?.partner === s) s.partner.partner = null;
+  }
+
+  private tick(now: number): void {
+    for (const call of this.calls.values()) {
+      for (const leg of call.legs) {
+        for (const s of leg.streams) {
+          if (!s) continue;
+          for (const p of s.ports) p.latch.tick(now);
+          const idleMs = now - s.lastSeen();
+          const limitMs = (s.onHold ? this.config.timeouts.holdSec : this.config.timeouts.mediaSec) * 1000;
+          if (idleMs > limitMs && !call.timedOut) {
+            call.timedOut = true;
+            this.log.warn({ callId: call.id, tag: leg.tag, stream: s.index, idleMs }, 'media timeout');
+            this.emit('media-timeout', { callId: call.id, tag: leg.tag, streamIndex: s.index, idleMs });
+          }
+        }
+      }
+    }
+  }
+}
+
+function bind(socket: dgram.Socket, port: number, address: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    socket.once('error', onError);
+    socket.bind({ port, address, exclusive: true }, () => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function validateIds(...ids: string[]): void {
+  for (const id of ids) {
+    if (typeof id !== 'string' || id.length === 0 || id.length > 256) throw new RelayError('bad-request', 'call-id and tags must be 1..256 characters');
+  }
+}

@@ -1,0 +1,156 @@
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { loadConfig } from '../../src/config/load';
+import type { MediaConfig } from '../../src/config/schema';
+import { ChallengeProver, decode, looksLikeStun, type Endpoint } from '../../src/media/challenge';
+import { Relay } from '../../src/media/relay';
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let nextRange = 31000 + (process.pid % 50) * 200;
+export function testMediaConfig(over: Partial<MediaConfig> & { key?: Partial<MediaConfig['key']>; guarded?: Partial<MediaConfig['guarded']> } = {}): MediaConfig {
+  const base = loadConfig({ env: {} }).media;
+  const portMin = nextRange;
+  nextRange += 100;
+  return {
+    ...base,
+    interface: '127.0.0.1',
+    allowLoopbackPeers: true,
+    portMin,
+    portMax: portMin + 99,
+    ...over,
+    key: { ...base.key, ...over.key },
+    guarded: { ...base.guarded, ...over.guarded },
+    timeouts: { ...base.timeouts, ...over.timeouts },
+  };
+}
+
+export function rtp(seq: number, ts: number, ssrc = 0x1234, payload = 160, pt = 0): Buffer {
+  const b = Buffer.alloc(12 + payload, 0xd5);
+  b[0] = 0x80;
+  b[1] = pt;
+  b.writeUInt16BE(seq & 0xffff, 2);
+  b.writeUInt32BE(ts >>> 0, 4);
+  b.writeUInt32BE(ssrc >>> 0, 8);
+  return b;
+}
+
+export function rtcpSr(ssrc = 0x1234): Buffer {
+  const b = Buffer.alloc(28);
+  b[0] = 0x80;
+  b[1] = 200;
+  b.writeUInt16BE(6, 2);
+  b.writeUInt32BE(ssrc, 4);
+  return b;
+}
+
+export function sdp(ip: string, port: number, opts: { mux?: boolean; video?: number; direction?: string; keylatch?: boolean; rtcpPort?: number } = {}): string {
+  const lines = ['v=0', `o=- 1 1 IN IP4 ${ip}`, 's=-', `c=IN IP4 ${ip}`, 't=0 0'];
+  if (opts.keylatch) lines.push('a=keylatch:v1');
+  lines.push(`m=audio ${port} RTP/AVP 0 101`, 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/8000');
+  if (opts.rtcpPort) lines.push(`a=rtcp:${opts.rtcpPort}`);
+  if (opts.mux) lines.push('a=rtcp-mux');
+  if (opts.direction) lines.push(`a=${opts.direction}`);
+  if (opts.video !== undefined) lines.push(`m=video ${opts.video} RTP/AVP 96`, 'a=rtpmap:96 H264/90000');
+  return lines.join('\r\n') + '\r\n';
+}
+
+/** A UDP endpoint that records everything it receives. */
+export class Peer {
+  readonly received: Array<{ buf: Buffer; from: Endpoint }> = [];
+  private constructor(readonly socket: dgram.Socket, readonly address: string, readonly port: number) {
+    socket.on('message', (buf, r) => this.received.push({ buf, from: { address: r.address, port: r.port } }));
+  }
+
+  static async open(address = '127.0.0.1', port = 0): Promise<Peer> {
+    const s = dgram.createSocket('udp4');
+    s.bind(port, address);
+    await once(s, 'listening');
+    return new Peer(s, address, s.address().port);
+  }
+
+  get endpoint(): Endpoint {
+    return { address: this.address, port: this.port };
+  }
+
+  send(buf: Buffer, to: Endpoint): void {
+    this.socket.send(buf, to.port, to.address);
+  }
+
+  media(): Buffer[] {
+    return this.received.filter((r) => !looksLikeStun(r.buf)).map((r) => r.buf);
+  }
+
+  stun(): Buffer[] {
+    return this.received.filter((r) => looksLikeStun(r.buf)).map((r) => r.buf);
+  }
+
+  clear(): void {
+    this.received.length = 0;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** Proves the leg key from a peer's socket, as the plugin will: hello, answer the challenge. */
+export async function prove(peer: Peer, relayEp: Endpoint, legId: string, key: Buffer, timeoutMs = 1000): Promise<Endpoint> {
+  const prover = new ChallengeProver(legId, key);
+  return new Promise<Endpoint>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      peer.socket.off('message', onMsg);
+      reject(new Error('no success from relay'));
+    }, timeoutMs);
+    const onMsg = (buf: Buffer, r: dgram.RemoteInfo): void => {
+      if (!looksLikeStun(buf)) return;
+      const ev = prover.onMessage(decode(buf), { address: r.address, port: r.port });
+      if (ev.type === 'proof-sent') peer.send(ev.reply, ev.to);
+      if (ev.type === 'latched') {
+        clearTimeout(timer);
+        peer.socket.off('message', onMsg);
+        resolve(ev.mapping);
+      }
+    };
+    peer.socket.on('message', onMsg);
+    peer.send(prover.hello(), relayEp);
+  });
+}
+
+/** Keeps answering re-challenges, as a live client does. Returns a stop function. */
+export function answerChallenges(peer: Peer, legId: string, key: Buffer): () => void {
+  const prover = new ChallengeProver(legId, key);
+  const onMsg = (buf: Buffer, r: dgram.RemoteInfo): void => {
+    if (!looksLikeStun(buf)) return;
+    const ev = prover.onMessage(decode(buf), { address: r.address, port: r.port });
+    if (ev.type === 'proof-sent') peer.send(ev.reply, ev.to);
+  };
+  peer.socket.on('message', onMsg);
+  return () => peer.socket.off('message', onMsg);
+}
+
+/** Reads a=keylatch:v1 leg=… key=… from SDP the relay produced. */
+export function keyFromSdp(text: string): { legId: string; key: Buffer } | null {
+  const m = /a=keylatch:v1 leg=([A-Za-z0-9_-]+) key=([A-Za-z0-9_-]+)/.exec(text);
+  return m ? { legId: m[1]!, key: Buffer.from(m[2]!, 'base64url') } : null;
+}
+
+export function mediaPorts(text: string): number[] {
+  return [...text.matchAll(/^m=\w+ (\d+)/gm)].map((m) => Number(m[1]));
+}
+
+export function rtcpPorts(text: string): number[] {
+  return [...text.matchAll(/^a=rtcp:(\d+)/gm)].map((m) => Number(m[1]));
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs = 2000, stepMs = 5): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await sleep(stepMs);
+  }
+}
+
+export function newRelay(over: Parameters<typeof testMediaConfig>[0] = {}): Relay {
+  return new Relay(testMediaConfig(over));
+}
