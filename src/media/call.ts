@@ -36,7 +36,8 @@ export class Stream {
   describe(m: MediaDescription): void {
     this.sdp = m;
     this.rtcpMux = m.rtcpMux;
-    this.onHold = m.nullAddress || m.direction === 'sendonly' || m.direction === 'inactive';
+    // Any direction but sendrecv means one side is silent on purpose.
+    this.onHold = m.nullAddress || m.direction !== 'sendrecv';
     const rate = m.clockRates.values().next().value;
     if (rate) this.rtp.rtpStats.setClockRate(rate);
     this.rtp.target = m.nullAddress ? null : { address: m.address, port: m.port };

@@ -345,8 +345,10 @@ export class Relay extends EventEmitter<RelayEvents> {
         for (const s of leg.streams) {
           if (!s) continue;
           for (const p of s.ports) p.latch.tick(now);
-          const idleMs = now - s.lastSeen();
-          const limitMs = (s.onHold ? this.config.timeouts.holdSec : this.config.timeouts.mediaSec) * 1000;
+          // A pair is dead only when neither side sends; it is held when either side holds.
+          const idleMs = now - Math.max(s.lastSeen(), s.partner?.lastSeen() ?? 0);
+          const held = s.onHold || (s.partner?.onHold ?? false);
+          const limitMs = (held ? this.config.timeouts.holdSec : this.config.timeouts.mediaSec) * 1000;
           if (idleMs > limitMs && !call.timedOut) {
             call.timedOut = true;
             this.log.warn({ callId: call.id, tag: leg.tag, stream: s.index, idleMs }, 'media timeout');

@@ -8,7 +8,13 @@ import { Relay } from '../../src/media/relay';
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let nextRange = 31000 + (process.pid % 50) * 200;
-export function testMediaConfig(over: Partial<MediaConfig> & { key?: Partial<MediaConfig['key']>; guarded?: Partial<MediaConfig['guarded']> } = {}): MediaConfig {
+export type MediaOverrides = Partial<Omit<MediaConfig, 'key' | 'guarded' | 'timeouts'>> & {
+  key?: Partial<MediaConfig['key']>;
+  guarded?: Partial<MediaConfig['guarded']>;
+  timeouts?: Partial<MediaConfig['timeouts']>;
+};
+
+export function testMediaConfig(over: MediaOverrides = {}): MediaConfig {
   const base = loadConfig({ env: {} }).media;
   const portMin = nextRange;
   nextRange += 100;
