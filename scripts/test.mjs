@@ -17,7 +17,7 @@ if (!run('typecheck', bin('tsc'), ['--noEmit', '-p', 'tsconfig.json'])) failed++
 if (!run('lint', bin('eslint'), ['.'])) failed++;
 
 const report = path.join(mkdtempSync(path.join(tmpdir(), 'keylatch-jest-')), 'report.json');
-run('jest', bin('jest'), ['--runInBand', '--json', `--outputFile=${report}`, ...process.argv.slice(2)]);
+run('jest', bin('jest'), ['--runInBand', '--forceExit', '--json', `--outputFile=${report}`, ...process.argv.slice(2)]);
 let passed = 0;
 let skipped = 0;
 try {

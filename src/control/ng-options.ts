@@ -1,0 +1,66 @@
+import { isIP } from 'node:net';
+import type { LegOptions } from '../media/call';
+import { RelayError } from '../media/relay';
+
+/** A decoded ng request: bencode dictionaries with strings already decoded. */
+export type NgDict = Record<string, unknown>;
+
+function str(d: NgDict, key: string, required: true): string;
+function str(d: NgDict, key: string, required?: false): string | undefined;
+function str(d: NgDict, key: string, required = false): string | undefined {
+  const v = d[key];
+  if (v === undefined) {
+    if (required) throw new RelayError('bad-request', `missing "${key}"`);
+    return undefined;
+  }
+  if (typeof v !== 'string') throw new RelayError('bad-request', `"${key}" must be a string`);
+  return v;
+}
+
+/** ng flags come as a list of words; Kamailio passes our own options the same way (word or word=value). */
+function flags(d: NgDict): Map<string, string> {
+  const list = d.flags;
+  const out = new Map<string, string>();
+  if (list === undefined) return out;
+  if (!Array.isArray(list)) throw new RelayError('bad-request', '"flags" must be a list');
+  for (const f of list) {
+    if (typeof f !== 'string') continue;
+    const eq = f.indexOf('=');
+    out.set(eq < 0 ? f : f.slice(0, eq), eq < 0 ? 'yes' : f.slice(eq + 1));
+  }
+  return out;
+}
+
+/** An option given either as a dictionary key or as a flag. */
+function option(d: NgDict, name: string): string | undefined {
+  return str(d, name) ?? flags(d).get(name);
+}
+
+/** rtpengine's "received-from": ["IP4", "203.0.113.5"]: where the signalling came from. */
+export function receivedFrom(d: NgDict): string | undefined {
+  const v = d['received-from'];
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length !== 2 || typeof v[1] !== 'string' || isIP(v[1]) === 0) {
+    throw new RelayError('bad-request', '"received-from" must be ["IP4"|"IP6", address]');
+  }
+  return v[1];
+}
+
+/**
+ * keylatch-<side> = key | guarded; secure-<side> marks that side's signalling path as TLS/WSS,
+ * the only path its leg key may travel.
+ */
+export function legOptions(d: NgDict, side: 'offerer' | 'answerer'): Partial<LegOptions> {
+  const policy = option(d, `keylatch-${side}`);
+  if (policy !== undefined && policy !== 'key' && policy !== 'guarded') {
+    throw new RelayError('bad-request', `"keylatch-${side}" must be "key" or "guarded"`);
+  }
+  const secure = option(d, `secure-${side}`);
+  return {
+    ...(policy ? { policy } : {}),
+    secure: secure === 'yes' || secure === 'true',
+  };
+}
+
+export const required = (d: NgDict, key: string): string => str(d, key, true);
+export const optional = (d: NgDict, key: string): string | undefined => str(d, key);

@@ -1,0 +1,176 @@
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import bencode from 'bencode';
+import type { LegStats } from '../media/call';
+import { PortPoolExhausted } from '../media/port-pool';
+import { RelayError, type Relay } from '../media/relay';
+import { SdpError } from '../sdp/session';
+import { silentLogger, type Logger } from '../log';
+import { legOptions, optional, receivedFrom, required, type NgDict } from './ng-options';
+
+const MAX_REQUEST = 65507;
+const REPLY_CACHE_MS = 30000;
+const REPLY_CACHE_MAX = 10000;
+
+/**
+ * A subset of rtpengine's ng control protocol (bencode over UDP): ping, offer, answer,
+ * delete, query. Enough for Kamailio's rtpengine module or rtpengine-client to drive keylatch.
+ */
+export class NgServer {
+  private readonly socket: dgram.Socket;
+  /** ng clients retransmit; a repeated cookie gets the first reply, never a second execution. */
+  private readonly replies = new Map<string, { reply: Buffer | Promise<Buffer>; at: number }>();
+
+  constructor(private readonly relay: Relay, private readonly log: Logger = silentLogger) {
+    this.socket = dgram.createSocket('udp4');
+    this.socket.on('message', (msg, rinfo) => void this.onMessage(msg, rinfo));
+    this.socket.on('error', (err) => this.log.warn({ err: err.message }, 'ng socket error'));
+  }
+
+  async listen(port: number, address: string): Promise<{ address: string; port: number }> {
+    this.socket.bind(port, address);
+    await once(this.socket, 'listening');
+    const a = this.socket.address();
+    this.log.info({ address: a.address, port: a.port }, 'ng control listening');
+    return { address: a.address, port: a.port };
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+
+  private async onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+    const space = msg.indexOf(0x20);
+    if (space <= 0 || space > 128 || msg.length > MAX_REQUEST) return; // no cookie: nothing to answer to
+    const cookie = msg.subarray(0, space).toString('latin1');
+    const cacheKey = `${rinfo.address}:${rinfo.port}:${cookie}`;
+    let entry = this.replies.get(cacheKey);
+    if (!entry) {
+      entry = { reply: this.execute(msg.subarray(space + 1)), at: Date.now() };
+      this.remember(cacheKey, entry);
+    }
+    const body = await entry.reply;
+    entry.reply = body;
+    this.socket.send(Buffer.concat([Buffer.from(`${cookie} `, 'latin1'), body]), rinfo.port, rinfo.address);
+  }
+
+  private remember(key: string, entry: { reply: Buffer | Promise<Buffer>; at: number }): void {
+    const now = Date.now();
+    for (const [k, e] of this.replies) {
+      if (now - e.at < REPLY_CACHE_MS && this.replies.size < REPLY_CACHE_MAX) break;
+      this.replies.delete(k);
+    }
+    this.replies.set(key, entry);
+  }
+
+  private async execute(body: Buffer): Promise<Buffer> {
+    let reply: NgDict;
+    try {
+      const req = decodeRequest(body);
+      reply = await this.dispatch(req);
+    } catch (err) {
+      const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
+      if (!known) this.log.error({ err }, 'ng command failed unexpectedly');
+      reply = { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };
+    }
+    return Buffer.from(bencode.encode(reply));
+  }
+
+  private async dispatch(req: NgDict): Promise<NgDict> {
+    const command = required(req, 'command');
+    switch (command) {
+      case 'ping':
+        return { result: 'pong' };
+      case 'offer': {
+        const { sdp } = await this.relay.offer({
+          callId: required(req, 'call-id'),
+          fromTag: required(req, 'from-tag'),
+          toTag: optional(req, 'to-tag'),
+          sdp: required(req, 'sdp'),
+          offerer: { ...legOptions(req, 'offerer'), signallingAddress: receivedFrom(req) },
+          answerer: legOptions(req, 'answerer'),
+        });
+        return { result: 'ok', sdp };
+      }
+      case 'answer': {
+        const { sdp } = await this.relay.answer({
+          callId: required(req, 'call-id'),
+          fromTag: required(req, 'from-tag'),
+          toTag: required(req, 'to-tag'),
+          sdp: required(req, 'sdp'),
+          answerer: { signallingAddress: receivedFrom(req) },
+        });
+        return { result: 'ok', sdp };
+      }
+      case 'delete': {
+        const stats = this.relay.delete({ callId: required(req, 'call-id') });
+        if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
+        return { result: 'ok', ...queryReply(stats) };
+      }
+      case 'query': {
+        const stats = this.relay.stats(required(req, 'call-id'));
+        if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
+        return { result: 'ok', ...queryReply(stats) };
+      }
+      default:
+        return { result: 'error', 'error-reason': `Unrecognized command: ${command}` };
+    }
+  }
+}
+
+function decodeRequest(body: Buffer): NgDict {
+  let decoded: unknown;
+  try {
+    decoded = bencode.decode(body, 'utf8');
+  } catch {
+    throw new RelayError('bad-request', 'Failed to decode bencode message');
+  }
+  if (typeof decoded !== 'object' || decoded === null || Array.isArray(decoded) || Buffer.isBuffer(decoded)) {
+    throw new RelayError('bad-request', 'Could not decode dictionary');
+  }
+  return decoded as NgDict;
+}
+
+/** bencode has no floats or nulls: jitter goes out in microseconds, absent addresses are left out. */
+function queryReply(legs: LegStats[]): NgDict {
+  const tags: NgDict = {};
+  for (const leg of legs) {
+    tags[leg.tag ?? ''] = {
+      tag: leg.tag ?? '',
+      policy: leg.policy,
+      authenticated: leg.authenticated ? 'yes' : 'no',
+      packets: leg.packetsIn,
+      bytes: leg.bytesIn,
+      'packets-out': leg.packetsOut,
+      'bytes-out': leg.bytesOut,
+      lost: leg.lost,
+      'jitter-us': Math.round(leg.jitterMs * 1000),
+      'last-seen': Math.floor(leg.lastSeen / 1000),
+      ...(leg.latched ? { latched: { address: leg.latched.address, port: leg.latched.port } } : {}),
+      medias: leg.streams.map((s) => ({
+        index: s.index,
+        type: s.type,
+        'on-hold': s.onHold ? 'yes' : 'no',
+        'rtcp-mux': s.rtcpMux ? 'yes' : 'no',
+        lost: s.lost,
+        'jitter-us': Math.round(s.jitterMs * 1000),
+        streams: [s.rtp, s.rtcp].map((p) => ({
+          'local port': p.port,
+          state: p.state,
+          packets: p.packetsIn,
+          bytes: p.bytesIn,
+          dropped: p.dropped,
+          malformed: p.malformed,
+          ...(p.latched ? { endpoint: { address: p.latched.address, port: p.latched.port } } : {}),
+        })),
+      })),
+    };
+  }
+  return { tags, totals: totalsOf(legs) };
+}
+
+function totalsOf(legs: LegStats[]): NgDict {
+  return {
+    RTP: { packets: legs.reduce((n, l) => n + l.packetsIn, 0), bytes: legs.reduce((n, l) => n + l.bytesIn, 0), errors: 0 },
+  };
+}

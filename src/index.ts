@@ -1,0 +1,11 @@
+export { loadConfig, ConfigError } from './config/load';
+export type { Config, MediaConfig } from './config/schema';
+export { Relay, RelayError } from './media/relay';
+export type { OfferRequest, AnswerRequest, MediaTimeout } from './media/relay';
+export type { LegOptions, LegStats } from './media/call';
+export { PortPoolExhausted } from './media/port-pool';
+export { SdpError } from './sdp/session';
+export { NgServer } from './control/ng-server';
+export { relayMetrics } from './media/metrics';
+export { startRelayService } from './relay-service';
+export * as challenge from './media/challenge';

@@ -1,0 +1,124 @@
+/** The ng control protocol, driven by rtpengine-client: the npm client jambonz uses. */
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { Client } from 'rtpengine-client';
+import { NgServer } from '../../src/control/ng-server';
+import type { Relay } from '../../src/media/relay';
+import { Peer, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, waitFor } from '../helpers/peers';
+
+let relay: Relay;
+let server: NgServer;
+let client: InstanceType<typeof Client>;
+let ng: { port: number; host: string };
+const peers: Peer[] = [];
+const rawSockets: dgram.Socket[] = [];
+
+async function rawSocket(): Promise<dgram.Socket> {
+  const raw = dgram.createSocket('udp4');
+  rawSockets.push(raw);
+  raw.bind(0, '127.0.0.1');
+  await once(raw, 'listening');
+  return raw;
+}
+
+beforeEach(async () => {
+  relay = newRelay();
+  server = new NgServer(relay);
+  const a = await server.listen(0, '127.0.0.1');
+  ng = { port: a.port, host: '127.0.0.1' };
+  client = new Client({ localPort: 0, localAddress: '127.0.0.1', timeout: 2000 });
+});
+afterEach(async () => {
+  peers.splice(0).forEach((p) => p.close());
+  rawSockets.splice(0).forEach((s) => s.close());
+  client.close();
+  server.close();
+  await relay.close();
+});
+
+describe('ng control', () => {
+  it('answers ping', async () => {
+    expect(await client.ping(ng)).toMatchObject({ result: 'pong' });
+  });
+
+  it('runs offer, answer, query and delete, and media flows', async () => {
+    const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
+    peers.push(a, b);
+    const offer = await client.offer(ng, {
+      'call-id': 'ng1', 'from-tag': 'ta', sdp: sdp(a.address, a.port), 'received-from': ['IP4', '127.0.0.1'],
+    });
+    expect(offer.result).toBe('ok');
+    const answer = await client.answer(ng, { 'call-id': 'ng1', 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port) });
+    expect(answer.result).toBe('ok');
+    const toA = { address: '127.0.0.1', port: mediaPorts(answer.sdp)[0]! };
+    for (let i = 0; i < 6; i++) a.send(rtp(i, i * 160), toA);
+    await waitFor(() => b.media().length === 4);
+    const q = await client.query(ng, { 'call-id': 'ng1' });
+    expect(q.result).toBe('ok');
+    expect(q.tags.ta.packets).toBe(6);
+    expect(q.tags.ta.policy).toBe('guarded');
+    expect(q.tags.ta.latched).toEqual({ address: '127.0.0.1', port: a.port });
+    const del = await client.delete(ng, { 'call-id': 'ng1', 'from-tag': 'ta' });
+    expect(del.result).toBe('ok');
+    expect(relay.pool.inUse).toBe(0);
+  });
+
+  it('puts the key only toward a side marked secure, and that side can prove it', async () => {
+    const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
+    peers.push(a, b);
+    const offer = await client.offer(ng, {
+      'call-id': 'ng2', 'from-tag': 'ta', sdp: sdp(a.address, a.port), flags: ['keylatch-answerer=key', 'secure-answerer'],
+    });
+    expect(offer.result).toBe('ok');
+    const k = keyFromSdp(offer.sdp);
+    expect(k).not.toBeNull();
+    const mapping = await prove(b, { address: '127.0.0.1', port: mediaPorts(offer.sdp)[0]! }, k!.legId, k!.key);
+    expect(mapping.port).toBe(b.port);
+    const answer = await client.answer(ng, { 'call-id': 'ng2', 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port) });
+    expect(keyFromSdp(answer.sdp)).toBeNull(); // the offerer is guarded: no key toward it
+  });
+
+  it('refuses the key policy without a secure signalling path', async () => {
+    const r = await client.offer(ng, { 'call-id': 'ng3', 'from-tag': 'ta', sdp: sdp('192.168.1.2', 4000), 'keylatch-answerer': 'key' });
+    expect(r).toMatchObject({ result: 'error' });
+    expect(r['error-reason']).toMatch(/secure/);
+    expect(relay.callCount).toBe(0);
+  });
+
+  it.each([
+    ['a missing call-id', { 'from-tag': 'x', sdp: 'v=0' }, /call-id/],
+    ['bad SDP', { 'call-id': 'c', 'from-tag': 'x', sdp: 'v=0\r\n' }, /SDP/],
+    ['a wrong type', { 'call-id': 'c', 'from-tag': 'x', sdp: 5 }, /string/],
+    ['a bad received-from', { 'call-id': 'c', 'from-tag': 'x', sdp: 'v=0', 'received-from': 'x' }, /received-from/],
+  ])('returns an error for %s', async (_n, body, reason) => {
+    const r = await client.offer(ng, body);
+    expect(r.result).toBe('error');
+    expect(r['error-reason']).toMatch(reason);
+  });
+
+  it('answers an unknown command and undecodable bencode with an error, and keeps serving', async () => {
+    const raw = await rawSocket();
+    const replies: string[] = [];
+    raw.on('message', (m) => replies.push(m.toString()));
+    raw.send('c1 d7:command5:fronte', ng.port, ng.host);
+    raw.send('c2 this is not bencode', ng.port, ng.host);
+    raw.send('no-space-no-cookie', ng.port, ng.host);
+    raw.send(Buffer.alloc(0), ng.port, ng.host);
+    await waitFor(() => replies.length === 2);
+    expect(replies.find((r) => r.startsWith('c1 '))).toMatch(/Unrecognized command/);
+    expect(replies.find((r) => r.startsWith('c2 '))).toMatch(/decode/);
+    expect(await client.ping(ng)).toMatchObject({ result: 'pong' });
+  });
+
+  it('answers a retransmitted offer from its cache instead of running it twice', async () => {
+    const raw = await rawSocket();
+    const replies: string[] = [];
+    raw.on('message', (m) => replies.push(m.toString()));
+    const body = `d7:call-id3:rtx7:command5:offer8:from-tag1:a3:sdp${sdp('192.168.1.2', 4000).length}:${sdp('192.168.1.2', 4000)}e`;
+    raw.send(`same ${body}`, ng.port, ng.host);
+    raw.send(`same ${body}`, ng.port, ng.host);
+    await waitFor(() => replies.length === 2);
+    expect(replies[0]).toBe(replies[1]);
+    expect(relay.pool.inUse).toBe(2);
+  });
+});
