@@ -17,6 +17,7 @@ export const mediaSchema = z
     guarded: z.object({
       learnWindowMs: z.number().int().positive(),
       lockAfterPackets: z.number().int().min(1).max(100),
+      strictSourceIp: z.boolean(),
     }),
     key: z.object({
       nonceTtlMs: z.number().int().min(100).max(60000),

@@ -63,6 +63,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     malformed: 0,
     'unlatched-source': 0,
     'outside-learning-window': 0,
+    'unexpected-source-ip': 0,
     'stun-invalid': 0,
     'unknown-leg': 0,
     'proof-rejected': 0,

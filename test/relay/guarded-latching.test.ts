@@ -65,8 +65,16 @@ describe('guarded policy', () => {
     expect(c.b.media()).toHaveLength(8); // the packets that locked it and those after
   });
 
-  it('makes a source from an unexpected IP show twice the persistence', async () => {
+  it('never locks onto an IP that signalling did not name (strict, the default)', async () => {
     const c = await guardedCall();
+    const other = await peer('127.0.0.3');
+    await burst(other, c.relayForA, 30);
+    expect(legA().latched).toBeNull();
+    expect(relay.drops['unexpected-source-ip']).toBe(30);
+  });
+
+  it('when not strict, makes a source from an unexpected IP show twice the persistence', async () => {
+    const c = await guardedCall({ guarded: { strictSourceIp: false } });
     const other = await peer('127.0.0.3');
     await burst(other, c.relayForA, 5);
     expect(legA().latched).toBeNull();

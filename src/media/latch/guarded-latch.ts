@@ -5,6 +5,7 @@ import type { Latch, LatchHost, MediaClass } from './latch';
 export interface GuardedLatchOptions {
   learnWindowMs: number;
   lockAfterPackets: number;
+  strictSourceIp: boolean;
   /** IPs we expect media from: where the signalling came from, and the SDP address. */
   preferredIps: () => ReadonlySet<string>;
   /** The locked stream's SSRC and last sequence number, to recognise a rebinding. */
@@ -61,6 +62,7 @@ export class GuardedLatch implements Latch {
     } else if (now > this.learnUntil) {
       return this.refuse('outside-learning-window');
     }
+    if (!preferred && this.opts.strictSourceIp) return this.refuse('unexpected-source-ip');
     const c = this.candidate;
     if (c && c.address === from.address && c.port === from.port && c.ssrc === ssrc) c.count++;
     else this.candidate = { address: from.address, port: from.port, ssrc, count: 1 };
@@ -85,7 +87,7 @@ export class GuardedLatch implements Latch {
     return true;
   }
 
-  private refuse(reason: 'unlatched-source' | 'outside-learning-window'): false {
+  private refuse(reason: 'unlatched-source' | 'outside-learning-window' | 'unexpected-source-ip'): false {
     this.host.drop(reason);
     return false;
   }

@@ -18,6 +18,7 @@ export type DropReason =
   | 'malformed'
   | 'unlatched-source'
   | 'outside-learning-window'
+  | 'unexpected-source-ip'
   | 'stun-invalid'
   | 'unknown-leg'
   | 'proof-rejected'

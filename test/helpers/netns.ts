@@ -1,0 +1,171 @@
+/**
+ * Test hosts in network namespaces, joined by a bridge that stands for the public internet
+ * (198.18.0.0/24). Nothing here routes or NATs toward the host's real interfaces: the host side
+ * gets one veth with an address on the fake public net and no forwarding.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+
+export const PUBLIC_PREFIX = '198.18.0';
+export const RELAY_IP = `${PUBLIC_PREFIX}.1`;
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+const has = (bin: string): boolean => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Why these tests cannot run here, or null if they can. */
+export function netnsUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return 'not root';
+  for (const bin of ['ip', 'iptables', 'conntrack']) if (!has(bin)) return `${bin} not installed`;
+  try {
+    sh('ip', ['netns', 'add', `klprobe${process.pid}`]);
+    sh('ip', ['netns', 'del', `klprobe${process.pid}`]);
+  } catch (err) {
+    return `cannot create network namespaces: ${(err as Error).message.split('\n')[0]}`;
+  }
+  return null;
+}
+
+export type NatKind = 'port-preserving' | 'symmetric';
+
+export class Topology {
+  private readonly namespaces: string[] = [];
+  private readonly hostVeth: string;
+  private readonly children = new Set<ChildProcess>();
+  private bridgePorts = 1;
+  readonly bridgeNs: string;
+
+  constructor(readonly id = `kl${process.pid % 100000}`) {
+    this.bridgeNs = `${id}-wan`;
+    this.hostVeth = `${id}h`;
+  }
+
+  ns(name: string): string {
+    return `${this.id}-${name}`;
+  }
+
+  exec(ns: string, cmd: string, args: string[]): string {
+    return sh('ip', ['netns', 'exec', ns, cmd, ...args]);
+  }
+
+  private addNs(name: string): string {
+    const ns = this.ns(name);
+    sh('ip', ['netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.exec(ns, 'ip', ['link', 'set', 'lo', 'up']);
+    return ns;
+  }
+
+  /** The public bridge, with the host (where the relay runs) on it as RELAY_IP. */
+  createPublicNet(): void {
+    this.addNs('wan');
+    this.exec(this.bridgeNs, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
+    this.exec(this.bridgeNs, 'ip', ['link', 'set', 'br0', 'up']);
+    sh('ip', ['link', 'add', this.hostVeth, 'type', 'veth', 'peer', 'name', 'up0', 'netns', this.bridgeNs]);
+    sh('ip', ['addr', 'add', `${RELAY_IP}/24`, 'dev', this.hostVeth]);
+    sh('ip', ['link', 'set', this.hostVeth, 'up']);
+    this.exec(this.bridgeNs, 'ip', ['link', 'set', 'up0', 'master', 'br0', 'up']);
+  }
+
+  /** A host plugged straight into the public net (the attacker). */
+  addPublicHost(name: string, lastOctet: number): { ns: string; ip: string } {
+    const ns = this.addNs(name);
+    this.plugIntoBridge(ns, 'wan0', `${PUBLIC_PREFIX}.${lastOctet}`);
+    return { ns, ip: `${PUBLIC_PREFIX}.${lastOctet}` };
+  }
+
+  /** A NAT router on the public net and one client behind it on 198.19.<n>.0/24. */
+  addNattedClient(name: string, n: number, kind: NatKind): { natNs: string; clientNs: string; publicIp: string; privateIp: string } {
+    const natNs = this.addNs(`${name}nat`);
+    const clientNs = this.addNs(name);
+    const publicIp = `${PUBLIC_PREFIX}.${10 + n}`;
+    const privateIp = `198.19.${n}.2`;
+    this.plugIntoBridge(natNs, 'wan0', publicIp);
+    this.exec(natNs, 'ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', clientNs]);
+    this.exec(natNs, 'ip', ['addr', 'add', `198.19.${n}.1/24`, 'dev', 'lan0']);
+    this.exec(natNs, 'ip', ['link', 'set', 'lan0', 'up']);
+    this.exec(clientNs, 'ip', ['addr', 'add', `${privateIp}/24`, 'dev', 'eth0']);
+    this.exec(clientNs, 'ip', ['link', 'set', 'eth0', 'up']);
+    this.exec(clientNs, 'ip', ['route', 'add', 'default', 'via', `198.19.${n}.1`]);
+    this.exec(natNs, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    const masq = ['-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE'];
+    this.exec(natNs, 'iptables', kind === 'symmetric' ? [...masq, '--random-fully'] : masq);
+    return { natNs, clientNs, publicIp, privateIp };
+  }
+
+  private plugIntoBridge(ns: string, ifname: string, ip: string): void {
+    const peer = `port${this.bridgePorts++}`;
+    this.exec(ns, 'ip', ['link', 'add', ifname, 'type', 'veth', 'peer', 'name', peer, 'netns', this.bridgeNs]);
+    this.exec(ns, 'ip', ['addr', 'add', `${ip}/24`, 'dev', ifname]);
+    this.exec(ns, 'ip', ['link', 'set', ifname, 'up']);
+    this.exec(this.bridgeNs, 'ip', ['link', 'set', peer, 'master', 'br0', 'up']);
+  }
+
+  flushConntrack(ns: string): void {
+    // conntrack exits 1 when the table was already empty; that is not a failure here.
+    try {
+      this.exec(ns, 'conntrack', ['-F']);
+    } catch {
+      /* empty table */
+    }
+  }
+
+  /** Runs a TypeScript program of ours inside a namespace. */
+  spawnTs(ns: string, script: string, arg: unknown): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-r', path.join(__dirname, 'ts-register.js'), script, JSON.stringify(arg)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.children.add(child);
+    child.on('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  destroy(): void {
+    for (const c of this.children) c.kill('SIGKILL');
+    for (const ns of this.namespaces.reverse()) {
+      try {
+        sh('ip', ['netns', 'del', ns]);
+      } catch {
+        /* already gone */
+      }
+    }
+    try {
+      sh('ip', ['link', 'del', this.hostVeth]);
+    } catch {
+      /* removed with its peer */
+    }
+  }
+}
+
+/** Collects a child's JSON-line output; resolves with all lines when it exits. */
+export function jsonLines(child: ChildProcess): Promise<Array<Record<string, unknown>>> {
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        /* not ours */
+      }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.on('exit', (code) => (code === 0 ? resolve(lines) : reject(new Error(`child exited ${code}: ${err.slice(-2000)}`))));
+  });
+}
