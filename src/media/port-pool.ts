@@ -49,7 +49,8 @@ export class PortPool {
     this.taken.delete(port);
   }
 
-  owns(port: number): boolean {
-    return port >= this.min && port <= this.max;
+  /** Is this port (RTP or the RTCP above it) bound by us right now? */
+  holds(port: number): boolean {
+    return this.taken.has(port) || (port % 2 === 1 && this.taken.has(port - 1));
   }
 }

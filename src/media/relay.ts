@@ -86,7 +86,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const own = new Set([config.interface, this.advertisedAddress]);
     this.policy = new AddressPolicy({
       allowLoopback: config.allowLoopbackPeers,
-      isRelayEndpoint: (address, port) => own.has(address) && this.pool.owns(port),
+      isRelayEndpoint: (address, port) => own.has(address) && this.pool.holds(port),
     });
     const tickMs = Math.max(50, Math.min(1000, config.key.rechallengeIntervalMs / 2));
     this.timer = setInterval(() => this.tick(Date.now()), tickMs);

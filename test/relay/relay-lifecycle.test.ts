@@ -211,6 +211,18 @@ describe('destinations', () => {
     expect(relay.stats('lo')!.find((l) => l.tag === 'a')!.latched).toBeNull();
   });
 
+  it('sends to a peer on the relay host whose port merely lies inside the relay range', async () => {
+    relay = newRelay();
+    const range = { min: relay.pool.min, max: relay.pool.max };
+    const first = (await relay.offer({ callId: 'free', fromTag: 'a', sdp: sdp('127.0.0.1', 4000) })).sdp;
+    const used = new Set([mediaPorts(first)[0]!, mediaPorts(first)[0]! + 1]);
+    let port = range.max - 1;
+    while (used.has(port)) port -= 2;
+    expect(relay.denied('127.0.0.1', port)).toBeNull();
+    expect(relay.denied('127.0.0.1', mediaPorts(first)[0]!)).toBe('relay-port');
+    expect(relay.denied('127.0.0.1', mediaPorts(first)[0]! + 1)).toBe('relay-port');
+  });
+
   it('refuses to aim a leg at one of its own ports', async () => {
     relay = newRelay();
     const first = (await relay.offer({ callId: 'self', fromTag: 'a', sdp: sdp('192.168.1.20', 4000) })).sdp;

@@ -36,6 +36,16 @@ describe('PortPool', () => {
     expect(pool.capacity).toBe(2);
   });
 
+  it('knows exactly which RTP and RTCP ports it holds, not the whole range', () => {
+    const pool = new PortPool(40000, 40099);
+    const p = pool.take();
+    expect(pool.holds(p)).toBe(true);
+    expect(pool.holds(p + 1)).toBe(true);
+    expect(pool.holds(p === 40000 ? 40002 : 40000)).toBe(false);
+    pool.give(p);
+    expect(pool.holds(p)).toBe(false);
+  });
+
   it('retires a port held elsewhere', () => {
     const pool = new PortPool(40000, 40003);
     const p = pool.take();
