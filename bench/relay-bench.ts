@@ -23,6 +23,9 @@ interface Row {
   cpuPct: number;
   usPerPkt: number;
   rssMiB: number;
+  /** RSS the calls cost once set up, before any media. */
+  kibPerCallIdle: number;
+  /** The same under load: includes the heap growth that the packet rate itself causes. */
   kibPerCall: number;
 }
 
@@ -33,6 +36,7 @@ async function step(make: () => Promise<Target | null> | Target, calls: number):
   try {
     const idle = target.pid ? rssBytes(target.pid) : 0;
     for (let i = 0; i < calls; i++) await load.addCall(i, (a, b) => target.anchor(`bench-${calls}-${i}`, a, b));
+    const setUp = target.pid ? rssBytes(target.pid) : 0;
     let cpu0 = 0;
     let cpu1 = 0;
     const r = await load.run(
@@ -53,6 +57,7 @@ async function step(make: () => Promise<Target | null> | Target, calls: number):
       cpuPct: (cpu / (measureMs / 1000)) * 100,
       usPerPkt: r.received ? (cpu * 1e6) / r.received : NaN,
       rssMiB: rss / 2 ** 20,
+      kibPerCallIdle: target.pid ? (setUp - idle) / 1024 / calls : NaN,
       kibPerCall: target.pid ? (rss - idle) / 1024 / calls : NaN,
     };
   } finally {
@@ -71,7 +76,7 @@ function print(rows: Row[], base: Row | undefined): void {
       [
         r.target.padEnd(10), String(r.calls).padStart(5), String(r.pps).padStart(7), fmt(r.loss * 100, 3).padStart(7),
         fmt(added50).padStart(9), fmt(added99).padStart(9), fmt(r.cpuPct).padStart(6), fmt(r.usPerPkt, 2).padStart(8),
-        fmt(r.rssMiB).padStart(7), fmt(r.kibPerCall, 2).padStart(9),
+        fmt(r.rssMiB).padStart(7), fmt(r.kibPerCallIdle, 1).padStart(9), fmt(r.kibPerCall, 1).padStart(9),
       ].join(' '),
     );
   }
@@ -81,7 +86,7 @@ async function main(): Promise<void> {
   pinTo(0, process.pid);
   console.log(`keylatch relay benchmark: G.711 calls (2 x 50 pps x 172 B), warm-up ${warmupMs} ms, measured ${measureMs} ms per step`);
   console.log('latency is added over the no-relay baseline at the same load; CPU is the relay process, pinned to one core');
-  console.log(['target'.padEnd(10), 'calls'.padStart(5), 'pps'.padStart(7), 'loss%'.padStart(7), 'p50+us'.padStart(9), 'p99+us'.padStart(9), 'cpu%'.padStart(6), 'us/pkt'.padStart(8), 'rssMiB'.padStart(7), 'KiB/call'.padStart(9)].join(' '));
+  console.log(['target'.padEnd(10), 'calls'.padStart(5), 'pps'.padStart(7), 'loss%'.padStart(7), 'p50+us'.padStart(9), 'p99+us'.padStart(9), 'cpu%'.padStart(6), 'us/pkt'.padStart(8), 'rssMiB'.padStart(7), 'KiB/c.set'.padStart(9), 'KiB/c.run'.padStart(9)].join(' '));
   const all: Row[] = [];
   for (const calls of steps) {
     const base = await step(direct, calls);

@@ -1,23 +1,15 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ZodError } from 'zod';
+import { findUp } from '../paths';
 import { configSchema, type Config } from './schema';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** Found by walking up, because this file runs both from src/ (tests) and dist/src/ (built). */
-function findDefaultConfig(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'config', 'default.yaml');
-    if (existsSync(candidate)) return candidate;
-    if (path.dirname(dir) === dir) throw new ConfigError('config/default.yaml not found above ' + __dirname);
-  }
-}
-
-export const DEFAULT_CONFIG_FILE = findDefaultConfig();
+export const DEFAULT_CONFIG_FILE = findUp(path.join('config', 'default.yaml'));
 const ENV_PREFIX = 'KEYLATCH_';
 
 type Tree = Record<string, unknown>;

@@ -1,5 +1,6 @@
 import { newLegId, newLegKey, type Endpoint } from './challenge';
 import type { LatchPolicy } from './latch/latch';
+import type { SocketStats } from './media-socket';
 import type { RelayPort } from './relay-port';
 import type { MediaDescription } from '../sdp/session';
 
@@ -25,11 +26,13 @@ export class Stream {
     return [this.rtp, this.rtcp];
   }
 
-  /** Media arriving from this leg goes out of the partner leg's port toward the partner. */
-  forward(buf: Buffer, isRtcp: boolean): void {
+  /**
+   * Points this stream's ports at the partner leg's: accepted media leaves from the partner's
+   * port (symmetric RTP), RTCP by the partner's RTP port when the partner muxes.
+   */
+  wire(): void {
     const p = this.partner;
-    if (p === null) return this.rtp.drop('no-destination');
-    (isRtcp && !p.rtcpMux ? p.rtcp : p.rtp).send(buf);
+    for (const port of this.ports) port.socket.setOutputs(p?.rtp.socket ?? null, p ? (p.rtcpMux ? p.rtp : p.rtcp).socket : null);
   }
 
   /** Takes in what this leg's SDP says about the m-line. */
@@ -39,13 +42,13 @@ export class Stream {
     // Any direction but sendrecv means one side is silent on purpose.
     this.onHold = m.nullAddress || m.direction !== 'sendrecv';
     const rate = m.clockRates.values().next().value;
-    if (rate) this.rtp.rtpStats.setClockRate(rate);
+    if (rate) this.rtp.socket.setClockRate(rate);
     this.rtp.target = m.nullAddress ? null : { address: m.address, port: m.port };
     this.rtcp.target = m.nullAddress ? null : { address: m.rtcpAddress, port: m.rtcpPort };
   }
 
   lastSeen(): number {
-    return Math.max(this.rtp.lastSeen, this.rtcp.lastSeen);
+    return Math.max(this.rtp.lastSeen(), this.rtcp.lastSeen());
   }
 }
 
@@ -137,22 +140,25 @@ export interface LegStats {
   streams: StreamStats[];
 }
 
-function portStats(p: RelayPort): PortStats {
-  return { port: p.port, latched: p.latched, state: p.latch.state, ...p.counters, lastSeen: p.lastSeen };
+function portStats(p: RelayPort, native: SocketStats): PortStats {
+  return { port: p.port, latched: p.latched, state: p.latch.state, ...p.counters(native), lastSeen: native.lastSeen };
 }
 
 export function legStats(leg: Leg): LegStats {
-  const streams = leg.streams.filter((s): s is Stream => s !== null).map((s): StreamStats => ({
-    index: s.index,
-    type: s.sdp?.type ?? 'unknown',
-    onHold: s.onHold,
-    rtcpMux: s.rtcpMux,
-    rtp: portStats(s.rtp),
-    rtcp: portStats(s.rtcp),
-    lost: s.rtp.rtpStats.lost,
-    expected: s.rtp.rtpStats.expected,
-    jitterMs: s.rtp.rtpStats.jitterMs,
-  }));
+  const streams = leg.streams.filter((s): s is Stream => s !== null).map((s): StreamStats => {
+    const rtp = s.rtp.socket.stats();
+    return {
+      index: s.index,
+      type: s.sdp?.type ?? 'unknown',
+      onHold: s.onHold,
+      rtcpMux: s.rtcpMux,
+      rtp: portStats(s.rtp, rtp),
+      rtcp: portStats(s.rtcp, s.rtcp.socket.stats()),
+      lost: rtp.rtpLost,
+      expected: rtp.rtpExpected,
+      jitterMs: rtp.jitterMs,
+    };
+  });
   const sum = (f: (p: PortStats) => number): number => streams.reduce((n, s) => n + f(s.rtp) + f(s.rtcp), 0);
   return {
     tag: leg.tag,

@@ -26,7 +26,7 @@ export function relayMetrics(relay: Relay, registry: Registry = new Registry()):
     name: 'keylatch_relay_dropped_total', help: 'Datagrams dropped, by reason', labelNames: ['reason'], registers: [registry],
     collect() {
       this.reset();
-      for (const [reason, n] of Object.entries(relay.drops)) this.inc({ reason }, n);
+      for (const [reason, n] of Object.entries(relay.dropCounts())) this.inc({ reason }, n);
     },
   });
   new Counter({

@@ -1,8 +1,7 @@
-import type { RemoteInfo, Socket } from 'node:dgram';
 import type { Endpoint } from './challenge';
 import type { DropReason, Latch, LatchHost } from './latch/latch';
-import { classify, rtcpSsrc, rtpSsrc } from './packet';
-import { RtpReceiveStats } from './rtp-stats';
+import { MediaSocket, type SocketStats } from './media-socket';
+import { classify } from './packet';
 
 export interface PortCounters {
   packetsIn: number;
@@ -17,8 +16,6 @@ export const emptyCounters = (): PortCounters => ({ packetsIn: 0, bytesIn: 0, pa
 
 /** What a port needs from its surroundings; kept narrow so the port can be tested alone. */
 export interface PortContext {
-  /** Where a packet accepted on this port goes next (the partner leg's port), or null. */
-  forward(buf: Buffer, isRtcp: boolean): void;
   /** The single gate for destinations: null if allowed, else why not. */
   denied(address: string, port: number): string | null;
   onDrop(reason: DropReason): void;
@@ -26,84 +23,99 @@ export interface PortContext {
 }
 
 /**
- * One local UDP port of one stream of one leg: the socket, the latch guarding it, and its
- * counters. Media to this leg leaves from this same port (symmetric RTP).
+ * One local UDP port of one stream of one leg, and the latch guarding it. Media from the
+ * latched source never reaches this class: the native fast path forwards it. What does reach
+ * `receive` is everything the latch must judge: STUN, other sources, malformed datagrams.
+ * Every decision is mirrored into the socket, so C and TypeScript never disagree.
  */
 export class RelayPort implements LatchHost {
   latched: Endpoint | null = null;
-  /** The address signalling gave for this leg; used only by latches that allow it. */
-  target: Endpoint | null = null;
-  lastSeen: number;
-  ssrc = -1;
-  readonly counters = emptyCounters();
-  readonly rtpStats = new RtpReceiveStats();
-  latch!: Latch;
+  readonly socket: MediaSocket;
+  readonly latch: Latch;
+  private signalled: Endpoint | null = null;
+  private dropped = 0;
+  private malformed = 0;
 
   constructor(
-    readonly socket: Socket,
+    family: 4 | 6,
+    address: string,
     readonly port: number,
     readonly kind: 'rtp' | 'rtcp',
     private readonly ctx: PortContext,
-    now: number,
+    makeLatch: (host: RelayPort) => Latch,
   ) {
-    this.lastSeen = now;
-    socket.on('message', (buf, rinfo) => this.receive(buf, rinfo));
+    this.socket = MediaSocket.open(family, address, port, kind === 'rtcp', (buf, a, p) => this.receive(buf, { address: a, port: p }));
+    this.latch = makeLatch(this);
   }
 
-  receive(buf: Buffer, from: RemoteInfo): void {
-    const c = this.counters;
-    c.packetsIn++;
-    c.bytesIn += buf.length;
+  /** The address signalling gave for this leg; used only by latches that allow it. */
+  get target(): Endpoint | null {
+    return this.signalled;
+  }
+
+  set target(ep: Endpoint | null) {
+    this.signalled = ep;
+    this.pushDestination();
+  }
+
+  receive(buf: Buffer, from: Endpoint): void {
     const cls = classify(buf);
     const now = Date.now();
     if (cls === 'stun') return this.latch.onStun(buf, from, now);
     if (cls === 'malformed') {
-      c.malformed++;
+      this.malformed++;
       return this.drop('malformed');
     }
-    const l = this.latched;
-    if (l === null || from.port !== l.port || from.address !== l.address) {
-      if (!this.latch.onForeignMedia(buf, from, cls, now)) return;
-    }
-    this.lastSeen = now;
-    if (cls === 'rtp') {
-      this.ssrc = rtpSsrc(buf);
-      this.rtpStats.update(buf, now);
-    } else if (this.kind === 'rtcp') {
-      this.ssrc = rtcpSsrc(buf);
-    }
-    this.latch.seen?.(now);
-    this.ctx.forward(buf, cls === 'rtcp');
-  }
-
-  /** Media toward this leg's endpoint. */
-  send(buf: Buffer): void {
-    const to = this.latched ?? (this.latch.sendsBeforeLatch ? this.target : null);
-    if (to === null) return this.drop('no-destination');
-    this.socket.send(buf, to.port, to.address);
-    this.counters.packetsOut++;
-    this.counters.bytesOut += buf.length;
+    if (this.latch.onForeignMedia(buf, from, cls, now)) this.socket.forward(buf);
   }
 
   reply(buf: Buffer, to: Endpoint): void {
     if (this.ctx.denied(to.address, to.port)) return this.drop('no-destination');
-    this.socket.send(buf, to.port, to.address);
+    this.socket.send(buf, to);
   }
 
-  latchTo(source: Endpoint, now: number): void {
+  latchTo(source: Endpoint, _now: number): void {
     if (this.ctx.denied(source.address, source.port)) return this.drop('no-destination');
     this.latched = { address: source.address, port: source.port };
-    this.lastSeen = now;
+    this.socket.setLatched(this.latched);
+    this.pushDestination();
     this.ctx.onLatch(this, this.latched);
   }
 
   unlatch(): void {
     this.latched = null;
+    this.socket.setLatched(null);
+    this.pushDestination();
     this.ctx.onLatch(this, null);
   }
 
   drop(reason: DropReason): void {
-    this.counters.dropped++;
+    this.dropped++;
     this.ctx.onDrop(reason);
+  }
+
+  /** Native counters merged with the drops judged here. */
+  counters(native: SocketStats = this.socket.stats()): PortCounters {
+    return {
+      packetsIn: native.packetsIn,
+      bytesIn: native.bytesIn,
+      packetsOut: native.packetsOut,
+      bytesOut: native.bytesOut,
+      dropped: this.dropped + native.noDestination + native.sendErrors,
+      malformed: this.malformed,
+    };
+  }
+
+  lastSeen(): number {
+    return this.socket.stats().lastSeen;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+
+  /** Media toward this leg goes to the latched source, or, where the latch allows, to the SDP's address. */
+  private pushDestination(): void {
+    this.socket.setDestination(this.latched ?? (this.latch?.sendsBeforeLatch ? this.signalled : null));
   }
 }

@@ -1,4 +1,3 @@
-import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import type { MediaConfig } from '../config/schema';
@@ -8,7 +7,7 @@ import { AddressPolicy } from './address-policy';
 import { Call, Leg, Stream, legStats, type LegOptions, type LegStats } from './call';
 import { GuardedLatch } from './latch/guarded-latch';
 import { KeyLatch } from './latch/key-latch';
-import type { DropReason } from './latch/latch';
+import type { DropReason, Latch } from './latch/latch';
 import { PortPool, PortPoolExhausted } from './port-pool';
 import { RelayPort, emptyCounters, type PortCounters } from './relay-port';
 
@@ -73,6 +72,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Counters of ports already closed, so totals survive call deletion. */
   readonly retired: PortCounters = emptyCounters();
   latchEvents = 0;
+  private retiredNoDestination = 0;
+  private readonly family: 4 | 6;
   private readonly calls = new Map<string, Call>();
   private readonly policy: AddressPolicy;
   private readonly timer: NodeJS.Timeout;
@@ -83,6 +84,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.log = opts.logger ?? silentLogger;
     this.pool = new PortPool(config.portMin, config.portMax);
     this.advertisedAddress = config.advertisedAddress ?? config.interface;
+    this.family = isIPv6(config.interface) ? 6 : 4;
     const own = new Set([config.interface, this.advertisedAddress]);
     this.policy = new AddressPolicy({
       allowLoopback: config.allowLoopbackPeers,
@@ -150,6 +152,12 @@ export class Relay extends EventEmitter<RelayEvents> {
       if (m.port === 0) this.disable(offerer, answerer, i);
     });
     this.describe(answerer, session);
+    // The offerer muxes RTCP only if it offered to and the answer (which we pass on) accepted.
+    for (const s of offerer.streams) {
+      if (!s?.sdp || !s.partner) continue;
+      s.rtcpMux = s.sdp.rtcpMux && s.partner.rtcpMux;
+      s.partner.wire();
+    }
     const now = Date.now();
     for (const p of [...offerer.ports(), ...answerer.ports()]) p.latch.onSignalling(now);
     this.log.info({ callId: call.id, toTag: req.toTag }, 'answer');
@@ -188,8 +196,18 @@ export class Relay extends EventEmitter<RelayEvents> {
     const t = { ...this.retired };
     for (const call of this.calls.values())
       for (const leg of call.legs)
-        for (const p of leg.ports()) for (const k of Object.keys(t) as Array<keyof PortCounters>) t[k] += p.counters[k];
+        for (const p of leg.ports()) {
+          const c = p.counters();
+          for (const k of Object.keys(t) as Array<keyof PortCounters>) t[k] += c[k];
+        }
     return t;
+  }
+
+  /** Drops by reason, including those the fast path counted (media with nowhere to go). */
+  dropCounts(): Record<DropReason, number> {
+    let noDestination = this.retiredNoDestination;
+    for (const call of this.calls.values()) for (const leg of call.legs) for (const p of leg.ports()) noDestination += p.socket.stats().noDestination;
+    return { ...this.drops, 'no-destination': this.drops['no-destination'] + noDestination };
   }
 
   *legs(): Generator<{ callId: string; stats: LegStats }> {
@@ -225,6 +243,8 @@ export class Relay extends EventEmitter<RelayEvents> {
         sb.partner = sa;
         a.streams[m.index] = sa;
         b.streams[m.index] = sb;
+        sa.wire();
+        sb.wire();
       }
     } catch (err) {
       for (const s of fresh) {
@@ -254,6 +274,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       // NATed clients often advertise addresses that only latching can correct.
       if (denied) s.rtp.target = null;
       if (s.rtcp.target && this.denied(s.rtcp.target.address, s.rtcp.target.port)) s.rtcp.target = null;
+      // Our RTCP toward the partner depends on this leg's rtcp-mux: rewire both directions.
+      s.wire();
+      s.partner?.wire();
     }
   }
 
@@ -272,12 +295,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private async openStream(call: Call, leg: Leg, index: number): Promise<Stream> {
-    const { rtpSocket, rtcpSocket, port } = await this.bindPair();
-    const now = Date.now();
-    // eslint-disable-next-line prefer-const -- the ports' context closes over the stream
-    let stream: Stream;
     const ctx = {
-      forward: (buf: Buffer, isRtcp: boolean) => stream.forward(buf, isRtcp),
       denied: (address: string, p: number) => this.denied(address, p),
       onDrop: (reason: DropReason) => {
         this.drops[reason]++;
@@ -288,34 +306,32 @@ export class Relay extends EventEmitter<RelayEvents> {
         this.emit('latch', { callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy });
       },
     };
-    const rtp = new RelayPort(rtpSocket, port, 'rtp', ctx, now);
-    const rtcp = new RelayPort(rtcpSocket, port + 1, 'rtcp', ctx, now);
-    stream = new Stream(index, leg, rtp, rtcp);
-    for (const p of [rtp, rtcp]) {
-      p.latch =
-        leg.policy === 'key'
-          ? new KeyLatch(p, { legId: leg.legId, key: leg.key!, ...this.config.key })
-          : new GuardedLatch(p, {
-              ...this.config.guarded,
-              preferredIps: () => leg.preferredIps(),
-              lockedStream: () => (p.latched ? { ssrc: p.ssrc, lastSeq: p.rtpStats.lastSeq } : null),
-            });
-    }
-    return stream;
+    const latchFor = (p: RelayPort): Latch =>
+      leg.policy === 'key'
+        ? new KeyLatch(p, { legId: leg.legId, key: leg.key!, ...this.config.key })
+        : new GuardedLatch(p, {
+            ...this.config.guarded,
+            preferredIps: () => leg.preferredIps(),
+            lockedStream: () => {
+              if (!p.latched) return null;
+              const s = p.socket.stats();
+              return { ssrc: s.ssrc, lastSeq: s.lastSeq, lastSeen: s.lastSeen };
+            },
+          });
+    const [rtp, rtcp] = this.openPair((port, kind) => new RelayPort(this.family, this.config.interface, port, kind, ctx, latchFor));
+    return new Stream(index, leg, rtp, rtcp);
   }
 
-  private async bindPair(): Promise<{ rtpSocket: dgram.Socket; rtcpSocket: dgram.Socket; port: number }> {
+  /** An RTP/RTCP pair from the pool; a port some other process holds is retired, and we try another. */
+  private openPair(open: (port: number, kind: 'rtp' | 'rtcp') => RelayPort): [RelayPort, RelayPort] {
     for (let attempt = 0; attempt < BIND_ATTEMPTS; attempt++) {
       const port = this.pool.take();
-      const rtpSocket = this.socket();
-      const rtcpSocket = this.socket();
+      let rtp: RelayPort | null = null;
       try {
-        await Promise.all([bind(rtpSocket, port, this.config.interface), bind(rtcpSocket, port + 1, this.config.interface)]);
-        return { rtpSocket, rtcpSocket, port };
+        rtp = open(port, 'rtp');
+        return [rtp, open(port + 1, 'rtcp')];
       } catch (err) {
-        rtpSocket.close();
-        rtcpSocket.close();
-        // Someone else holds this port: keep it out of the pool and try another.
+        rtp?.close();
         this.pool.retire(port);
         this.log.warn({ port, err: (err as Error).message }, 'port pair unavailable, retired');
       }
@@ -323,21 +339,20 @@ export class Relay extends EventEmitter<RelayEvents> {
     throw new PortPoolExhausted(this.pool.min, this.pool.max);
   }
 
-  private socket(): dgram.Socket {
-    const s = dgram.createSocket({ type: isIPv6(this.config.interface) ? 'udp6' : 'udp4' });
-    // ICMP errors for unreachable peers surface here; they must not take the process down.
-    s.on('error', (err) => this.log.debug({ err: err.message }, 'media socket error'));
-    return s;
-  }
-
   private release(s: Stream): void {
     for (const p of s.ports) {
-      for (const k of Object.keys(this.retired) as Array<keyof PortCounters>) this.retired[k] += p.counters[k];
-      p.socket.close();
+      const c = p.counters();
+      for (const k of Object.keys(this.retired) as Array<keyof PortCounters>) this.retired[k] += c[k];
+      this.retiredNoDestination += p.socket.stats().noDestination;
+      p.close();
     }
     this.pool.give(s.rtp.port);
     s.leg.streams[s.index] = null;
-    if (s.partner?.partner === s) s.partner.partner = null;
+    // Socket ids are reused: a partner still pointing at ours could leak media into another call.
+    if (s.partner?.partner === s) {
+      s.partner.partner = null;
+      s.partner.wire();
+    }
   }
 
   private tick(now: number): void {
@@ -359,17 +374,6 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     }
   }
-}
-
-function bind(socket: dgram.Socket, port: number, address: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(err);
-    socket.once('error', onError);
-    socket.bind({ port, address, exclusive: true }, () => {
-      socket.off('error', onError);
-      resolve();
-    });
-  });
 }
 
 function validateIds(...ids: string[]): void {

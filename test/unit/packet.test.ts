@@ -1,5 +1,4 @@
 import { classify } from '../../src/media/packet';
-import { RtpReceiveStats } from '../../src/media/rtp-stats';
 import { encodeHello } from '../../src/media/challenge';
 
 export function rtp(seq: number, ts: number, ssrc = 0x1234, payload = 160, pt = 0): Buffer {
@@ -42,38 +41,5 @@ describe('classify', () => {
     ['garbage', Buffer.from('hello world')],
   ])('calls %s malformed', (_n, buf) => {
     expect(classify(buf)).toBe('malformed');
-  });
-});
-
-describe('RtpReceiveStats', () => {
-  it('counts loss from sequence gaps, across the 16-bit wrap', () => {
-    const s = new RtpReceiveStats();
-    let t = 0;
-    for (let seq = 65530; seq < 65530 + 20; seq++) {
-      if (seq === 65535 || seq === 65540) continue;
-      s.update(rtp(seq, seq * 160), (t += 20));
-    }
-    expect(s.expected).toBe(20);
-    expect(s.lost).toBe(2);
-  });
-
-  it('measures zero jitter for perfectly paced packets and some for irregular ones', () => {
-    const even = new RtpReceiveStats();
-    const odd = new RtpReceiveStats();
-    for (let i = 0; i < 50; i++) {
-      even.update(rtp(i, i * 160), i * 20);
-      odd.update(rtp(i, i * 160), i * 20 + (i % 2 ? 15 : 0));
-    }
-    expect(even.jitterMs).toBeCloseTo(0, 5);
-    expect(odd.jitterMs).toBeGreaterThan(5);
-  });
-
-  it('restarts on a new SSRC', () => {
-    const s = new RtpReceiveStats();
-    s.update(rtp(100, 0, 1), 0);
-    s.update(rtp(200, 0, 1), 20);
-    s.update(rtp(5, 0, 2), 40);
-    expect(s.ssrc).toBe(2);
-    expect(s.lost).toBe(0);
   });
 });

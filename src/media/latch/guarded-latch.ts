@@ -1,4 +1,4 @@
-import type { RemoteInfo } from 'node:dgram';
+import type { Endpoint } from '../challenge';
 import { rtcpSsrc, rtpSeq, rtpSsrc } from '../packet';
 import type { Latch, LatchHost, MediaClass } from './latch';
 
@@ -8,8 +8,8 @@ export interface GuardedLatchOptions {
   strictSourceIp: boolean;
   /** IPs we expect media from: where the signalling came from, and the SDP address. */
   preferredIps: () => ReadonlySet<string>;
-  /** The locked stream's SSRC and last sequence number, to recognise a rebinding. */
-  lockedStream: () => { ssrc: number; lastSeq: number } | null;
+  /** The locked source's SSRC, last sequence number and last packet time. */
+  lockedStream: () => { ssrc: number; lastSeq: number; lastSeen: number } | null;
 }
 
 /** A locked source that has been silent this long may be replaced inside a learning window. */
@@ -27,7 +27,6 @@ export class GuardedLatch implements Latch {
   readonly sendsBeforeLatch = true;
   private learnUntil = 0;
   private candidate: { address: string; port: number; ssrc: number; count: number } | null = null;
-  private lastLatchedAt = 0;
 
   constructor(private readonly host: LatchHost, private readonly opts: GuardedLatchOptions) {}
 
@@ -48,17 +47,13 @@ export class GuardedLatch implements Latch {
     // Nothing times out here: a lock holds until signalling or a rebinding moves it.
   }
 
-  /** Called for packets from the latched source, so a quiet lock can be told from a live one. */
-  seen(now: number): void {
-    this.lastLatchedAt = now;
-  }
-
-  onForeignMedia(buf: Buffer, from: RemoteInfo, cls: MediaClass, now: number): boolean {
+  onForeignMedia(buf: Buffer, from: Endpoint, cls: MediaClass, now: number): boolean {
     const ssrc = cls === 'rtp' ? rtpSsrc(buf) : rtcpSsrc(buf);
     const preferred = this.opts.preferredIps().has(from.address);
     if (this.host.latched) {
-      if (preferred && this.isRebinding(ssrc, cls === 'rtp' ? rtpSeq(buf) : -1)) return this.lock(from, now);
-      if (now > this.learnUntil || now - this.lastLatchedAt < LOCKED_QUIET_MS) return this.refuse('unlatched-source');
+      const locked = this.opts.lockedStream();
+      if (preferred && locked && this.isRebinding(locked, ssrc, cls === 'rtp' ? rtpSeq(buf) : -1)) return this.lock(from, now);
+      if (now > this.learnUntil || (locked && now - locked.lastSeen < LOCKED_QUIET_MS)) return this.refuse('unlatched-source');
     } else if (now > this.learnUntil) {
       return this.refuse('outside-learning-window');
     }
@@ -72,17 +67,15 @@ export class GuardedLatch implements Latch {
     return this.refuse('unlatched-source');
   }
 
-  private isRebinding(ssrc: number, seq: number): boolean {
-    const locked = this.opts.lockedStream();
-    if (!locked || locked.ssrc !== ssrc) return false;
+  private isRebinding(locked: { ssrc: number; lastSeq: number }, ssrc: number, seq: number): boolean {
+    if (locked.ssrc !== ssrc) return false;
     if (seq < 0) return true; // RTCP carries no sequence; SSRC and IP must do
     const advance = (seq - locked.lastSeq + 0x10000) % 0x10000;
     return advance > 0 && advance <= MAX_SEQ_ADVANCE;
   }
 
-  private lock(from: RemoteInfo, now: number): boolean {
+  private lock(from: Endpoint, now: number): boolean {
     this.candidate = null;
-    this.lastLatchedAt = now;
     this.host.latchTo({ address: from.address, port: from.port }, now);
     return true;
   }

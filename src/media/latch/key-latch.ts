@@ -1,4 +1,3 @@
-import type { RemoteInfo } from 'node:dgram';
 import { ChallengeVerifier, ProtocolError, decode, sameEndpoint, sealedSize, type Endpoint } from '../challenge';
 import { PerSourceRateLimiter } from '../rate-limiter';
 import type { Latch, LatchHost } from './latch';
@@ -37,7 +36,7 @@ export class KeyLatch implements Latch {
     return this.challenged ? 'challenged' : 'unauthenticated';
   }
 
-  onStun(buf: Buffer, from: RemoteInfo, now: number): void {
+  onStun(buf: Buffer, from: Endpoint, now: number): void {
     let msg;
     try {
       msg = decode(buf);
@@ -58,7 +57,7 @@ export class KeyLatch implements Latch {
     this.host.reply(verdict.success, verdict.source);
   }
 
-  onForeignMedia(buf: Buffer, from: RemoteInfo, _cls: string, now: number): boolean {
+  onForeignMedia(buf: Buffer, from: Endpoint, _cls: string, now: number): boolean {
     this.challenge(from, buf.length, now);
     this.host.drop('unlatched-source');
     return false;

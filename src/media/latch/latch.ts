@@ -1,4 +1,3 @@
-import type { RemoteInfo } from 'node:dgram';
 import type { Endpoint } from '../challenge';
 
 export type LatchPolicy = 'key' | 'guarded';
@@ -31,12 +30,10 @@ export interface Latch {
   readonly state: string;
   /** May media go to the SDP-given address before anything has latched? */
   readonly sendsBeforeLatch: boolean;
-  onStun(buf: Buffer, from: RemoteInfo, now: number): void;
+  onStun(buf: Buffer, from: Endpoint, now: number): void;
   /** Media from a source other than the latched one. True means: latched now, forward it. */
-  onForeignMedia(buf: Buffer, from: RemoteInfo, cls: MediaClass, now: number): boolean;
+  onForeignMedia(buf: Buffer, from: Endpoint, cls: MediaClass, now: number): boolean;
   /** A signalling event for this leg happened (offer, answer, update). */
   onSignalling(now: number): void;
   tick(now: number): void;
-  /** A packet from the latched source arrived. */
-  seen?(now: number): void;
 }

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "keylatch_fastpath",
+      "sources": ["native/fastpath.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

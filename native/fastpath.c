@@ -1,0 +1,511 @@
+/*
+ * keylatch media fast path.
+ *
+ * Why this exists: in Node, every datagram costs a C++ -> JS callback with a fresh Buffer
+ * and rinfo object (~10 us here), and every send another ~8 us of JS and C++ glue; a pure
+ * dgram relay measured ~1.5x rtpengine's CPU per packet. This module owns the relay's UDP
+ * sockets, polls them on Node's own libuv loop (no threads, no locks), and forwards packets
+ * from a *latched* source entirely in C, batched with recvmmsg.
+ *
+ * It makes no decisions. Which source is latched, where media goes and whether a
+ * destination is allowed are all decided in TypeScript (src/media) and pushed down here.
+ * Everything else (STUN, unknown sources, malformed input) goes up to JS unchanged.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define MAX_SOCKETS 65536
+#define BATCH 32
+#define MAX_DATAGRAM 4096
+#define MAX_ROUNDS 8 /* recvmmsg rounds per wakeup, so one busy socket cannot starve the loop */
+#define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
+
+typedef struct {
+  int have;
+  uint32_t ssrc;
+  uint16_t base_seq, max_seq;
+  uint32_t cycles;
+  double received;
+  double transit, jitter;
+  uint32_t clock_rate;
+} rtp_stats;
+
+typedef struct {
+  int id, fd, family, is_rtcp, closing;
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref on_packet;
+  napi_async_context actx;
+  int has_latched;
+  struct sockaddr_storage latched;
+  int has_dest;
+  struct sockaddr_storage dest;
+  socklen_t dest_len;
+  int out_rtp, out_rtcp;
+  double packets_in, bytes_in, packets_out, bytes_out, no_destination, send_errors;
+  double last_seen;
+  int have_ssrc;
+  uint32_t ssrc;
+  rtp_stats rtp;
+} ksock;
+
+static ksock *table[MAX_SOCKETS];
+static int next_id = 1;
+
+/* recvmmsg scratch, shared: the loop is single-threaded and never re-entered mid-batch. */
+static uint8_t bufs[BATCH][MAX_DATAGRAM];
+static struct mmsghdr msgs[BATCH];
+static struct iovec iovs[BATCH];
+static struct sockaddr_storage froms[BATCH];
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static uint32_t rd32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+
+static ksock *lookup(int id) { return id > 0 && id < MAX_SOCKETS ? table[id] : NULL; }
+
+/* ---- packet checks: the same rules as src/media/packet.ts (both are covered by test/relay) ---- */
+
+static int valid_rtp(const uint8_t *b, size_t n) {
+  size_t header = 12 + (size_t)(b[0] & 0x0f) * 4;
+  if (n < header) return 0;
+  if (b[0] & 0x10) {
+    if (n < header + 4) return 0;
+    header += 4 + (size_t)rd16(b + header + 2) * 4;
+    if (n < header) return 0;
+  }
+  return 1;
+}
+
+static int valid_rtcp(const uint8_t *b, size_t n) {
+  size_t at = 0;
+  while (at < n) {
+    if (at + 4 > n || (b[at] >> 6) != 2) return 0;
+    size_t next = at + ((size_t)rd16(b + at + 2) + 1) * 4;
+    if (next > n) return 0;
+    at = next;
+  }
+  return at == n && n >= 8;
+}
+
+/* 1 = RTP, 2 = RTCP, 0 = anything else (left to JS). */
+static int media_class(const uint8_t *b, size_t n) {
+  if (n < 2 || b[0] < 128 || b[0] > 191) return 0;
+  int pt = b[1] & 0x7f;
+  if (pt >= 64 && pt <= 95) return valid_rtcp(b, n) ? 2 : 0;
+  return valid_rtp(b, n) ? 1 : 0;
+}
+
+/* ---- RFC 3550 A.1 and A.8 ---- */
+
+static void rtp_restart(rtp_stats *st, uint32_t ssrc, uint16_t seq) {
+  st->have = 1;
+  st->ssrc = ssrc;
+  st->base_seq = st->max_seq = seq;
+  st->cycles = 0;
+  st->received = 0;
+  st->jitter = 0;
+}
+
+static void rtp_update(rtp_stats *st, const uint8_t *b, double arrival_ms) {
+  uint32_t ssrc = rd32(b + 8);
+  uint16_t seq = rd16(b + 2);
+  if (!st->have || ssrc != st->ssrc) rtp_restart(st, ssrc, seq);
+  uint16_t delta = (uint16_t)(seq - st->max_seq);
+  if (delta > 0 && delta < MAX_DROPOUT) {
+    if (seq < st->max_seq) st->cycles += 65536;
+    st->max_seq = seq;
+  } else if (delta != 0 && delta <= 65536 - MAX_MISORDER) {
+    rtp_restart(st, ssrc, seq);
+  }
+  st->received++;
+  double transit = arrival_ms * st->clock_rate / 1000.0 - (double)rd32(b + 4);
+  if (st->received > 1) st->jitter += (fabs(transit - st->transit) - st->jitter) / 16.0;
+  st->transit = transit;
+}
+
+/* ---- forwarding ---- */
+
+static int same_source(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family) return 0;
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+  return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+}
+
+/* An accepted packet: count it, keep statistics, send it on toward the other leg. */
+static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double now) {
+  s->last_seen = now;
+  if (cls == 1) {
+    s->ssrc = rd32(b + 8);
+    s->have_ssrc = 1;
+    rtp_update(&s->rtp, b, now);
+  } else if (s->is_rtcp) {
+    s->ssrc = rd32(b + 4);
+    s->have_ssrc = 1;
+  }
+  ksock *o = lookup(cls == 2 ? s->out_rtcp : s->out_rtp);
+  if (!o || !o->has_dest) {
+    s->no_destination++;
+    return;
+  }
+  ssize_t sent = sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len);
+  if (sent == (ssize_t)n) {
+    o->packets_out++;
+    o->bytes_out += (double)n;
+  } else {
+    o->send_errors++;
+  }
+}
+
+static void address_string(const struct sockaddr_storage *a, char *out, size_t len, int *port) {
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const void *)a;
+    inet_ntop(AF_INET, &v4->sin_addr, out, (socklen_t)len);
+    *port = ntohs(v4->sin_port);
+  } else {
+    const struct sockaddr_in6 *v6 = (const void *)a;
+    inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)len);
+    *port = ntohs(v6->sin6_port);
+  }
+}
+
+/* Everything the fast path does not take goes to JS: onPacket(buffer, address, port). */
+static void to_js(ksock *s, const uint8_t *b, size_t n, const struct sockaddr_storage *from) {
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  char addr[INET6_ADDRSTRLEN];
+  int port = 0;
+  address_string(from, addr, sizeof addr, &port);
+  napi_value argv[3], fn, recv, result;
+  void *data;
+  napi_create_buffer_copy(env, n, b, &data, &argv[0]);
+  napi_create_string_latin1(env, addr, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_create_int32(env, port, &argv[2]);
+  napi_get_reference_value(env, s->on_packet, &fn);
+  napi_get_global(env, &recv);
+  if (napi_make_callback(env, s->actx, recv, fn, 3, argv, &result) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  ksock *s = handle->data;
+  if (status < 0 || s->closing) return;
+  for (int round = 0; round < MAX_ROUNDS; round++) {
+    for (int i = 0; i < BATCH; i++) {
+      iovs[i].iov_base = bufs[i];
+      iovs[i].iov_len = MAX_DATAGRAM;
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &froms[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof froms[i];
+    }
+    int got = recvmmsg(s->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (got <= 0) return;
+    double now = now_ms();
+    for (int i = 0; i < got; i++) {
+      size_t n = msgs[i].msg_len;
+      int truncated = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+      s->packets_in++;
+      s->bytes_in += (double)n;
+      int cls = 0;
+      if (s->has_latched && !truncated && same_source(&s->latched, &froms[i])) cls = media_class(bufs[i], n);
+      if (cls) {
+        accept_packet(s, bufs[i], n, cls, now);
+      } else {
+        to_js(s, bufs[i], n, &froms[i]);
+        if (s->closing) return; /* JS closed this socket from its handler */
+      }
+    }
+    if (got < BATCH) return;
+  }
+}
+
+/* ---- N-API surface ---- */
+
+#define CHECK(call)                                                  \
+  do {                                                               \
+    if ((call) != napi_ok) {                                         \
+      napi_throw_error(env, NULL, "keylatch fastpath: " #call);      \
+      return NULL;                                                   \
+    }                                                                \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EACCES ? "EACCES" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_int(napi_env env, napi_value v, int *out) { return napi_get_value_int32(env, v, out) == napi_ok; }
+
+/* Parses (address, port) into a sockaddr of the socket's family. 0 on failure. */
+static int parse_endpoint(napi_env env, napi_value addr, napi_value port, int family, struct sockaddr_storage *out, socklen_t *len) {
+  char text[INET6_ADDRSTRLEN + 1];
+  size_t got;
+  int p;
+  if (napi_get_value_string_latin1(env, addr, text, sizeof text, &got) != napi_ok || !get_int(env, port, &p) || p < 0 || p > 65535) return 0;
+  memset(out, 0, sizeof *out);
+  if (family == AF_INET) {
+    struct sockaddr_in *v4 = (void *)out;
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)p);
+    if (inet_pton(AF_INET, text, &v4->sin_addr) != 1) return 0;
+    *len = sizeof *v4;
+  } else {
+    struct sockaddr_in6 *v6 = (void *)out;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)p);
+    if (inet_pton(AF_INET6, text, &v6->sin6_addr) != 1) return 0;
+    *len = sizeof *v6;
+  }
+  return 1;
+}
+
+static ksock *socket_arg(napi_env env, napi_value v) {
+  int id;
+  ksock *s = get_int(env, v, &id) ? lookup(id) : NULL;
+  if (!s) napi_throw_error(env, NULL, "keylatch fastpath: no such socket");
+  return s;
+}
+
+/* open(family 4|6, address, port, isRtcp, onPacket) -> id */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fam, is_rtcp;
+  if (argc < 5 || !get_int(env, argv[0], &fam) || !get_int(env, argv[3], &is_rtcp)) {
+    napi_throw_type_error(env, NULL, "open(family, address, port, isRtcp, onPacket)");
+    return NULL;
+  }
+  int family = fam == 6 ? AF_INET6 : AF_INET;
+  struct sockaddr_storage local;
+  socklen_t local_len;
+  if (!parse_endpoint(env, argv[1], argv[2], family, &local, &local_len)) {
+    napi_throw_type_error(env, NULL, "bad local address");
+    return NULL;
+  }
+  int id = 0;
+  for (int tries = 0; tries < MAX_SOCKETS && !id; tries++) {
+    int candidate = next_id;
+    next_id = next_id + 1 >= MAX_SOCKETS ? 1 : next_id + 1;
+    if (!table[candidate]) id = candidate;
+  }
+  if (!id) return throw_errno(env, "socket table full", EMFILE);
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (bind(fd, (struct sockaddr *)&local, local_len) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "bind", err);
+  }
+  ksock *s = calloc(1, sizeof *s);
+  s->id = id;
+  s->fd = fd;
+  s->family = family;
+  s->is_rtcp = is_rtcp;
+  s->env = env;
+  s->out_rtp = s->out_rtcp = -1;
+  s->rtp.clock_rate = 8000;
+  s->last_seen = now_ms();
+  napi_value name;
+  CHECK(napi_create_reference(env, argv[4], 1, &s->on_packet));
+  CHECK(napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &s->actx));
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  uv_poll_init(loop, &s->poll, fd);
+  s->poll.data = s;
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  table[id] = s;
+  napi_value out;
+  CHECK(napi_create_int32(env, id, &out));
+  return out;
+}
+
+static void on_closed(uv_handle_t *h) { free(h->data); }
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int id;
+  ksock *s = argc == 1 && get_int(env, argv[0], &id) ? lookup(id) : NULL;
+  if (!s) return NULL; /* closing twice is harmless */
+  table[id] = NULL;
+  s->closing = 1;
+  napi_delete_reference(env, s->on_packet);
+  napi_async_destroy(env, s->actx);
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, on_closed);
+  /* Now, not in on_closed: a freed port must be bindable again at once (the pool reuses it). */
+  close(s->fd);
+  return NULL;
+}
+
+/* send(id, buffer, address, port) -> bool: a protocol message from this socket. */
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 4 ? socket_arg(env, argv[0]) : NULL;
+  if (!s) return NULL;
+  void *data;
+  size_t len;
+  struct sockaddr_storage to;
+  socklen_t to_len;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || !parse_endpoint(env, argv[2], argv[3], s->family, &to, &to_len)) {
+    napi_throw_type_error(env, NULL, "send(id, buffer, address, port)");
+    return NULL;
+  }
+  napi_value ok;
+  CHECK(napi_get_boolean(env, sendto(s->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) == (ssize_t)len, &ok));
+  return ok;
+}
+
+/* setEndpoint(id, which 0=latched 1=destination, address|null, port) */
+static napi_value js_set_endpoint(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 4 ? socket_arg(env, argv[0]) : NULL;
+  int which;
+  if (!s || !get_int(env, argv[1], &which)) return NULL;
+  napi_valuetype t;
+  CHECK(napi_typeof(env, argv[2], &t));
+  int *has = which == 0 ? &s->has_latched : &s->has_dest;
+  struct sockaddr_storage *ep = which == 0 ? &s->latched : &s->dest;
+  socklen_t len = 0;
+  if (t == napi_null || t == napi_undefined) {
+    *has = 0;
+    return NULL;
+  }
+  if (!parse_endpoint(env, argv[2], argv[3], s->family, ep, &len)) {
+    *has = 0;
+    napi_throw_type_error(env, NULL, "bad endpoint");
+    return NULL;
+  }
+  if (which == 1) s->dest_len = len;
+  *has = 1;
+  return NULL;
+}
+
+/* setOutputs(id, rtpOutId, rtcpOutId): the partner sockets accepted RTP and RTCP leave through. */
+static napi_value js_set_outputs(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 3 ? socket_arg(env, argv[0]) : NULL;
+  if (!s) return NULL;
+  if (!get_int(env, argv[1], &s->out_rtp)) s->out_rtp = -1;
+  if (!get_int(env, argv[2], &s->out_rtcp)) s->out_rtcp = -1;
+  return NULL;
+}
+
+/* forward(id, buffer): JS accepted this packet (it just latched its source); treat it as the fast path would. */
+static napi_value js_forward(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 2 ? socket_arg(env, argv[0]) : NULL;
+  void *data;
+  size_t len;
+  if (!s || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) return NULL;
+  int cls = media_class(data, len);
+  if (cls) accept_packet(s, data, len, cls, now_ms());
+  return NULL;
+}
+
+static napi_value js_set_clock_rate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 2 ? socket_arg(env, argv[0]) : NULL;
+  int rate;
+  if (s && get_int(env, argv[1], &rate) && rate > 0) s->rtp.clock_rate = (uint32_t)rate;
+  return NULL;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+/* stats(id) -> counters and RTP statistics of this socket. */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 1 ? socket_arg(env, argv[0]) : NULL;
+  if (!s) return NULL;
+  napi_value o;
+  CHECK(napi_create_object(env, &o));
+  double expected = s->rtp.received > 0 ? (double)s->rtp.cycles + s->rtp.max_seq - s->rtp.base_seq + 1 : 0;
+  set_num(env, o, "packetsIn", s->packets_in);
+  set_num(env, o, "bytesIn", s->bytes_in);
+  set_num(env, o, "packetsOut", s->packets_out);
+  set_num(env, o, "bytesOut", s->bytes_out);
+  set_num(env, o, "noDestination", s->no_destination);
+  set_num(env, o, "sendErrors", s->send_errors);
+  set_num(env, o, "lastSeen", s->last_seen);
+  set_num(env, o, "ssrc", s->have_ssrc ? (double)s->ssrc : -1);
+  set_num(env, o, "rtpExpected", expected);
+  set_num(env, o, "rtpLost", expected > s->rtp.received ? expected - s->rtp.received : 0);
+  set_num(env, o, "jitterMs", s->rtp.jitter * 1000.0 / s->rtp.clock_rate);
+  set_num(env, o, "lastSeq", s->rtp.max_seq);
+  return o;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"setEndpoint", NULL, js_set_endpoint, NULL, NULL, NULL, napi_default, NULL},
+      {"setOutputs", NULL, js_set_outputs, NULL, NULL, NULL, napi_default, NULL},
+      {"forward", NULL, js_forward, NULL, NULL, NULL, napi_default, NULL},
+      {"setClockRate", NULL, js_set_clock_rate, NULL, NULL, NULL, napi_default, NULL},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,91 @@
+import { findUp } from '../paths';
+import type { Endpoint } from './challenge';
+
+/** Counters and RTP statistics the native fast path keeps per socket. */
+export interface SocketStats {
+  packetsIn: number;
+  bytesIn: number;
+  packetsOut: number;
+  bytesOut: number;
+  noDestination: number;
+  sendErrors: number;
+  lastSeen: number;
+  ssrc: number;
+  rtpExpected: number;
+  rtpLost: number;
+  jitterMs: number;
+  lastSeq: number;
+}
+
+type OnPacket = (buf: Buffer, address: string, port: number) => void;
+
+interface FastPath {
+  open(family: 4 | 6, address: string, port: number, isRtcp: number, onPacket: OnPacket): number;
+  close(id: number): void;
+  send(id: number, buf: Buffer, address: string, port: number): boolean;
+  setEndpoint(id: number, which: 0 | 1, address: string | null, port: number): void;
+  setOutputs(id: number, rtpOut: number, rtcpOut: number): void;
+  forward(id: number, buf: Buffer): void;
+  setClockRate(id: number, rate: number): void;
+  stats(id: number): SocketStats;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
+const fastPath = require(findUp('build/Release/keylatch_fastpath.node')) as FastPath;
+
+const LATCHED = 0;
+const DESTINATION = 1;
+
+/**
+ * A relay UDP socket owned by the native fast path (native/fastpath.c). Packets from the
+ * latched source are forwarded in C to this socket's outputs; every other datagram comes to
+ * `onPacket` for the TypeScript latch logic to judge.
+ */
+export class MediaSocket {
+  private closed = false;
+
+  private constructor(private readonly id: number, readonly port: number) {}
+
+  /** Binds address:port; throws an Error whose `code` is e.g. EADDRINUSE. */
+  static open(family: 4 | 6, address: string, port: number, isRtcp: boolean, onPacket: OnPacket): MediaSocket {
+    return new MediaSocket(fastPath.open(family, address, port, isRtcp ? 1 : 0, onPacket), port);
+  }
+
+  send(buf: Buffer, to: Endpoint): boolean {
+    return !this.closed && fastPath.send(this.id, buf, to.address, to.port);
+  }
+
+  /** Datagrams from this source take the fast path; null sends everything to JS. */
+  setLatched(source: Endpoint | null): void {
+    if (!this.closed) fastPath.setEndpoint(this.id, LATCHED, source?.address ?? null, source?.port ?? 0);
+  }
+
+  /** Where media leaving through this socket goes; null drops it. */
+  setDestination(to: Endpoint | null): void {
+    if (!this.closed) fastPath.setEndpoint(this.id, DESTINATION, to?.address ?? null, to?.port ?? 0);
+  }
+
+  /** The sockets accepted RTP and RTCP leave through (the other leg's). */
+  setOutputs(rtp: MediaSocket | null, rtcp: MediaSocket | null): void {
+    if (!this.closed) fastPath.setOutputs(this.id, rtp?.id ?? -1, rtcp?.id ?? -1);
+  }
+
+  /** Forwards a packet JS accepted, exactly as the fast path would have. */
+  forward(buf: Buffer): void {
+    if (!this.closed) fastPath.forward(this.id, buf);
+  }
+
+  setClockRate(rate: number): void {
+    if (!this.closed) fastPath.setClockRate(this.id, rate);
+  }
+
+  stats(): SocketStats {
+    return fastPath.stats(this.id);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fastPath.close(this.id);
+  }
+}

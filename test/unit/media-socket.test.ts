@@ -1,0 +1,125 @@
+/** The native fast path at socket level: what it forwards itself, what it leaves to JS, its RTP statistics. */
+import { MediaSocket } from '../../src/media/media-socket';
+import { Peer, rtp, sleep, waitFor } from '../helpers/peers';
+
+let base = 36000 + (process.pid % 40) * 20;
+const sockets: MediaSocket[] = [];
+const peers: Peer[] = [];
+afterEach(() => {
+  sockets.splice(0).forEach((s) => s.close());
+  peers.splice(0).forEach((p) => p.close());
+});
+
+function open(onPacket: (buf: Buffer, address: string, port: number) => void = () => undefined): MediaSocket {
+  const s = MediaSocket.open(4, '127.0.0.1', base++, false, onPacket);
+  sockets.push(s);
+  return s;
+}
+
+async function pair() {
+  const up: Array<{ buf: Buffer; address: string; port: number }> = [];
+  const inbound = open((buf, address, port) => up.push({ buf, address, port }));
+  const outbound = open();
+  const sender = await Peer.open();
+  const receiver = await Peer.open('127.0.0.2');
+  peers.push(sender, receiver);
+  inbound.setOutputs(outbound, outbound);
+  outbound.setDestination(receiver.endpoint);
+  return { inbound, outbound, sender, receiver, up };
+}
+
+describe('MediaSocket fast path', () => {
+  it('hands every datagram to JS until a source is latched', async () => {
+    const { inbound, sender, receiver, up } = await pair();
+    for (let i = 0; i < 3; i++) sender.send(rtp(i, i * 160), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => up.length === 3);
+    expect(up[0]).toMatchObject({ address: '127.0.0.1', port: sender.port });
+    expect(receiver.received).toHaveLength(0);
+  });
+
+  it('forwards media from the latched source in C, from the output socket, without JS', async () => {
+    const { inbound, outbound, sender, receiver, up } = await pair();
+    inbound.setLatched(sender.endpoint);
+    for (let i = 0; i < 20; i++) sender.send(rtp(i, i * 160), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => receiver.received.length === 20);
+    expect(up).toHaveLength(0);
+    expect(receiver.received.every((r) => r.from.port === outbound.port)).toBe(true);
+    expect(inbound.stats()).toMatchObject({ packetsIn: 20, bytesIn: 20 * 172 });
+    expect(outbound.stats()).toMatchObject({ packetsOut: 20, bytesOut: 20 * 172 });
+  });
+
+  it('still leaves STUN, malformed packets and other sources to JS when latched', async () => {
+    const { inbound, sender, receiver, up } = await pair();
+    inbound.setLatched(sender.endpoint);
+    const other = await Peer.open('127.0.0.3');
+    peers.push(other);
+    const to = { address: '127.0.0.1', port: inbound.port };
+    sender.send(Buffer.from([0, 1, 0, 0]), to); // STUN class
+    sender.send((() => { const b = rtp(1, 1); b[0] = 0x40; return b; })(), to); // RTP version 1
+    sender.send(rtp(1, 1).subarray(0, 8), to); // truncated
+    other.send(rtp(1, 1), to);
+    await waitFor(() => up.length === 4);
+    await sleep(20);
+    expect(receiver.received).toHaveLength(0);
+  });
+
+  it('counts media with nowhere to go, and never sends through a closed output', async () => {
+    const { inbound, outbound, sender, receiver } = await pair();
+    inbound.setLatched(sender.endpoint);
+    outbound.close();
+    sockets.push(open()); // may reuse resources of the closed socket
+    for (let i = 0; i < 5; i++) sender.send(rtp(i, i * 160), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => inbound.stats().noDestination === 5);
+    expect(receiver.received).toHaveLength(0);
+    expect(outbound.send(Buffer.from('x'), receiver.endpoint)).toBe(false);
+    outbound.close(); // twice is harmless
+  });
+
+  it('frees the port at once on close', () => {
+    const s = open();
+    const port = s.port;
+    s.close();
+    const again = MediaSocket.open(4, '127.0.0.1', port, false, () => undefined);
+    sockets.push(again);
+    expect(again.port).toBe(port);
+  });
+
+  it('reports a port in use with code EADDRINUSE', () => {
+    const s = open();
+    expect(() => MediaSocket.open(4, '127.0.0.1', s.port, false, () => undefined)).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
+  });
+});
+
+describe('RTP statistics (RFC 3550 A.1, A.8) in the fast path', () => {
+  async function feed(packets: Array<{ seq: number; ts: number; ssrc?: number; delayMs?: number }>) {
+    const { inbound, sender } = await pair();
+    inbound.setLatched(sender.endpoint);
+    for (const p of packets) {
+      if (p.delayMs) await sleep(p.delayMs);
+      sender.send(rtp(p.seq, p.ts, p.ssrc ?? 0x1234), { address: '127.0.0.1', port: inbound.port });
+    }
+    await waitFor(() => inbound.stats().packetsIn === packets.length);
+    return inbound.stats();
+  }
+
+  it('counts loss from sequence gaps across the 16-bit wrap', async () => {
+    const seqs = [];
+    for (let seq = 65530; seq < 65550; seq++) if (seq !== 65535 && seq !== 65540) seqs.push({ seq: seq & 0xffff, ts: seq * 160 });
+    const s = await feed(seqs);
+    expect(s.rtpExpected).toBe(20);
+    expect(s.rtpLost).toBe(2);
+    expect(s.lastSeq).toBe(65549 & 0xffff);
+  });
+
+  it('measures jitter: little for paced packets, much for irregular ones', async () => {
+    const even = await feed(Array.from({ length: 15 }, (_, i) => ({ seq: i, ts: i * 160, delayMs: 20 })));
+    const odd = await feed(Array.from({ length: 15 }, (_, i) => ({ seq: i, ts: i * 160, delayMs: i % 2 ? 40 : 1 })));
+    expect(odd.jitterMs).toBeGreaterThan(even.jitterMs + 5);
+  });
+
+  it('restarts on a new SSRC and remembers it', async () => {
+    const s = await feed([{ seq: 100, ts: 0, ssrc: 1 }, { seq: 200, ts: 0, ssrc: 1 }, { seq: 5, ts: 0, ssrc: 2 }]);
+    expect(s.ssrc).toBe(2);
+    expect(s.rtpLost).toBe(0);
+  });
+});
