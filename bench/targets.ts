@@ -64,7 +64,8 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number): Prom
 
 export async function keylatch(): Promise<Target> {
   const cli = path.join(__dirname, '..', 'src', 'cli.js');
-  const child = spawn(process.execPath, [cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', '127.0.0.1', '--ports', '30000-39999'], {
+  // Launched with the flags of the bin's shebang (src/cli.ts).
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', '127.0.0.1', '--ports', '30000-39999'], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn' },
   });

@@ -49,7 +49,6 @@ typedef struct {
   uv_poll_t poll;
   napi_env env;
   napi_ref on_packet;
-  napi_async_context actx;
   int has_latched;
   struct sockaddr_storage latched;
   int has_dest;
@@ -65,6 +64,8 @@ typedef struct {
 
 static ksock *table[MAX_SOCKETS];
 static int next_id = 1;
+/* One async context for every socket: they are all the same kind of resource. */
+static napi_async_context media_context;
 
 /* recvmmsg scratch, shared: the loop is single-threaded and never re-entered mid-batch. */
 static uint8_t bufs[BATCH][MAX_DATAGRAM];
@@ -207,7 +208,7 @@ static void to_js(ksock *s, const uint8_t *b, size_t n, const struct sockaddr_st
   napi_create_int32(env, port, &argv[2]);
   napi_get_reference_value(env, s->on_packet, &fn);
   napi_get_global(env, &recv);
-  if (napi_make_callback(env, s->actx, recv, fn, 3, argv, &result) == napi_pending_exception) {
+  if (napi_make_callback(env, media_context, recv, fn, 3, argv, &result) == napi_pending_exception) {
     napi_value err;
     napi_get_and_clear_last_exception(env, &err);
     napi_fatal_exception(env, err);
@@ -344,10 +345,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   s->out_rtp = s->out_rtcp = -1;
   s->rtp.clock_rate = 8000;
   s->last_seen = now_ms();
-  napi_value name;
   CHECK(napi_create_reference(env, argv[4], 1, &s->on_packet));
-  CHECK(napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &s->actx));
   uv_loop_t *loop;
   CHECK(napi_get_uv_event_loop(env, &loop));
   uv_poll_init(loop, &s->poll, fd);
@@ -371,7 +369,6 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   table[id] = NULL;
   s->closing = 1;
   napi_delete_reference(env, s->on_packet);
-  napi_async_destroy(env, s->actx);
   uv_poll_stop(&s->poll);
   uv_close((uv_handle_t *)&s->poll, on_closed);
   /* Now, not in on_closed: a freed port must be bindable again at once (the pool reuses it). */
@@ -462,6 +459,17 @@ static napi_value js_set_clock_rate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* lastSeen(id): the one figure the relay's housekeeping reads for every port every second. */
+static napi_value js_last_seen(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ksock *s = argc == 1 ? socket_arg(env, argv[0]) : NULL;
+  if (!s) return NULL;
+  CHECK(napi_create_double(env, s->last_seen, &out));
+  return out;
+}
+
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_value n;
   napi_create_double(env, v, &n);
@@ -503,7 +511,12 @@ static napi_value init(napi_env env, napi_value exports) {
       {"forward", NULL, js_forward, NULL, NULL, NULL, napi_default, NULL},
       {"setClockRate", NULL, js_set_clock_rate, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"lastSeen", NULL, js_last_seen, NULL, NULL, NULL, napi_default, NULL},
   };
+  napi_value name, resource;
+  napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name);
+  napi_create_object(env, &resource);
+  napi_async_init(env, resource, name, &media_context);
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }

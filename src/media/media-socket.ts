@@ -28,6 +28,7 @@ interface FastPath {
   forward(id: number, buf: Buffer): void;
   setClockRate(id: number, rate: number): void;
   stats(id: number): SocketStats;
+  lastSeen(id: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
@@ -81,6 +82,11 @@ export class MediaSocket {
 
   stats(): SocketStats {
     return fastPath.stats(this.id);
+  }
+
+  /** When media from the latched source last arrived (ms since the epoch). */
+  lastSeen(): number {
+    return fastPath.lastSeen(this.id);
   }
 
   close(): void {

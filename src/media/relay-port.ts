@@ -107,7 +107,7 @@ export class RelayPort implements LatchHost {
   }
 
   lastSeen(): number {
-    return this.socket.stats().lastSeen;
+    return this.socket.lastSeen();
   }
 
   close(): void {
