@@ -20,6 +20,7 @@ export interface PortContext {
   denied(address: string, port: number): string | null;
   onDrop(reason: DropReason): void;
   onLatch(port: RelayPort, source: Endpoint | null): void;
+  onError(err: Error): void;
 }
 
 /**
@@ -58,7 +59,17 @@ export class RelayPort implements LatchHost {
     this.pushDestination();
   }
 
+  /** Attacker-controlled input arrives here: whatever goes wrong is counted, never thrown into C. */
   receive(buf: Buffer, from: Endpoint): void {
+    try {
+      this.judge(buf, from);
+    } catch (err) {
+      this.drop('internal-error');
+      this.ctx.onError(err as Error);
+    }
+  }
+
+  private judge(buf: Buffer, from: Endpoint): void {
     const cls = classify(buf);
     const now = Date.now();
     if (cls === 'stun') return this.latch.onStun(buf, from, now);

@@ -68,6 +68,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     'proof-rejected': 0,
     'rate-limited': 0,
     'no-destination': 0,
+    'internal-error': 0,
   };
   /** Counters of ports already closed, so totals survive call deletion. */
   readonly retired: PortCounters = emptyCounters();
@@ -305,6 +306,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         this.log.info({ callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy }, source ? 'latched' : 'unlatched');
         this.emit('latch', { callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy });
       },
+      onError: (err: Error) => this.log.error({ callId: call.id, tag: leg.tag, err }, 'packet handling failed; packet dropped'),
     };
     const latchFor = (p: RelayPort): Latch =>
       leg.policy === 'key'

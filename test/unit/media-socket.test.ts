@@ -123,3 +123,31 @@ describe('RTP statistics (RFC 3550 A.1, A.8) in the fast path', () => {
     expect(s.rtpLost).toBe(0);
   });
 });
+
+describe('RelayPort containment', () => {
+  it('counts and reports a failure in packet handling instead of crashing the process', async () => {
+    const { RelayPort } = await import('../../src/media/relay-port');
+    const errors: Error[] = [];
+    const drops: string[] = [];
+    const port = new RelayPort(4, '127.0.0.1', base++, 'rtp', {
+      denied: () => null,
+      onDrop: (r) => drops.push(r),
+      onLatch: () => undefined,
+      onError: (e) => errors.push(e),
+    }, () => ({
+      policy: 'guarded', state: 'learning', sendsBeforeLatch: false,
+      onStun: () => undefined, onSignalling: () => undefined, tick: () => undefined,
+      onForeignMedia: () => { throw new Error('latch bug'); },
+    }));
+    const sender = await Peer.open();
+    peers.push(sender);
+    try {
+      for (let i = 0; i < 3; i++) sender.send(rtp(i, i * 160), { address: '127.0.0.1', port: port.port });
+      await waitFor(() => errors.length === 3);
+      expect(drops).toEqual(['internal-error', 'internal-error', 'internal-error']);
+      expect(errors[0]!.message).toBe('latch bug');
+    } finally {
+      port.close();
+    }
+  });
+});

@@ -22,7 +22,8 @@ export type DropReason =
   | 'unknown-leg'
   | 'proof-rejected'
   | 'rate-limited'
-  | 'no-destination';
+  | 'no-destination'
+  | 'internal-error';
 
 export interface Latch {
   readonly policy: LatchPolicy;
