@@ -305,6 +305,16 @@ static ksock *socket_arg(napi_env env, napi_value v) {
   return s;
 }
 
+/* The prologue every per-socket call shares: exactly n arguments, the first a live socket id. */
+static ksock *socket_call(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != n) {
+    napi_throw_type_error(env, NULL, "keylatch fastpath: wrong number of arguments");
+    return NULL;
+  }
+  return socket_arg(env, argv[0]);
+}
+
 /* open(family 4|6, address, port, isRtcp, onPacket) -> id */
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -378,10 +388,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 /* send(id, buffer, address, port) -> bool: a protocol message from this socket. */
 static napi_value js_send(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 4 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 4, argv);
   if (!s) return NULL;
   void *data;
   size_t len;
@@ -398,10 +406,8 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
 
 /* setEndpoint(id, which 0=latched 1=destination, address|null, port) */
 static napi_value js_set_endpoint(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 4 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 4, argv);
   int which;
   if (!s || !get_int(env, argv[1], &which)) return NULL;
   napi_valuetype t;
@@ -425,10 +431,8 @@ static napi_value js_set_endpoint(napi_env env, napi_callback_info info) {
 
 /* setOutputs(id, rtpOutId, rtcpOutId): the partner sockets accepted RTP and RTCP leave through. */
 static napi_value js_set_outputs(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 3 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 3, argv);
   if (!s) return NULL;
   if (!get_int(env, argv[1], &s->out_rtp)) s->out_rtp = -1;
   if (!get_int(env, argv[2], &s->out_rtcp)) s->out_rtcp = -1;
@@ -437,10 +441,8 @@ static napi_value js_set_outputs(napi_env env, napi_callback_info info) {
 
 /* forward(id, buffer): JS accepted this packet (it just latched its source); treat it as the fast path would. */
 static napi_value js_forward(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 2 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 2, argv);
   void *data;
   size_t len;
   if (!s || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) return NULL;
@@ -450,10 +452,8 @@ static napi_value js_forward(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_set_clock_rate(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 2 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 2, argv);
   int rate;
   if (s && get_int(env, argv[1], &rate) && rate > 0) s->rtp.clock_rate = (uint32_t)rate;
   return NULL;
@@ -461,10 +461,8 @@ static napi_value js_set_clock_rate(napi_env env, napi_callback_info info) {
 
 /* lastSeen(id): the one figure the relay's housekeeping reads for every port every second. */
 static napi_value js_last_seen(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 1 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 1, argv);
   if (!s) return NULL;
   CHECK(napi_create_double(env, s->last_seen, &out));
   return out;
@@ -478,10 +476,8 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
 
 /* stats(id) -> counters and RTP statistics of this socket. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ksock *s = argc == 1 ? socket_arg(env, argv[0]) : NULL;
+  ksock *s = socket_call(env, info, 1, argv);
   if (!s) return NULL;
   napi_value o;
   CHECK(napi_create_object(env, &o));

@@ -1,7 +1,7 @@
 import { newLegId, newLegKey, type Endpoint } from './challenge';
 import type { LatchPolicy } from './latch/latch';
 import type { SocketStats } from './media-socket';
-import type { RelayPort } from './relay-port';
+import type { PortCounters, RelayPort } from './relay-port';
 import type { MediaDescription } from '../sdp/session';
 
 /** How one side of a call is treated: chosen by signalling, which knows the transport. */
@@ -99,16 +99,10 @@ export class Call {
   }
 }
 
-export interface PortStats {
+export interface PortStats extends PortCounters {
   port: number;
   latched: Endpoint | null;
   state: string;
-  packetsIn: number;
-  bytesIn: number;
-  packetsOut: number;
-  bytesOut: number;
-  dropped: number;
-  malformed: number;
   lastSeen: number;
 }
 

@@ -149,6 +149,17 @@ export function rtcpPorts(text: string): number[] {
   return [...text.matchAll(/^a=rtcp:(\d+)/gm)].map((m) => Number(m[1]));
 }
 
+/** A peer factory for one test file: every peer it opens is closed after each test. */
+export function testPeers(): (address?: string) => Promise<Peer> {
+  const open: Peer[] = [];
+  afterEach(() => open.splice(0).forEach((p) => p.close()));
+  return async (address = '127.0.0.1') => {
+    const p = await Peer.open(address);
+    open.push(p);
+    return p;
+  };
+}
+
 export async function waitFor(cond: () => boolean, timeoutMs = 2000, stepMs = 5): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!cond()) {

@@ -1,20 +1,13 @@
 /** Guarded latching for softphones that prove no key, over real UDP on loopback. */
 import type { Relay } from '../../src/media/relay';
 import type { Endpoint } from '../../src/media/challenge';
-import { Peer, mediaPorts, newRelay, rtcpPorts, rtcpSr, rtp, sdp, sleep, waitFor } from '../helpers/peers';
+import { Peer, mediaPorts, newRelay, rtcpPorts, rtcpSr, rtp, sdp, sleep, testPeers, waitFor } from '../helpers/peers';
 
-const peers: Peer[] = [];
+const peer = testPeers();
 let relay: Relay;
 afterEach(async () => {
-  peers.splice(0).forEach((p) => p.close());
   await relay?.close();
 });
-
-async function peer(address: string): Promise<Peer> {
-  const p = await Peer.open(address);
-  peers.push(p);
-  return p;
-}
 
 interface GuardedCall {
   a: Peer;

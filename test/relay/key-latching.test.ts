@@ -5,7 +5,7 @@
  */
 import type { Relay } from '../../src/media/relay';
 import { ChallengeProver, decode, encodeHello, type Endpoint } from '../../src/media/challenge';
-import { Peer, answerChallenges, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, sleep, waitFor } from '../helpers/peers';
+import { Peer, answerChallenges, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, sleep, testPeers, waitFor } from '../helpers/peers';
 
 interface KeyCall {
   relay: Relay;
@@ -17,18 +17,11 @@ interface KeyCall {
   keyB: { legId: string; key: Buffer };
 }
 
-const peers: Peer[] = [];
+const peer = testPeers();
 let relay: Relay;
 afterEach(async () => {
-  peers.splice(0).forEach((p) => p.close());
   await relay?.close();
 });
-
-async function peer(address = '127.0.0.1'): Promise<Peer> {
-  const p = await Peer.open(address);
-  peers.push(p);
-  return p;
-}
 
 async function keyCall(over: Parameters<typeof newRelay>[0] = {}): Promise<KeyCall> {
   relay = newRelay(over);

@@ -1,19 +1,13 @@
 import { PortPoolExhausted } from '../../src/media/port-pool';
 import type { Relay } from '../../src/media/relay';
 import { SdpError } from '../../src/sdp/session';
-import { Peer, keyFromSdp, mediaPorts, newRelay, rtcpPorts, rtcpSr, rtp, sdp, sleep, waitFor } from '../helpers/peers';
+import { keyFromSdp, mediaPorts, newRelay, rtcpPorts, rtcpSr, rtp, sdp, sleep, testPeers, waitFor } from '../helpers/peers';
 
-const peers: Peer[] = [];
+const peer = testPeers();
 let relay: Relay;
 afterEach(async () => {
-  peers.splice(0).forEach((p) => p.close());
   await relay?.close();
 });
-async function peer(address = '127.0.0.1'): Promise<Peer> {
-  const p = await Peer.open(address);
-  peers.push(p);
-  return p;
-}
 
 describe('SDP through the relay', () => {
   it('rewrites c=, o=, every m= port and a=rtcp to the relay, and strips ICE', async () => {

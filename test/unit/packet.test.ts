@@ -1,15 +1,6 @@
 import { classify } from '../../src/media/packet';
 import { encodeHello } from '../../src/media/challenge';
-
-export function rtp(seq: number, ts: number, ssrc = 0x1234, payload = 160, pt = 0): Buffer {
-  const b = Buffer.alloc(12 + payload, 0xd5);
-  b[0] = 0x80;
-  b[1] = pt;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(ts >>> 0, 4);
-  b.writeUInt32BE(ssrc >>> 0, 8);
-  return b;
-}
+import { rtp } from '../helpers/peers';
 
 function rtcpRr(): Buffer {
   const b = Buffer.alloc(8);
