@@ -93,6 +93,10 @@ async function main(): Promise<void> {
     const rows = [base, await step(rtpengine, calls), await step(keylatch, calls)].filter((r): r is Row => r !== null);
     print(rows, base ?? undefined);
     all.push(...rows);
+    const nominal = calls * 2 * (1000 / 20);
+    if (base && base.pps < nominal * 0.9) {
+      console.log(`  ! the generator reached only ${base.pps} of ${nominal} pps without a relay: at ${calls} calls it, not the relay, sets the pace`);
+    }
     const ours = rows.find((r) => r.target === 'keylatch');
     if (ours && ours.loss > LOSS_LIMIT) {
       console.log(`keylatch lost ${fmt(ours.loss * 100, 3)} % at ${calls} calls: above 0.1 %, sweep ends`);
