@@ -1,0 +1,111 @@
+import Redis from 'ioredis';
+import { z } from 'zod';
+import { silentLogger, type Logger } from '../log';
+import type { Binding } from './binding';
+import type { BindingStore } from './binding-store';
+
+const bindingSchema = z.object({
+  id: z.string(),
+  aor: z.string(),
+  contact: z.string(),
+  instance: z.string().nullable(),
+  source: z.object({ address: z.string(), port: z.number() }),
+  transport: z.enum(['udp', 'tcp', 'tls', 'ws', 'wss']),
+  localSocket: z.string(),
+  lastSeen: z.number(),
+  expires: z.number(),
+  natted: z.boolean(),
+  natTests: z.array(z.enum(['private-contact', 'private-via', 'private-sdp', 'via-differs', 'contact-port-differs'])),
+  secure: z.boolean(),
+});
+
+/**
+ * Bindings in Redis, shared by every keylatch instance that points at it:
+ *   <prefix>b:<id>      the binding as JSON, expiring a grace period after the binding does
+ *   <prefix>aor:<aor>   set of binding ids of that AOR
+ *   <prefix>exp         sorted set of binding ids by expiry, for the sweeper
+ * Redis's own expiry cleans up after instances that are gone.
+ */
+export class RedisBindingStore implements BindingStore {
+  private readonly redis: Redis;
+
+  constructor(
+    url: string,
+    private readonly opts: { prefix?: string; graceMs?: number; logger?: Logger } = {},
+  ) {
+    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 2 });
+    this.redis.on('error', (err) => (opts.logger ?? silentLogger).warn({ err: err.message }, 'redis error'));
+  }
+
+  private get prefix(): string {
+    return this.opts.prefix ?? 'keylatch:';
+  }
+
+  private key(kind: 'b' | 'aor', id: string): string {
+    return `${this.prefix}${kind}:${id}`;
+  }
+
+  async put(b: Binding): Promise<void> {
+    const keepUntil = b.expires + (this.opts.graceMs ?? 300_000);
+    await this.redis
+      .multi()
+      .set(this.key('b', b.id), JSON.stringify(b), 'PXAT', keepUntil)
+      .sadd(this.key('aor', b.aor), b.id)
+      .pexpireat(this.key('aor', b.aor), keepUntil)
+      .zadd(`${this.prefix}exp`, b.expires, b.id)
+      .exec();
+  }
+
+  async get(id: string): Promise<Binding | null> {
+    return this.decode(id, await this.redis.get(this.key('b', id)));
+  }
+
+  async byAor(aor: string): Promise<Binding[]> {
+    const ids = await this.redis.smembers(this.key('aor', aor));
+    const found = await this.load(ids);
+    const gone = ids.filter((id) => !found.some((b) => b.id === id));
+    if (gone.length) await this.redis.srem(this.key('aor', aor), ...gone);
+    return found.filter((b) => b.aor === aor);
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const b = await this.get(id);
+    const multi = this.redis.multi().del(this.key('b', id)).zrem(`${this.prefix}exp`, id);
+    if (b) multi.srem(this.key('aor', b.aor), id);
+    const results = await multi.exec();
+    return Number(results?.[0]?.[1] ?? 0) > 0;
+  }
+
+  async expired(now: number): Promise<Binding[]> {
+    const ids = await this.redis.zrangebyscore(`${this.prefix}exp`, '-inf', now);
+    const found = await this.load(ids);
+    const gone = ids.filter((id) => !found.some((b) => b.id === id));
+    if (gone.length) await this.redis.zrem(`${this.prefix}exp`, ...gone);
+    return found.filter((b) => b.expires <= now);
+  }
+
+  async all(): Promise<Binding[]> {
+    return this.load(await this.redis.zrange(`${this.prefix}exp`, 0, -1));
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => undefined);
+  }
+
+  private async load(ids: string[]): Promise<Binding[]> {
+    if (ids.length === 0) return [];
+    const values = await this.redis.mget(ids.map((id) => this.key('b', id)));
+    return values.map((v, i) => this.decode(ids[i]!, v)).filter((b): b is Binding => b !== null);
+  }
+
+  /** Redis is shared with other software: a record that does not parse is skipped and logged, never thrown. */
+  private decode(id: string, raw: string | null): Binding | null {
+    if (raw === null) return null;
+    try {
+      return bindingSchema.parse(JSON.parse(raw));
+    } catch (err) {
+      (this.opts.logger ?? silentLogger).warn({ id, err: (err as Error).message }, 'unreadable binding in redis, ignored');
+      return null;
+    }
+  }
+}
