@@ -1,0 +1,23 @@
+import { execFileSync, spawn } from 'node:child_process';
+import path from 'node:path';
+
+export const SCENARIOS = path.join(__dirname, '..', 'sip', 'scenarios');
+
+export function sippUnavailable(): string | null {
+  try {
+    execFileSync('sh', ['-c', 'command -v sipp'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'sipp not installed (apt-get install sip-tester)';
+  }
+}
+
+/** Runs a sipp scenario to completion; resolves with its exit code and output. */
+export function runSipp(args: string[], opts: { netns?: string; timeoutMs?: number } = {}): Promise<{ code: number; out: string }> {
+  const full = [...args, '-timeout', `${Math.ceil((opts.timeoutMs ?? 10000) / 1000)}s`, '-timeout_error', '-nostdin'];
+  const child = opts.netns ? spawn('ip', ['netns', 'exec', opts.netns, 'sipp', ...full]) : spawn('sipp', full);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code: code ?? -1, out })));
+}
