@@ -36,12 +36,25 @@ export const mediaSchema = z
     path: ['key', 'consentTimeoutMs'],
   });
 
+export const sipSchema = z.object({
+  drachtio: z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() }),
+  pbx: z.string().regex(/^sips?:/, 'must be a SIP URI').nullable(),
+  advertisedAddress: hostPort.nullable(),
+  registration: z.object({
+    natExpiresSec: z.number().int().min(10),
+    upstreamExpiresSec: z.number().int().min(60),
+    upstreamRefreshMarginSec: z.number().int().min(5),
+  }),
+});
+
 export const configSchema = z.object({
   log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }),
   media: mediaSchema,
+  sip: sipSchema,
   control: z.object({ ng: hostPort.nullable().default(null) }),
   metrics: z.object({ listen: hostPort.nullable().default(null) }),
 });
 
 export type Config = z.infer<typeof configSchema>;
 export type MediaConfig = z.infer<typeof mediaSchema>;
+export type SipConfig = z.infer<typeof sipSchema>;

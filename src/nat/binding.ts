@@ -27,6 +27,8 @@ export interface Binding {
   natTests: NatTest[];
   /** The client's signalling path is TLS or WSS: the only kind its leg key may travel. */
   secure: boolean;
+  /** When the PBX's registration of this binding lapses; refreshes go upstream only near it. */
+  upstreamExpires: number;
 }
 
 export const newBindingId = (): string => randomBytes(9).toString('base64url');

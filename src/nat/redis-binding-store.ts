@@ -17,6 +17,7 @@ const bindingSchema = z.object({
   natted: z.boolean(),
   natTests: z.array(z.enum(['private-contact', 'private-via', 'private-sdp', 'via-differs', 'contact-port-differs'])),
   secure: z.boolean(),
+  upstreamExpires: z.number(),
 });
 
 /**

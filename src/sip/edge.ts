@@ -1,23 +1,44 @@
 import Srf from 'drachtio-srf';
 import { silentLogger, type Logger } from '../log';
+import type { SipConfig } from '../config/schema';
+import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
-import { router } from './srf';
+import { registrar } from './registrar';
+import { router, type Handler, type SipRequest, type SipResponse } from './srf';
+
+/** A handler that fails answers 500 and logs; the process and every other dialog go on. */
+function guard(log: Logger, h: Handler): Handler {
+  return async (req: SipRequest, res: SipResponse) => {
+    try {
+      await h(req, res);
+    } catch (err) {
+      log.error({ err, method: req.method, callId: req.get('Call-ID') }, 'SIP handler failed');
+      if (!res.finalResponseSent) res.send(500, 'Internal error', {});
+    }
+  };
+}
 
 export interface EdgeOptions {
   drachtio: { host: string; port: number; secret: string };
+  sip: SipConfig;
+  store?: BindingStore;
   logger?: Logger;
 }
 
 export interface SipEdge {
   srf: Srf;
-  close(): void;
+  store: BindingStore;
+  close(): Promise<void>;
 }
 
 /** The SIP edge: one drachtio-srf connection with a handler per method, wired here and nowhere else. */
 export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const log = opts.logger ?? silentLogger;
   const srf = new Srf();
-  router(srf).options(answerOptions(log));
+  const store = opts.store ?? new MemoryBindingStore();
+  const handlers = router(srf);
+  handlers.options(answerOptions(log));
+  handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, log })));
   await new Promise<void>((resolve, reject) => {
     srf.once('connect', (err: Error | null, hostport: string) => {
       if (err) return reject(err);
@@ -28,5 +49,12 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     void srf.connect(opts.drachtio);
   });
   srf.on('error', (err: Error) => log.warn({ err: err.message }, 'drachtio connection error'));
-  return { srf, close: () => srf.disconnect() };
+  return {
+    srf,
+    store,
+    async close() {
+      srf.disconnect();
+      await store.close();
+    },
+  };
 }

@@ -12,3 +12,12 @@ export interface MethodRouter {
 }
 
 export const router = (srf: Srf): MethodRouter => srf as unknown as MethodRouter;
+
+type RequestOptions = { method: string; headers: Record<string, string>; body?: string; proxy?: string };
+type SendRequest = (uri: string, opts: RequestOptions, cb: (err: unknown, sent?: SipRequest) => void) => void;
+
+/** srf.request as drachtio-srf implements it: (uri, options, callback). */
+export const sendRequest = (srf: Srf): SendRequest => {
+  const s = srf as unknown as { request: SendRequest };
+  return s.request.bind(srf);
+};

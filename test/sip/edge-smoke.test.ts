@@ -1,5 +1,6 @@
 /** The SIP toolchain end to end: a real drachtio-server, keylatch's drachtio-srf app, and sipp. */
 import path from 'node:path';
+import { loadConfig } from '../../src/config/load';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
@@ -15,10 +16,10 @@ const skip = skipUnlessDrachtio('SIP edge smoke test') || noSipp !== null;
 
   beforeAll(async () => {
     drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`], adminPort: 29022 + (process.pid % 500) });
-    edge = await startSipEdge({ drachtio: drachtio.admin });
+    edge = await startSipEdge({ drachtio: drachtio.admin, sip: loadConfig({ env: {} }).sip });
   });
   afterAll(async () => {
-    edge?.close();
+    await edge?.close();
     await drachtio?.stop();
   });
 
