@@ -3,6 +3,7 @@ import { isIPv6 } from 'node:net';
 import type { MediaConfig } from '../config/schema';
 import { silentLogger, type Logger } from '../log';
 import { parseSdp, rewriteSdp, type SessionDescription } from '../sdp/session';
+import { isPrivateAddress } from '../nat/private-address';
 import { AddressPolicy } from './address-policy';
 import { Call, Leg, Stream, legStats, type LegOptions, type LegStats } from './call';
 import { GuardedLatch } from './latch/guarded-latch';
@@ -269,12 +270,15 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const m of session.media) {
       const s = leg.streams[m.index];
       if (!s) continue;
-      const denied = m.nullAddress ? null : this.denied(m.address, m.port);
       s.describe(m);
       // A target signalling gave us that we may not send to is ignored, not an error:
-      // NATed clients often advertise addresses that only latching can correct.
-      if (denied) s.rtp.target = null;
-      if (s.rtcp.target && this.denied(s.rtcp.target.address, s.rtcp.target.port)) s.rtcp.target = null;
+      // NATed clients often advertise addresses that only latching can correct. A private
+      // address from a leg whose signalling came from elsewhere is its LAN address: sending
+      // there would only leak media toward some unrelated private network.
+      for (const p of s.ports) {
+        const t = p.target;
+        if (t && (this.denied(t.address, t.port) || isBehindNat(t.address, leg.signallingAddress))) p.target = null;
+      }
       // Our RTCP toward the partner depends on this leg's rtcp-mux: rewire both directions.
       s.wire();
       s.partner?.wire();
@@ -376,6 +380,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     }
   }
+}
+
+function isBehindNat(sdpAddress: string, signallingAddress: string | null): boolean {
+  return signallingAddress !== null && sdpAddress !== signallingAddress && isPrivateAddress(sdpAddress);
 }
 
 function validateIds(...ids: string[]): void {

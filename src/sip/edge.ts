@@ -3,6 +3,8 @@ import { silentLogger, type Logger } from '../log';
 import type { SipConfig } from '../config/schema';
 import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
+import type { Relay } from '../media/relay';
+import { CallSession } from './call-session';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
 
@@ -21,6 +23,7 @@ function guard(log: Logger, h: Handler): Handler {
 export interface EdgeOptions {
   drachtio: { host: string; port: number; secret: string };
   sip: SipConfig;
+  relay: Relay;
   store?: BindingStore;
   logger?: Logger;
 }
@@ -28,6 +31,7 @@ export interface EdgeOptions {
 export interface SipEdge {
   srf: Srf;
   store: BindingStore;
+  calls: Map<string, CallSession>;
   close(): Promise<void>;
 }
 
@@ -39,6 +43,15 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const handlers = router(srf);
   handlers.options(answerOptions(log));
   handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, log })));
+  const calls = new Map<string, CallSession>();
+  const callDeps = { srf, relay: opts.relay, store, sip: opts.sip, log, onEnd: (callId: string) => calls.delete(callId) };
+  handlers.invite(guard(log, async (req, res) => {
+    const session = new CallSession(req, res, callDeps);
+    calls.set(session.callId, session);
+    await session.run();
+  }));
+  const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
+  opts.relay.on('media-timeout', onDeadMedia);
   await new Promise<void>((resolve, reject) => {
     srf.once('connect', (err: Error | null, hostport: string) => {
       if (err) return reject(err);
@@ -52,7 +65,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   return {
     srf,
     store,
+    calls,
     async close() {
+      opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
       await store.close();
     },

@@ -42,6 +42,7 @@ export class Topology {
   private readonly hostVeth: string;
   private readonly children = new Set<ChildProcess>();
   private bridgePorts = 1;
+  private hostRoute = false;
   readonly bridgeNs: string;
 
   constructor(readonly id = `kl${process.pid % 100000}`) {
@@ -74,6 +75,10 @@ export class Topology {
     sh('ip', ['addr', 'add', `${RELAY_IP}/24`, 'dev', this.hostVeth]);
     sh('ip', ['link', 'set', this.hostVeth, 'up']);
     this.exec(this.bridgeNs, 'ip', ['link', 'set', 'up0', 'master', 'br0', 'up']);
+    // The clients' LANs (198.19.0.0/16) exist only inside their namespaces. Should anything on
+    // the host ever aim at them, it must die here, not follow the host's default route out.
+    sh('ip', ['route', 'replace', 'unreachable', '198.19.0.0/16']);
+    this.hostRoute = true;
   }
 
   /** A host plugged straight into the public net (the attacker). */
@@ -142,6 +147,14 @@ export class Topology {
       sh('ip', ['link', 'del', this.hostVeth]);
     } catch {
       /* removed with its peer */
+    }
+    if (this.hostRoute) {
+      try {
+        sh('ip', ['route', 'del', 'unreachable', '198.19.0.0/16']);
+      } catch {
+        /* already gone */
+      }
+      this.hostRoute = false;
     }
   }
 }

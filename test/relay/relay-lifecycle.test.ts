@@ -217,6 +217,21 @@ describe('destinations', () => {
     expect(relay.denied('127.0.0.1', mediaPorts(first)[0]! + 1)).toBe('relay-port');
   });
 
+  it('does not send to the private SDP address of a leg whose signalling came from elsewhere (its LAN)', async () => {
+    relay = newRelay();
+    const lan = await peer('127.0.0.9'); // what the NATed phone's SDP says
+    const phone = await peer('127.0.0.1'); // where its signalling and media really come from
+    const far = await peer('127.0.0.2');
+    await relay.offer({ callId: 'nat', fromTag: 'a', sdp: sdp(lan.address, lan.port), offerer: { signallingAddress: '127.0.0.1' } });
+    const offerToFar = (await relay.offer({ callId: 'nat', fromTag: 'a', sdp: sdp(lan.address, lan.port) })).sdp;
+    await relay.answer({ callId: 'nat', fromTag: 'a', toTag: 'b', sdp: sdp(far.address, far.port), answerer: { signallingAddress: '127.0.0.2' } });
+    const relayForFar = { address: '127.0.0.1', port: mediaPorts(offerToFar)[0]! };
+    for (let i = 0; i < 5; i++) far.send(rtp(i, i * 160, 0xb), relayForFar);
+    await sleep(100);
+    expect(lan.received).toHaveLength(0);
+    expect(phone.received).toHaveLength(0);
+  });
+
   it('refuses to aim a leg at one of its own ports', async () => {
     relay = newRelay();
     const first = (await relay.offer({ callId: 'self', fromTag: 'a', sdp: sdp('192.168.1.20', 4000) })).sdp;

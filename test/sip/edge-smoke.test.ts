@@ -1,7 +1,9 @@
 /** The SIP toolchain end to end: a real drachtio-server, keylatch's drachtio-srf app, and sipp. */
 import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
+import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { testMediaConfig } from '../helpers/peers';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 
@@ -16,7 +18,7 @@ const skip = skipUnlessDrachtio('SIP edge smoke test') || noSipp !== null;
 
   beforeAll(async () => {
     drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`], adminPort: 29022 + (process.pid % 500) });
-    edge = await startSipEdge({ drachtio: drachtio.admin, sip: loadConfig({ env: {} }).sip });
+    edge = await startSipEdge({ drachtio: drachtio.admin, relay: new Relay(testMediaConfig()), sip: loadConfig({ env: {} }).sip });
   });
   afterAll(async () => {
     await edge?.close();

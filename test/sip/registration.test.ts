@@ -4,7 +4,9 @@
  */
 import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
+import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { testMediaConfig } from '../helpers/peers';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 
@@ -23,6 +25,7 @@ const skip = skipUnlessDrachtio('SIP registration tests') || noSipp !== null;
     const base = loadConfig({ env: {} }).sip;
     edge = await startSipEdge({
       drachtio: drachtio.admin,
+      relay: new Relay(testMediaConfig()),
       sip: { ...base, pbx: `sip:127.0.0.1:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}` },
     });
   });

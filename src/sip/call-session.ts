@@ -1,0 +1,181 @@
+import type Srf from 'drachtio-srf';
+import type { SipConfig } from '../config/schema';
+import type { Logger } from '../log';
+import type { LegOptions } from '../media/call';
+import { PortPoolExhausted } from '../media/port-pool';
+import { RelayError, type Relay } from '../media/relay';
+import { isSecureTransport, type Binding, type SipTransport } from '../nat/binding';
+import type { BindingStore } from '../nat/binding-store';
+import { SdpError, parseSdp } from '../sdp/session';
+import { hostPortOf } from './registration';
+import type { SipRequest, SipResponse } from './srf';
+
+export interface CallDeps {
+  srf: Srf;
+  relay: Relay;
+  store: BindingStore;
+  sip: SipConfig;
+  log: Logger;
+  /** Called once when the call is over, however it ended. */
+  onEnd?: (callId: string) => void;
+}
+
+type Dialog = Srf.Dialog;
+
+/** Where the B leg goes: the PBX for calls from clients, a client's learned flow for calls from the PBX. */
+type Route = { uri: string; proxy: string; toClient: Binding | null } | { reject: number; reason: string };
+
+/** Headers a B2BUA passes through so that authentication and identity stay end to end. */
+const PASSED_REQUEST_HEADERS = ['Proxy-Authorization', 'Authorization', 'P-Asserted-Identity', 'User-Agent', 'Alert-Info'];
+const PASSED_RESPONSE_HEADERS = ['Proxy-Authenticate', 'WWW-Authenticate', 'Retry-After', 'Warning'];
+
+const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<string, unknown> } }, header: 'To' | 'From'): string =>
+  String(msg.getParsedHeader(header).params?.tag ?? '');
+
+const contactUri = (contact: string): string => (/<([^>]*)>/.exec(contact)?.[1] ?? contact.split(';')[0]!).trim();
+
+/**
+ * One call through the edge, from INVITE to the last BYE: a B2BUA whose SDP on both legs
+ * points at the relay. Every way a call ends (BYE from either side, CANCEL, failure, dead
+ * media) frees the relay's ports.
+ */
+export class CallSession {
+  private uas: Dialog | null = null;
+  private uac: Dialog | null = null;
+  private ended = false;
+  readonly callId: string;
+  private readonly tagA: string;
+  private tagB = '';
+
+  constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps) {
+    this.callId = req.get('Call-ID');
+    this.tagA = tagOf(req, 'From');
+  }
+
+  async run(): Promise<void> {
+    const { relay, srf, log } = this.deps;
+    const route = await this.route();
+    if ('reject' in route) {
+      this.res.send(route.reject, route.reason, {});
+      return this.end();
+    }
+    if (!this.req.body) {
+      this.res.send(488, 'Offerless INVITE not supported', {});
+      return this.end();
+    }
+    let offer: string;
+    try {
+      offer = (await relay.offer({ callId: this.callId, fromTag: this.tagA, sdp: this.req.body, ...this.policies(route.toClient) })).sdp;
+    } catch (err) {
+      this.end();
+      return this.refuse(err);
+    }
+    try {
+      const { uas, uac } = await srf.createB2BUA(this.req, this.res, route.uri, {
+        proxy: route.proxy,
+        localSdpB: offer,
+        localSdpA: async (sdp: string, res: SipResponse) => {
+          this.tagB = tagOf(res as unknown as SipRequest, 'To');
+          return (await relay.answer({ callId: this.callId, fromTag: this.tagA, toTag: this.tagB, sdp, answerer: { signallingAddress: res.source_address } })).sdp;
+        },
+        proxyRequestHeaders: PASSED_REQUEST_HEADERS,
+        proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
+      });
+      this.uas = uas;
+      this.uac = uac;
+      this.tagB = uac.sip.remoteTag;
+      log.info({ callId: this.callId, to: route.uri, toClient: route.toClient?.aor ?? null }, 'call connected');
+      this.wire(uas, uac, this.tagA, this.tagB);
+      this.wire(uac, uas, this.tagB, this.tagA);
+    } catch (err) {
+      // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
+      log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null }, 'call not connected');
+      this.end();
+    }
+  }
+
+  /** Ends the call on both legs, e.g. when the relay reports its media dead. */
+  hangUp(why: string): void {
+    this.deps.log.info({ callId: this.callId, why }, 'ending call');
+    this.end();
+    this.uas?.destroy();
+    this.uac?.destroy();
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.deps.relay.delete({ callId: this.callId });
+    this.deps.onEnd?.(this.callId);
+  }
+
+  /** BYE on one leg ends the other; a re-INVITE or UPDATE on one is re-offered through the relay to the other. */
+  private wire(from: Dialog, to: Dialog, fromTag: string, toTag: string): void {
+    from.on('destroy', () => {
+      this.end();
+      to.destroy();
+    });
+    const reoffer = async (req: SipRequest, res: SipResponse): Promise<void> => {
+      try {
+        if (!req.body) {
+          res.send(200, { body: from.local.sdp });
+          return;
+        }
+        const offer = await this.deps.relay.offer({ callId: this.callId, fromTag, sdp: req.body, offerer: { signallingAddress: req.source_address } });
+        const answer = await to.modify(offer.sdp);
+        const back = await this.deps.relay.answer({ callId: this.callId, fromTag, toTag, sdp: answer });
+        res.send(200, { body: back.sdp });
+      } catch (err) {
+        this.deps.log.warn({ callId: this.callId, err: (err as Error).message }, 're-offer failed');
+        res.send(err instanceof SdpError ? 488 : 500, {});
+      }
+    };
+    from.on('modify', reoffer);
+    from.on('update', reoffer);
+    from.on('refer', (_req: SipRequest, res: SipResponse) => res.send(603, 'Transfer not supported', {}));
+  }
+
+  private policies(toClient: Binding | null): { offerer: LegOptions; answerer: LegOptions } {
+    const transport = (this.req.protocol ?? 'udp').toLowerCase() as SipTransport;
+    const secure = isSecureTransport(transport);
+    const fromClient = toClient === null;
+    let announces = false;
+    try {
+      announces = parseSdp(this.req.body).announcesKeylatch;
+    } catch {
+      /* the relay's own parse reports bad SDP */
+    }
+    const offerer: LegOptions = {
+      policy: fromClient && announces && secure ? 'key' : 'guarded',
+      secure,
+      signallingAddress: this.req.source_address,
+    };
+    const answerer: LegOptions = toClient
+      ? { policy: 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address }
+      : { policy: 'guarded', secure: false, signallingAddress: this.pbxHost() };
+    return { offerer, answerer };
+  }
+
+  private pbxHost(): string {
+    return hostPortOf(this.deps.sip.pbx!).host;
+  }
+
+  private async route(): Promise<Route> {
+    const { sip, store } = this.deps;
+    if (!sip.pbx || !sip.advertisedAddress) return { reject: 503, reason: 'No PBX configured' };
+    if (this.req.source_address !== this.pbxHost()) return { uri: this.req.uri, proxy: sip.pbx, toClient: null };
+    // From the PBX: the Request-URI names a binding (we registered sip:<binding>@keylatch).
+    const user = /^sips?:([^@;]+)@/.exec(this.req.uri)?.[1] ?? null;
+    const binding = user ? await store.get(user) : null;
+    if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
+    const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
+    return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding };
+  }
+
+  private refuse(err: unknown): void {
+    if (err instanceof SdpError) return this.res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
+    if (err instanceof PortPoolExhausted) return this.res.send(503, 'Media ports exhausted', {});
+    if (err instanceof RelayError && err.code === 'insecure-key-transport') return this.res.send(403, 'Key requires TLS or WSS', {});
+    throw err;
+  }
+}
