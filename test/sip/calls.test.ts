@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
 import { Relay } from '../../src/media/relay';
+import { newBindingId } from '../../src/nat/binding';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { Peer, rtp, testMediaConfig, waitFor } from '../helpers/peers';
@@ -67,5 +68,56 @@ const skip = skipUnlessDrachtio('SIP call tests') || noSipp !== null;
       phoneMedia.close();
       pbxMedia.close();
     }
+  }, 30000);
+
+  it('delivers a PBX call to a registered phone on its learned flow, anchored on the relay', async () => {
+    const phonePort = 21060 + (process.pid % 500);
+    const phoneMedia = await Peer.open('127.0.0.1');
+    const pbxMedia = await Peer.open('127.0.0.2');
+    const bindingId = newBindingId();
+    await edge.store.put({
+      id: bindingId, aor: 'sip:bob@keylatch.test', contact: `<sip:bob@127.0.0.9:${phonePort}>`, instance: null,
+      source: { address: '127.0.0.1', port: phonePort }, transport: 'udp', localSocket: 'udp', lastSeen: Date.now(),
+      expires: Date.now() + 60_000, natted: true, natTests: ['private-contact'], secure: false, upstreamExpires: Date.now() + 3_600_000,
+    });
+    try {
+      const phone = runSipp(['-sf', path.join(SCENARIOS, 'phone-answer.xml'), '-i', '127.0.0.1', '-p', String(phonePort), '-m', '1', '-key', 'mport', String(phoneMedia.port)], { timeoutMs: 20000 });
+      await new Promise((r) => setTimeout(r, 300));
+      const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', bindingId,
+        '-key', 'mport', String(pbxMedia.port), '-d', '1500', `127.0.0.1:${sipPort}`], { timeoutMs: 15000 });
+      await waitFor(() => relay.callCount === 1 && (relay.stats(relay.callIds()[0]!)?.every((l) => l.tag) ?? false), 5000);
+      const legs = relay.stats(relay.callIds()[0]!)!;
+      const pbxLeg = legs.find((l) => l.tag!.includes('p'))!;
+      const phoneLeg = legs.find((l) => l !== pbxLeg)!;
+      for (let i = 0; i < 10; i++) {
+        phoneMedia.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: phoneLeg.streams[0]!.rtp.port });
+        pbxMedia.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: pbxLeg.streams[0]!.rtp.port });
+      }
+      await waitFor(() => pbxMedia.media().length >= 8 && phoneMedia.media().length >= 8, 2000);
+      const [x, p] = await Promise.all([pbx, phone]);
+      expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
+      expect({ phone: p.code, out: p.code === 0 ? '' : p.out.slice(-2000) }).toEqual({ phone: 0, out: '' });
+      await waitFor(() => relay.callCount === 0 && relay.pool.inUse === 0, 2000);
+    } finally {
+      phoneMedia.close();
+      pbxMedia.close();
+    }
+  }, 30000);
+
+  it('refuses a PBX call for a binding it does not know with 404', async () => {
+    const pbx = await runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', 'nobody',
+      '-key', 'mport', '4000', `127.0.0.1:${sipPort}`], { timeoutMs: 5000 });
+    expect(pbx.out).toMatch(/404/);
+    expect(relay.callCount).toBe(0);
+  });
+
+  it('carries a CANCEL before answer through to the PBX and frees the relay ports', async () => {
+    const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-ring.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 15000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const phone = await runSipp(['-sf', path.join(SCENARIOS, 'client-cancel.xml'), '-i', '127.0.0.1', '-p', '0', '-m', '1', `127.0.0.1:${sipPort}`], { timeoutMs: 10000 });
+    const x = await pbx;
+    expect({ phone: phone.code, out: phone.code === 0 ? '' : phone.out.slice(-2000) }).toEqual({ phone: 0, out: '' });
+    expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
+    await waitFor(() => relay.callCount === 0 && relay.pool.inUse === 0 && edge.calls.size === 0, 3000);
   }, 30000);
 });
