@@ -45,6 +45,11 @@ export const sipSchema = z.object({
     upstreamExpiresSec: z.number().int().min(60),
     upstreamRefreshMarginSec: z.number().int().min(5),
   }),
+  keepalive: z.object({
+    intervalSec: z.number().positive(),
+    timeoutMs: z.number().int().min(50),
+    maxFailures: z.number().int().min(1),
+  }),
 });
 
 export const configSchema = z.object({

@@ -7,7 +7,7 @@ import { RelayError, type Relay } from '../media/relay';
 import { isSecureTransport, type Binding, type SipTransport } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
-import { hostPortOf } from './registration';
+import { contactUri, hostPortOf } from './registration';
 import type { SipRequest, SipResponse } from './srf';
 
 export interface CallDeps {
@@ -31,8 +31,6 @@ const PASSED_RESPONSE_HEADERS = ['Proxy-Authenticate', 'WWW-Authenticate', 'Retr
 
 const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<string, unknown> } }, header: 'To' | 'From'): string =>
   String(msg.getParsedHeader(header).params?.tag ?? '');
-
-const contactUri = (contact: string): string => (/<([^>]*)>/.exec(contact)?.[1] ?? contact.split(';')[0]!).trim();
 
 /**
  * One call through the edge, from INVITE to the last BYE: a B2BUA whose SDP on both legs

@@ -4,6 +4,7 @@ import type { SipConfig } from '../config/schema';
 import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
+import { KeepaliveScheduler } from '../nat/keepalive';
 import { CallSession } from './call-session';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
@@ -32,6 +33,7 @@ export interface SipEdge {
   srf: Srf;
   store: BindingStore;
   calls: Map<string, CallSession>;
+  keepalive: KeepaliveScheduler;
   close(): Promise<void>;
 }
 
@@ -52,6 +54,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   }));
   const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
   opts.relay.on('media-timeout', onDeadMedia);
+  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log });
   await new Promise<void>((resolve, reject) => {
     srf.once('connect', (err: Error | null, hostport: string) => {
       if (err) return reject(err);
@@ -62,11 +65,14 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     void srf.connect(opts.drachtio);
   });
   srf.on('error', (err: Error) => log.warn({ err: err.message }, 'drachtio connection error'));
+  keepalive.start();
   return {
     srf,
     store,
     calls,
+    keepalive,
     async close() {
+      keepalive.stop();
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
       await store.close();

@@ -5,7 +5,11 @@ import { isSecureTransport, newBindingId, sameDevice, type Binding, type SipTran
 import type { BindingStore } from '../nat/binding-store';
 import { detectNat } from '../nat/detect';
 import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamContact, withExpires, type RegisterRequest } from './registration';
-import { sendRequest, type SipRequest, type SipResponse } from './srf';
+import type { SipRequest, SipResponse } from './srf';
+import { requestWithTimeout } from './upstream';
+
+/** Timer F: what a non-INVITE transaction may take before it is given up. */
+const UPSTREAM_TIMEOUT_MS = 32_000;
 
 export interface RegistrarDeps {
   srf: Srf;
@@ -53,12 +57,7 @@ export function registrar(deps: RegistrarDeps) {
     // digest nonce accounting it keeps per Call-ID stays intact.
     headers['Call-ID'] = req.get('Call-ID');
     headers.CSeq = req.get('CSeq');
-    return new Promise((resolve, reject) => {
-      sendRequest(srf)(req.uri, { method: 'REGISTER', headers, proxy: sip.pbx! }, (err, sent) => {
-        if (err || !sent) return reject(err instanceof Error ? err : new Error(String(err)));
-        sent.on('response', (res?: SipResponse) => (res ? resolve(res) : reject(new Error('no response from PBX'))));
-      });
-    });
+    return requestWithTimeout(srf, req.uri, { method: 'REGISTER', headers, proxy: sip.pbx! }, UPSTREAM_TIMEOUT_MS);
   }
 
   function relay(res: SipResponse, upstream: SipResponse, extra: Record<string, string> = {}): void {

@@ -66,6 +66,9 @@ export function mustRefreshUpstream(existing: Binding | null, now: number, cfg: 
   return existing === null || existing.upstreamExpires - now < cfg.upstreamRefreshMarginSec * 1000;
 }
 
+/** The URI inside a Contact header value, without display name or header parameters. */
+export const contactUri = (contact: string): string => (/<([^>]*)>/.exec(contact)?.[1] ?? contact.split(';')[0]!).trim();
+
 /** The client's Contact with its expires parameter set to what we granted. */
 export function withExpires(contact: string, seconds: number): string {
   return `${contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, '')};expires=${seconds}`;
