@@ -4,13 +4,16 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load';
 import { createLogger } from './log';
+import { startEdgeService } from './edge-service';
 import { startRelayService } from './relay-service';
 
 const USAGE = `usage: keylatch relay [--ng HOST:PORT] [--interface IP] [--advertise IP] [--ports MIN-MAX]
                       [--metrics HOST:PORT] [--config FILE]
+       keylatch edge  [the same flags]
 
-Runs the media relay, controlled over rtpengine's ng protocol. Flags override
-config/default.yaml, FILE and KEYLATCH_* environment variables.`;
+relay: the media relay alone, controlled over rtpengine's ng protocol.
+edge:  the SIP edge on drachtio-server (sip.* settings) with the relay in-process.
+Flags override config/default.yaml, FILE and KEYLATCH_* environment variables.`;
 
 /** Turns command-line flags into the same tree the YAML has, so zod validates both alike. */
 export function flagsToOverrides(argv: string[]): { file?: string; overrides: Record<string, unknown> } {
@@ -43,7 +46,7 @@ export function flagsToOverrides(argv: string[]): { file?: string; overrides: Re
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command !== 'relay') {
+  if (command !== 'relay' && command !== 'edge') {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
@@ -56,8 +59,14 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = createLogger(config.log.level);
-  const service = await startRelayService(config, log);
-  log.info({ interface: config.media.interface, ports: `${config.media.portMin}-${config.media.portMax}`, ng: service.ng, metrics: service.metrics }, 'keylatch relay started');
+  let service: { close(): Promise<void> };
+  try {
+    service = command === 'edge' ? await startEdgeService(config, log) : await startRelayService(config, log);
+  } catch (err) {
+    process.stderr.write(`keylatch: ${(err as Error).message}\n`);
+    return err instanceof ConfigError ? 2 : 1;
+  }
+  log.info({ command, interface: config.media.interface, ports: `${config.media.portMin}-${config.media.portMax}` }, `keylatch ${command} started`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       log.info({ sig }, 'shutting down');

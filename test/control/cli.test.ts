@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
 import { Client } from 'rtpengine-client';
+import { drachtioBinary, startDrachtio } from '../helpers/drachtio';
+import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 
 const root = path.join(__dirname, '..', '..');
 const run = (args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess =>
@@ -49,5 +51,46 @@ describe('keylatch relay (CLI)', () => {
     const [code] = await once(child, 'exit');
     expect(code).toBe(2);
     expect(out.text()).toMatch(/media\.portMin/);
+  });
+});
+
+describe('keylatch edge (CLI)', () => {
+  it('refuses to start without the settings the SIP edge needs, naming each key', async () => {
+    const child = run(['edge']);
+    const out = output(child);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(out.text()).toMatch(/sip\.drachtio\.secret: required/);
+    expect(out.text()).toMatch(/sip\.pbx: required/);
+    expect(out.text()).toMatch(/sip\.advertisedAddress: required/);
+  });
+});
+
+const noSipTools = !drachtioBinary() || sippUnavailable() !== null;
+if (noSipTools) console.warn('!!! SKIPPED keylatch edge CLI end-to-end test: needs drachtio-server (DRACHTIO_BIN or PATH) and sipp');
+
+(noSipTools ? describe.skip : describe)('keylatch edge (CLI) on drachtio-server', () => {
+  it('connects to drachtio-server from its configuration and answers SIP', async () => {
+    const sipPort = 15060 + (process.pid % 500);
+    const drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp`], adminPort: 14022 + (process.pid % 500) });
+    const child = run(['edge', '--interface', '127.0.0.1', '--ports', '38100-38199'], {
+      KEYLATCH_SIP__DRACHTIO__PORT: String(drachtio.admin.port),
+      KEYLATCH_SIP__DRACHTIO__SECRET: drachtio.admin.secret,
+      KEYLATCH_SIP__PBX: 'sip:127.0.0.2:5060',
+      KEYLATCH_SIP__ADVERTISED_ADDRESS: `127.0.0.1:${sipPort}`,
+    });
+    const out = output(child);
+    try {
+      for (let i = 0; i < 50 && !out.text().includes('keylatch edge started'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(out.text()).toContain('connected to drachtio-server');
+      const r = await runSipp(['-sf', path.join(SCENARIOS, 'options.xml'), '-m', '1', '-i', '127.0.0.1', '-p', '0', `127.0.0.1:${sipPort}`]);
+      expect(r.code).toBe(0);
+      child.kill('SIGTERM');
+      const [code] = await once(child, 'exit');
+      expect(code).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await drachtio.stop();
+    }
   });
 });
