@@ -41,7 +41,16 @@ async function portOpen(host: string, port: number): Promise<boolean> {
 }
 
 /** contacts: e.g. ['sip:127.0.0.1:5090;transport=udp,tcp']. netns: run inside a test namespace. */
-export async function startDrachtio(opts: { contacts: string[]; adminPort: number; adminHost?: string; netns?: string }): Promise<RunningDrachtio> {
+/** A throwaway self-signed certificate for TLS listeners in tests. */
+export function selfSignedCert(): { cert: string; key: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kl-tls-'));
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+export async function startDrachtio(opts: { contacts: string[]; adminPort: number; adminHost?: string; netns?: string; tls?: { cert: string; key: string } }): Promise<RunningDrachtio> {
   const bin = drachtioBinary();
   if (!bin) throw new Error('drachtio-server not found');
   const dir = mkdtempSync(path.join(tmpdir(), 'kl-drachtio-'));
@@ -56,6 +65,8 @@ export async function startDrachtio(opts: { contacts: string[]; adminPort: numbe
 </drachtio>
 `);
   const args = ['-f', conf, '--stdout', ...opts.contacts.flatMap((c) => ['--contact', c])];
+  // sofia-sip will not open a TLS listener without a CA/chain file; a self-signed cert is its own.
+  if (opts.tls) args.push('--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--chain-file', opts.tls.cert);
   const child: ChildProcess = opts.netns ? spawn('ip', ['netns', 'exec', opts.netns, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-200_000)));

@@ -1,0 +1,134 @@
+/**
+ * Secure signalling: registration over TLS, and the leg key, which goes only to a client that
+ * announced keylatch and signals over TLS. The client then proves that key to the relay on the
+ * media path with the shared protocol module, which is the whole point of the key.
+ */
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import path from 'node:path';
+import { loadConfig } from '../../src/config/load';
+import { ChallengeProver, decode, looksLikeStun } from '../../src/media/challenge';
+import { Relay } from '../../src/media/relay';
+import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
+import { keyFromSdp, mediaPorts, testMediaConfig, waitFor } from '../helpers/peers';
+import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
+import { SipStreamClient } from '../helpers/sip-stream-client';
+
+const noSipp = sippUnavailable();
+if (noSipp) console.warn(`!!! SKIPPED SIP TLS tests: ${noSipp}`);
+const skip = skipUnlessDrachtio('SIP TLS tests') || noSipp !== null;
+
+const offerSdp = (announce: boolean) =>
+  ['v=0', 'o=- 1 1 IN IP4 192.168.1.40', 's=-', 'c=IN IP4 192.168.1.40', 't=0 0', ...(announce ? ['a=keylatch:v1'] : []),
+    'm=audio 4000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
+
+(skip ? describe.skip : describe)('secure signalling', () => {
+  const udpPort = 13060 + (process.pid % 500);
+  const tlsPort = udpPort + 1;
+  const tcpPort = udpPort + 2;
+  const pbxPort = 12060 + (process.pid % 500);
+  let drachtio: RunningDrachtio;
+  let edge: SipEdge;
+  let relay: Relay;
+
+  beforeAll(async () => {
+    drachtio = await startDrachtio({
+      contacts: [`sip:127.0.0.1:${udpPort};transport=udp`, `sips:127.0.0.1:${tlsPort};transport=tls`, `sip:127.0.0.1:${tcpPort};transport=tcp`],
+      adminPort: 11022 + (process.pid % 500),
+      tls: selfSignedCert(),
+    });
+    relay = new Relay(testMediaConfig());
+    const base = loadConfig({ env: {} }).sip;
+    edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip: { ...base, pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${udpPort}` } });
+  });
+  afterAll(async () => {
+    await edge?.close();
+    await relay?.close();
+    await drachtio?.stop();
+  });
+
+  it('registers a client over TLS: a secure binding, and no NAT-shortened expiry', async () => {
+    const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 8000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await SipStreamClient.connect('tls', '127.0.0.1', tlsPort);
+    try {
+      c.send([
+        'REGISTER sips:keylatch.test SIP/2.0', `Via: SIP/2.0/TLS 192.168.1.40:5061;branch=z9hG4bKtls1;rport`, 'From: <sip:dave@keylatch.test>;tag=t1',
+        'To: <sip:dave@keylatch.test>', 'Call-ID: tls-reg-1', 'CSeq: 1 REGISTER', 'Contact: <sip:dave@192.168.1.40:5061;transport=tls>', 'Expires: 1800', 'Max-Forwards: 70',
+      ]);
+      const res = await c.next();
+      expect(res.status).toBe(200);
+      expect(res.headers.get('contact')).toMatch(/expires=1800/);
+      expect((await pbx).code).toBe(0);
+      const [b] = await edge.store.byAor('sip:dave@keylatch.test');
+      expect(b).toMatchObject({ transport: 'tls', secure: true, natted: true });
+    } finally {
+      c.close();
+    }
+  });
+
+  async function call(kind: 'tls' | 'tcp', announce: boolean) {
+    const pbxMedia = dgram.createSocket('udp4');
+    pbxMedia.bind(0, '127.0.0.2');
+    await once(pbxMedia, 'listening');
+    const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-key', 'mport', String(pbxMedia.address().port)], { timeoutMs: 10000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await SipStreamClient.connect(kind, '127.0.0.1', kind === 'tls' ? tlsPort : tcpPort);
+    const T = kind.toUpperCase();
+    const dialog = [`From: <sip:dave@keylatch.test>;tag=d${kind}`, `Call-ID: call-${kind}-${announce}`];
+    c.send([`INVITE sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${kind}inv;rport`, ...dialog, 'To: <sip:bob@keylatch.test>',
+      'CSeq: 1 INVITE', `Contact: <sip:dave@192.168.1.40:5061;transport=${kind}>`, 'Max-Forwards: 70', 'Content-Type: application/sdp'], offerSdp(announce));
+    const ok = await c.next((m) => m.status === 200, 8000);
+    const to = ok.headers.get('to')!;
+    const ack = (method: string, cseq: string, branch: string) =>
+      c.send([`${method} sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${branch};rport`, ...dialog, `To: ${to}`, `CSeq: ${cseq}`, 'Max-Forwards: 70']);
+    ack('ACK', '1 ACK', `${kind}ack`);
+    return {
+      answer: ok.body,
+      async hangUp() {
+        ack('BYE', '2 BYE', `${kind}bye`);
+        expect((await c.next((m) => m.status === 200)).status).toBe(200);
+        expect((await pbx).code).toBe(0);
+        c.close();
+        pbxMedia.close();
+      },
+    };
+  }
+
+  it('gives a client that announced keylatch over TLS its leg key, and it can prove it to the relay', async () => {
+    const { answer, hangUp } = await call('tls', true);
+    const key = keyFromSdp(answer);
+    expect(key).not.toBeNull();
+    const media = dgram.createSocket('udp4');
+    media.bind(0, '127.0.0.1');
+    await once(media, 'listening');
+    const prover = new ChallengeProver(key!.legId, key!.key);
+    let latched = false;
+    media.on('message', (buf, r) => {
+      if (!looksLikeStun(buf)) return;
+      const ev = prover.onMessage(decode(buf), { address: r.address, port: r.port });
+      if (ev.type === 'proof-sent') media.send(ev.reply, ev.to.port, ev.to.address);
+      if (ev.type === 'latched') latched = true;
+    });
+    media.send(prover.hello(), mediaPorts(answer)[0]!, '127.0.0.1');
+    await waitFor(() => latched, 2000);
+    const legs = relay.stats(relay.callIds()[0]!)!;
+    expect(legs.find((l) => l.policy === 'key')?.authenticated).toBe(true);
+    media.close();
+    await hangUp();
+  });
+
+  it('gives no key over plain TCP, even to a client that announced keylatch', async () => {
+    const { answer, hangUp } = await call('tcp', true);
+    expect(answer).not.toMatch(/keylatch/);
+    expect(relay.stats(relay.callIds()[0]!)!.every((l) => l.policy === 'guarded')).toBe(true);
+    await hangUp();
+  });
+
+  it('gives no key over TLS to a client that did not announce keylatch', async () => {
+    const { answer, hangUp } = await call('tls', false);
+    expect(answer).not.toMatch(/keylatch/);
+    await hangUp();
+  });
+});
