@@ -39,6 +39,7 @@ export const mediaSchema = z
 export const sipSchema = z.object({
   drachtio: z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() }),
   pbx: z.string().regex(/^sips?:/, 'must be a SIP URI').nullable(),
+  requireKey: z.boolean(),
   bindingStore: z.union([z.literal('memory'), z.string().regex(/^rediss?:\/\//, 'must be "memory" or a redis:// URL')]),
   advertisedAddress: hostPort.nullable(),
   registration: z.object({

@@ -61,9 +61,14 @@ export class CallSession {
       this.res.send(488, 'Offerless INVITE not supported', {});
       return this.end();
     }
+    const policies = this.policies(route.toClient);
+    if (this.deps.sip.requireKey && route.toClient === null && policies.offerer.policy !== 'key') {
+      this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
+      return this.end();
+    }
     let offer: string;
     try {
-      offer = (await relay.offer({ callId: this.callId, fromTag: this.tagA, sdp: this.req.body, ...this.policies(route.toClient) })).sdp;
+      offer = (await relay.offer({ callId: this.callId, fromTag: this.tagA, sdp: this.req.body, ...policies })).sdp;
     } catch (err) {
       this.end();
       return this.refuse(err);

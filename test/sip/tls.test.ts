@@ -7,6 +7,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
+import type { SipConfig } from '../../src/config/schema';
 import { ChallengeProver, decode, looksLikeStun } from '../../src/media/challenge';
 import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
@@ -31,6 +32,8 @@ const offerSdp = (announce: boolean) =>
   let drachtio: RunningDrachtio;
   let edge: SipEdge;
   let relay: Relay;
+  /** Kept so a test can flip sip.requireKey on the running edge. */
+  let sip: SipConfig;
 
   beforeAll(async () => {
     drachtio = await startDrachtio({
@@ -39,8 +42,8 @@ const offerSdp = (announce: boolean) =>
       tls: selfSignedCert(),
     });
     relay = new Relay(testMediaConfig());
-    const base = loadConfig({ env: {} }).sip;
-    edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip: { ...base, pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${udpPort}` } });
+    sip = { ...loadConfig({ env: {} }).sip, pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${udpPort}` };
+    edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip });
   });
   afterAll(async () => {
     await edge?.close();
@@ -68,6 +71,7 @@ const offerSdp = (announce: boolean) =>
     }
   });
 
+  let calls = 0;
   async function call(kind: 'tls' | 'tcp', announce: boolean) {
     const pbxMedia = dgram.createSocket('udp4');
     pbxMedia.bind(0, '127.0.0.2');
@@ -76,18 +80,19 @@ const offerSdp = (announce: boolean) =>
     await new Promise((r) => setTimeout(r, 300));
     const c = await SipStreamClient.connect(kind, '127.0.0.1', kind === 'tls' ? tlsPort : tcpPort);
     const T = kind.toUpperCase();
-    const dialog = [`From: <sip:dave@keylatch.test>;tag=d${kind}`, `Call-ID: call-${kind}-${announce}`];
-    c.send([`INVITE sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${kind}inv;rport`, ...dialog, 'To: <sip:bob@keylatch.test>',
+    const n = ++calls;
+    const dialog = [`From: <sip:dave@keylatch.test>;tag=d${kind}${n}`, `Call-ID: call-${kind}-${n}-${process.pid}`];
+    c.send([`INVITE sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${kind}inv${n};rport`, ...dialog, 'To: <sip:bob@keylatch.test>',
       'CSeq: 1 INVITE', `Contact: <sip:dave@192.168.1.40:5061;transport=${kind}>`, 'Max-Forwards: 70', 'Content-Type: application/sdp'], offerSdp(announce));
     const ok = await c.next((m) => m.status === 200, 8000);
     const to = ok.headers.get('to')!;
     const ack = (method: string, cseq: string, branch: string) =>
       c.send([`${method} sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${branch};rport`, ...dialog, `To: ${to}`, `CSeq: ${cseq}`, 'Max-Forwards: 70']);
-    ack('ACK', '1 ACK', `${kind}ack`);
+    ack('ACK', '1 ACK', `${kind}ack${n}`);
     return {
       answer: ok.body,
       async hangUp() {
-        ack('BYE', '2 BYE', `${kind}bye`);
+        ack('BYE', '2 BYE', `${kind}bye${n}`);
         expect((await c.next((m) => m.status === 200)).status).toBe(200);
         expect((await pbx).code).toBe(0);
         c.close();
@@ -124,6 +129,26 @@ const offerSdp = (announce: boolean) =>
     expect(answer).not.toMatch(/keylatch/);
     expect(relay.stats(relay.callIds()[0]!)!.every((l) => l.policy === 'guarded')).toBe(true);
     await hangUp();
+  });
+
+  it('refuses a client that cannot hold a key with 403 when the key is required, and admits one that can', async () => {
+    sip.requireKey = true;
+    try {
+      const c = await SipStreamClient.connect('tcp', '127.0.0.1', tcpPort);
+      c.send(['INVITE sip:bob@keylatch.test SIP/2.0', 'Via: SIP/2.0/TCP 192.168.1.40:5061;branch=z9hG4bKreq1;rport', 'From: <sip:dave@keylatch.test>;tag=r1',
+        'To: <sip:bob@keylatch.test>', 'Call-ID: require-key-1', 'CSeq: 1 INVITE', 'Contact: <sip:dave@192.168.1.40:5061;transport=tcp>', 'Max-Forwards: 70',
+        'Content-Type: application/sdp'], offerSdp(true));
+      const res = await c.next();
+      expect(res.status).toBe(403);
+      expect(res.headers.get('warning')).toMatch(/TLS or WSS/);
+      c.close();
+      expect(relay.callCount).toBe(0);
+      const { answer, hangUp } = await call('tls', true);
+      expect(keyFromSdp(answer)).not.toBeNull();
+      await hangUp();
+    } finally {
+      sip.requireKey = false;
+    }
   });
 
   it('gives no key over TLS to a client that did not announce keylatch', async () => {
