@@ -120,4 +120,37 @@ const skip = skipUnlessDrachtio('SIP call tests') || noSipp !== null;
     expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
     await waitFor(() => relay.callCount === 0 && relay.pool.inUse === 0 && edge.calls.size === 0, 3000);
   }, 30000);
+
+  it('carries early media, a 200 with other SDP, hold and resume through the relay', async () => {
+    const phoneMedia = await Peer.open('127.0.0.1');
+    const early = await Peer.open('127.0.0.2');
+    const final = await Peer.open('127.0.0.2');
+    const onHold: boolean[] = [];
+    try {
+      const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-early-hold.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1',
+        '-key', 'mport', String(early.port), '-key', 'mport2', String(final.port)], { timeoutMs: 20000 });
+      await new Promise((r) => setTimeout(r, 300));
+      const phone = runSipp(['-sf', path.join(SCENARIOS, 'client-hold.xml'), '-i', '127.0.0.1', '-p', '0', '-m', '1',
+        '-key', 'mport', String(phoneMedia.port), '-d', '700', `127.0.0.1:${sipPort}`], { timeoutMs: 15000 });
+      await waitFor(() => relay.callCount === 1 && (relay.stats(relay.callIds()[0]!)?.every((l) => l.tag) ?? false), 5000);
+      const callId = relay.callIds()[0]!;
+      const phoneLeg = () => relay.stats(callId)!.find((l) => l.tag!.includes('h'))!;
+      await new Promise((r) => setTimeout(r, 400)); // past the 200
+      for (let i = 0; i < 6; i++) phoneMedia.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: phoneLeg().streams[0]!.rtp.port });
+      await waitFor(() => final.media().length >= 4, 2000);
+      expect(early.media()).toHaveLength(0); // after the 200, media goes to the answer's address
+      const seen = setInterval(() => { const s = relay.stats(callId); if (s) onHold.push(phoneLeg().streams[0]!.onHold); }, 50);
+      const [p, x] = await Promise.all([phone, pbx]);
+      clearInterval(seen);
+      expect({ phone: p.code, out: p.code === 0 ? '' : p.out.slice(-2000) }).toEqual({ phone: 0, out: '' });
+      expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
+      expect(onHold).toContain(true); // the relay knew the call was held (longer media timeout)...
+      expect(onHold.lastIndexOf(false)).toBeGreaterThan(onHold.indexOf(true)); // ...and resumed
+      await waitFor(() => relay.callCount === 0 && relay.pool.inUse === 0, 2000);
+    } finally {
+      phoneMedia.close();
+      early.close();
+      final.close();
+    }
+  }, 30000);
 });
