@@ -4,11 +4,11 @@ import type { Logger } from '../log';
 import type { LegOptions } from '../media/call';
 import { PortPoolExhausted } from '../media/port-pool';
 import { RelayError, type Relay } from '../media/relay';
-import { isSecureTransport, type Binding, type SipTransport } from '../nat/binding';
+import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
 import { contactUri, hostPortOf } from './registration';
-import type { SipRequest, SipResponse } from './srf';
+import { transportOf, type SipRequest, type SipResponse } from './srf';
 
 export interface CallDeps {
   srf: Srf;
@@ -20,7 +20,8 @@ export interface CallDeps {
   onEnd?: (callId: string) => void;
 }
 
-type Dialog = Srf.Dialog;
+/** drachtio-srf keeps `connected` on its Dialog; its typings leave it out. */
+type Dialog = Srf.Dialog & { connected: boolean };
 
 /** Where the B leg goes: the PBX for calls from clients, a client's learned flow for calls from the PBX. */
 type Route = { uri: string; proxy: string; toClient: Binding | null } | { reject: number; reason: string };
@@ -84,12 +85,18 @@ export class CallSession {
         proxyRequestHeaders: PASSED_REQUEST_HEADERS,
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       });
-      this.uas = uas;
-      this.uac = uac;
+      this.uas = uas as Dialog;
+      this.uac = uac as Dialog;
       this.tagB = uac.sip.remoteTag;
+      // A fast caller can ACK and BYE before createB2BUA resolves: that 'destroy' fired with no
+      // one listening, so the other leg would never hear of it.
+      if (!this.uas.connected || !this.uac.connected) {
+        log.info({ callId: this.callId }, 'call ended while being connected');
+        return this.hangUp('ended during setup');
+      }
       log.info({ callId: this.callId, to: route.uri, toClient: route.toClient?.aor ?? null }, 'call connected');
-      this.wire(uas, uac, this.tagA, this.tagB);
-      this.wire(uac, uas, this.tagB, this.tagA);
+      this.wire(this.uas, this.uac, this.tagA, this.tagB);
+      this.wire(this.uac, this.uas, this.tagB, this.tagA);
     } catch (err) {
       // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
       log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null }, 'call not connected');
@@ -101,8 +108,8 @@ export class CallSession {
   hangUp(why: string): void {
     this.deps.log.info({ callId: this.callId, why }, 'ending call');
     this.end();
-    this.uas?.destroy();
-    this.uac?.destroy();
+    if (this.uas?.connected) this.uas.destroy();
+    if (this.uac?.connected) this.uac.destroy();
   }
 
   private end(): void {
@@ -139,8 +146,7 @@ export class CallSession {
   }
 
   private policies(toClient: Binding | null): { offerer: LegOptions; answerer: LegOptions } {
-    const transport = (this.req.protocol ?? 'udp').toLowerCase() as SipTransport;
-    const secure = isSecureTransport(transport);
+    const secure = isSecureTransport(transportOf(this.req));
     const fromClient = toClient === null;
     let announces = false;
     try {

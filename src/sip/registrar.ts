@@ -1,11 +1,11 @@
 import type Srf from 'drachtio-srf';
 import type { SipConfig } from '../config/schema';
 import type { Logger } from '../log';
-import { isSecureTransport, newBindingId, sameDevice, type Binding, type SipTransport } from '../nat/binding';
+import { isSecureTransport, newBindingId, sameDevice, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { detectNat } from '../nat/detect';
 import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamContact, withExpires, type RegisterRequest } from './registration';
-import type { SipRequest, SipResponse } from './srf';
+import { transportOf, type SipRequest, type SipResponse } from './srf';
 import { requestWithTimeout } from './upstream';
 
 /** Timer F: what a non-INVITE transaction may take before it is given up. */
@@ -22,13 +22,6 @@ export interface RegistrarDeps {
 const RELAYED_RESPONSE_HEADERS = ['WWW-Authenticate', 'Proxy-Authenticate', 'Date', 'Min-Expires', 'Retry-After'];
 /** Headers of the client's REGISTER the PBX must see: its credentials, and who it is. */
 const RELAYED_REQUEST_HEADERS = ['Authorization', 'Proxy-Authorization', 'User-Agent', 'Supported'];
-
-const TRANSPORTS = new Set<SipTransport>(['udp', 'tcp', 'tls', 'ws', 'wss']);
-
-function transportOf(req: SipRequest): SipTransport {
-  const t = (req.protocol ?? '').toLowerCase() as SipTransport;
-  return TRANSPORTS.has(t) ? t : 'udp';
-}
 
 function expiresFromPbx(res: SipResponse, fallback: number): number {
   const contact = res.has('Contact') ? /;\s*expires\s*=\s*(\d+)/i.exec(res.get('Contact')) : null;

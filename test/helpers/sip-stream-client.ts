@@ -1,9 +1,11 @@
 /**
- * A bare SIP client over TLS or TCP for tests (Debian's sipp has no TLS). It writes the
- * messages a test composes and parses what comes back; the server under test is real.
+ * A bare SIP client over TLS, TCP or secure WebSocket for tests (Debian's sipp has neither TLS
+ * nor WebSocket). It writes the messages a test composes and parses what comes back; the
+ * server under test is real.
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import WebSocket from 'ws';
 
 export interface SipMessage {
   startLine: string;
@@ -17,30 +19,39 @@ export class SipStreamClient {
   private readonly inbox: SipMessage[] = [];
   private waiters: Array<() => void> = [];
 
-  private constructor(private readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (d: string) => {
-      this.buf += d;
-      this.parse();
-    });
+  private constructor(private readonly transport: { write(text: string): void; close(): void }) {}
+
+  private feed(d: string): void {
+    this.buf += d;
+    this.parse();
   }
 
-  static async connect(kind: 'tls' | 'tcp', host: string, port: number): Promise<SipStreamClient> {
+  static async connect(kind: 'tls' | 'tcp' | 'wss', host: string, port: number): Promise<SipStreamClient> {
+    if (kind === 'wss') {
+      // RFC 7118: the "sip" subprotocol, one SIP message per frame.
+      const ws = new WebSocket(`wss://${host}:${port}`, 'sip', { rejectUnauthorized: false });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      const client = new SipStreamClient({ write: (t) => ws.send(t), close: () => ws.terminate() });
+      ws.on('message', (d: Buffer) => client.feed(d.toString()));
+      return client;
+    }
     const socket = kind === 'tls' ? tls.connect({ host, port, rejectUnauthorized: false }) : net.connect({ host, port });
     await new Promise<void>((resolve, reject) => {
       socket.once(kind === 'tls' ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);
     });
-    return new SipStreamClient(socket);
-  }
-
-  get localPort(): number {
-    return this.socket.localPort!;
+    const client = new SipStreamClient({ write: (t) => socket.write(t), close: () => socket.destroy() });
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => client.feed(d));
+    return client;
   }
 
   send(lines: string[], body = ''): void {
     const text = lines.filter((l) => !/^Content-Length:/i.test(l)).join('\r\n');
-    this.socket.write(`${text}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    this.transport.write(`${text}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   }
 
   /** The next message matching `pred` (by default any response with status >= 200). */
@@ -62,7 +73,7 @@ export class SipStreamClient {
   }
 
   close(): void {
-    this.socket.destroy();
+    this.transport.close();
   }
 
   private parse(): void {

@@ -28,6 +28,7 @@ const offerSdp = (announce: boolean) =>
   const udpPort = 13060 + (process.pid % 500);
   const tlsPort = udpPort + 1;
   const tcpPort = udpPort + 2;
+  const wssPort = udpPort + 3;
   const pbxPort = 12060 + (process.pid % 500);
   let drachtio: RunningDrachtio;
   let edge: SipEdge;
@@ -37,7 +38,7 @@ const offerSdp = (announce: boolean) =>
 
   beforeAll(async () => {
     drachtio = await startDrachtio({
-      contacts: [`sip:127.0.0.1:${udpPort};transport=udp`, `sips:127.0.0.1:${tlsPort};transport=tls`, `sip:127.0.0.1:${tcpPort};transport=tcp`],
+      contacts: [`sip:127.0.0.1:${udpPort};transport=udp`, `sips:127.0.0.1:${tlsPort};transport=tls`, `sip:127.0.0.1:${tcpPort};transport=tcp`, `sips:127.0.0.1:${wssPort};transport=wss`],
       adminPort: 11022 + (process.pid % 500),
       tls: selfSignedCert(),
     });
@@ -72,13 +73,13 @@ const offerSdp = (announce: boolean) =>
   });
 
   let calls = 0;
-  async function call(kind: 'tls' | 'tcp', announce: boolean) {
+  async function call(kind: 'tls' | 'tcp' | 'wss', announce: boolean) {
     const pbxMedia = dgram.createSocket('udp4');
     pbxMedia.bind(0, '127.0.0.2');
     await once(pbxMedia, 'listening');
     const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-key', 'mport', String(pbxMedia.address().port)], { timeoutMs: 10000 });
     await new Promise((r) => setTimeout(r, 300));
-    const c = await SipStreamClient.connect(kind, '127.0.0.1', kind === 'tls' ? tlsPort : tcpPort);
+    const c = await SipStreamClient.connect(kind, '127.0.0.1', { tls: tlsPort, tcp: tcpPort, wss: wssPort }[kind]);
     const T = kind.toUpperCase();
     const n = ++calls;
     const dialog = [`From: <sip:dave@keylatch.test>;tag=d${kind}${n}`, `Call-ID: call-${kind}-${n}-${process.pid}`];
@@ -94,9 +95,10 @@ const offerSdp = (announce: boolean) =>
       async hangUp() {
         ack('BYE', '2 BYE', `${kind}bye${n}`);
         expect((await c.next((m) => m.status === 200)).status).toBe(200);
-        expect((await pbx).code).toBe(0);
+        const x = await pbx;
         c.close();
         pbxMedia.close();
+        expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(0, 1500) }).toEqual({ pbx: 0, out: '' });
       },
     };
   }
@@ -124,11 +126,54 @@ const offerSdp = (announce: boolean) =>
     await hangUp();
   });
 
+  it('registers over WSS and gives a WebSocket client that announced keylatch its leg key', async () => {
+    const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 8000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await SipStreamClient.connect('wss', '127.0.0.1', wssPort);
+    try {
+      c.send([
+        'REGISTER sip:keylatch.test SIP/2.0', 'Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKwss1;rport', 'From: <sip:wendy@keylatch.test>;tag=w1',
+        'To: <sip:wendy@keylatch.test>', 'Call-ID: wss-reg-1', 'CSeq: 1 REGISTER', 'Contact: <sip:wendy@df7jal23ls0d.invalid;transport=ws>', 'Expires: 600', 'Max-Forwards: 70',
+      ]);
+      expect((await c.next()).status).toBe(200);
+      expect((await pbx).code).toBe(0);
+      const [b] = await edge.store.byAor('sip:wendy@keylatch.test');
+      expect(b).toMatchObject({ transport: 'wss', secure: true });
+    } finally {
+      c.close();
+    }
+    const { answer, hangUp } = await call('wss', true);
+    expect(keyFromSdp(answer)).not.toBeNull();
+    await hangUp();
+  });
+
   it('gives no key over plain TCP, even to a client that announced keylatch', async () => {
     const { answer, hangUp } = await call('tcp', true);
     expect(answer).not.toMatch(/keylatch/);
     expect(relay.stats(relay.callIds()[0]!)!.every((l) => l.policy === 'guarded')).toBe(true);
     await hangUp();
+  });
+
+  it('gives no key to a plain-TCP client whose Via claims WSS: the listener decides, not the client', async () => {
+    const policies: Array<string | undefined> = [];
+    const offer = relay.offer.bind(relay);
+    relay.offer = (req) => {
+      policies.push(req.offerer?.policy);
+      return offer(req);
+    };
+    const c = await SipStreamClient.connect('tcp', '127.0.0.1', tcpPort);
+    try {
+      c.send(['INVITE sip:bob@keylatch.test SIP/2.0', 'Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKliar;rport', 'From: <sip:mallory@keylatch.test>;tag=liar',
+        'To: <sip:bob@keylatch.test>', `Call-ID: liar-${process.pid}`, 'CSeq: 1 INVITE', 'Contact: <sip:mallory@df7jal23ls0d.invalid;transport=ws>', 'Max-Forwards: 70',
+        'Content-Type: application/sdp'], offerSdp(true));
+      await new Promise((r) => setTimeout(r, 2000));
+      // drachtio-server drops a request whose Via contradicts its connection; if one ever got
+      // through, transportOf() would still call it TCP (see test/unit/transport-of.test.ts).
+      expect(policies).not.toContain('key');
+    } finally {
+      relay.offer = offer;
+      c.close();
+    }
   });
 
   it('refuses a client that cannot hold a key with 403 when the key is required, and admits one that can', async () => {
