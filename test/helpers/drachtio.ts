@@ -8,14 +8,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { hasCommand } from './tools';
 
 export function drachtioBinary(): string | null {
   if (process.env.DRACHTIO_BIN) return process.env.DRACHTIO_BIN;
-  try {
-    return execFileSync('sh', ['-c', 'command -v drachtio'], { encoding: 'utf8' }).trim() || null;
-  } catch {
-    return null;
-  }
+  return hasCommand('drachtio') ? 'drachtio' : null;
 }
 
 export function skipUnlessDrachtio(suite: string): boolean {

@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { hasCommand } from './tools';
 
 export const PUBLIC_PREFIX = '198.18.0';
 export const RELAY_IP = `${PUBLIC_PREFIX}.1`;
@@ -13,19 +14,10 @@ function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-const has = (bin: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 /** Why these tests cannot run here, or null if they can. */
 export function netnsUnavailable(): string | null {
   if (process.getuid?.() !== 0) return 'not root';
-  for (const bin of ['ip', 'iptables', 'conntrack']) if (!has(bin)) return `${bin} not installed`;
+  for (const bin of ['ip', 'iptables', 'conntrack']) if (!hasCommand(bin)) return `${bin} not installed`;
   try {
     sh('ip', ['netns', 'add', `klprobe${process.pid}`]);
     sh('ip', ['netns', 'del', `klprobe${process.pid}`]);

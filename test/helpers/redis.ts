@@ -1,16 +1,12 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { hasCommand } from './tools';
 
 export function redisUnavailable(): string | null {
-  try {
-    execFileSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'redis-server not installed (apt-get install redis-server)';
-  }
+  return hasCommand('redis-server') ? null : 'redis-server not installed (apt-get install redis-server)';
 }
 
 /** A private redis-server on loopback for one test file, persisting nothing. */

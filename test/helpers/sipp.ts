@@ -1,15 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { hasCommand } from './tools';
 
 export const SCENARIOS = path.join(__dirname, '..', 'sip', 'scenarios');
 
 export function sippUnavailable(): string | null {
-  try {
-    execFileSync('sh', ['-c', 'command -v sipp'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'sipp not installed (apt-get install sip-tester)';
-  }
+  return hasCommand('sipp') ? null : 'sipp not installed (apt-get install sip-tester)';
 }
 
 /** Runs a sipp scenario to completion; resolves with its exit code and output. */

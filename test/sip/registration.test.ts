@@ -3,35 +3,19 @@
  * Contact registers through keylatch to a sipp PBX stand-in that demands digest auth.
  */
 import path from 'node:path';
-import { loadConfig } from '../../src/config/load';
-import { Relay } from '../../src/media/relay';
-import { startSipEdge, type SipEdge } from '../../src/sip/edge';
-import { testMediaConfig } from '../helpers/peers';
-import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
-import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
+import { SCENARIOS, runSipp } from '../helpers/sipp';
+import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
 
-const noSipp = sippUnavailable();
-if (noSipp) console.warn(`!!! SKIPPED SIP registration tests: ${noSipp}`);
-const skip = skipUnlessDrachtio('SIP registration tests') || noSipp !== null;
+const skip = skipSipSuite('SIP registration tests');
 
 (skip ? describe.skip : describe)('REGISTER through keylatch', () => {
   const sipPort = 26060 + (process.pid % 500);
   const pbxPort = 27060 + (process.pid % 500);
-  let drachtio: RunningDrachtio;
-  let edge: SipEdge;
 
-  beforeAll(async () => {
-    drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`], adminPort: 28022 + (process.pid % 500) });
-    const base = loadConfig({ env: {} }).sip;
-    edge = await startSipEdge({
-      drachtio: drachtio.admin,
-      relay: new Relay(testMediaConfig()),
-      sip: { ...base, pbx: `sip:127.0.0.1:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}` },
-    });
-  });
-  afterAll(async () => {
-    await edge?.close();
-    await drachtio?.stop();
+  const f = sipEdgeFixture({
+    contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`],
+    adminPort: 28022 + (process.pid % 500),
+    sip: { pbx: `sip:127.0.0.1:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}` },
   });
 
   it('passes the PBX digest challenge through, registers a keylatch Contact upstream, grants the NAT expiry, and answers the refresh itself', async () => {
@@ -41,7 +25,7 @@ const skip = skipUnlessDrachtio('SIP registration tests') || noSipp !== null;
     const registrar = await pbx;
     expect({ phone: phone.code, out: phone.code === 0 ? '' : phone.out.slice(-2500) }).toEqual({ phone: 0, out: '' });
     expect({ pbx: registrar.code, out: registrar.code === 0 ? '' : registrar.out.slice(-2500) }).toEqual({ pbx: 0, out: '' });
-    const [binding] = await edge.store.byAor('sip:alice@keylatch.test');
+    const [binding] = await f.edge.store.byAor('sip:alice@keylatch.test');
     expect(binding).toMatchObject({
       contact: expect.stringContaining('192.168.1.20'),
       source: { address: '127.0.0.1' },

@@ -6,19 +6,13 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
-import { loadConfig } from '../../src/config/load';
-import type { SipConfig } from '../../src/config/schema';
 import { ChallengeProver, decode, looksLikeStun } from '../../src/media/challenge';
-import { Relay } from '../../src/media/relay';
-import { startSipEdge, type SipEdge } from '../../src/sip/edge';
-import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
-import { keyFromSdp, mediaPorts, testMediaConfig, waitFor } from '../helpers/peers';
-import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
+import { keyFromSdp, mediaPorts, waitFor } from '../helpers/peers';
+import { SCENARIOS, runSipp } from '../helpers/sipp';
+import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
 import { SipStreamClient } from '../helpers/sip-stream-client';
 
-const noSipp = sippUnavailable();
-if (noSipp) console.warn(`!!! SKIPPED SIP TLS tests: ${noSipp}`);
-const skip = skipUnlessDrachtio('SIP TLS tests') || noSipp !== null;
+const skip = skipSipSuite('SIP TLS tests');
 
 const offerSdp = (announce: boolean) =>
   ['v=0', 'o=- 1 1 IN IP4 192.168.1.40', 's=-', 'c=IN IP4 192.168.1.40', 't=0 0', ...(announce ? ['a=keylatch:v1'] : []),
@@ -30,26 +24,12 @@ const offerSdp = (announce: boolean) =>
   const tcpPort = udpPort + 2;
   const wssPort = udpPort + 3;
   const pbxPort = 12060 + (process.pid % 500);
-  let drachtio: RunningDrachtio;
-  let edge: SipEdge;
-  let relay: Relay;
-  /** Kept so a test can flip sip.requireKey on the running edge. */
-  let sip: SipConfig;
 
-  beforeAll(async () => {
-    drachtio = await startDrachtio({
-      contacts: [`sip:127.0.0.1:${udpPort};transport=udp`, `sips:127.0.0.1:${tlsPort};transport=tls`, `sip:127.0.0.1:${tcpPort};transport=tcp`, `sips:127.0.0.1:${wssPort};transport=wss`],
-      adminPort: 11022 + (process.pid % 500),
-      tls: selfSignedCert(),
-    });
-    relay = new Relay(testMediaConfig());
-    sip = { ...loadConfig({ env: {} }).sip, pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${udpPort}` };
-    edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip });
-  });
-  afterAll(async () => {
-    await edge?.close();
-    await relay?.close();
-    await drachtio?.stop();
+  const f = sipEdgeFixture({
+    contacts: [`sip:127.0.0.1:${udpPort};transport=udp`, `sips:127.0.0.1:${tlsPort};transport=tls`, `sip:127.0.0.1:${tcpPort};transport=tcp`, `sips:127.0.0.1:${wssPort};transport=wss`],
+    adminPort: 11022 + (process.pid % 500),
+    sip: { pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${udpPort}` },
+    tls: true,
   });
 
   it('registers a client over TLS: a secure binding, and no NAT-shortened expiry', async () => {
@@ -65,7 +45,7 @@ const offerSdp = (announce: boolean) =>
       expect(res.status).toBe(200);
       expect(res.headers.get('contact')).toMatch(/expires=1800/);
       expect((await pbx).code).toBe(0);
-      const [b] = await edge.store.byAor('sip:dave@keylatch.test');
+      const [b] = await f.edge.store.byAor('sip:dave@keylatch.test');
       expect(b).toMatchObject({ transport: 'tls', secure: true, natted: true });
     } finally {
       c.close();
@@ -120,7 +100,7 @@ const offerSdp = (announce: boolean) =>
     });
     media.send(prover.hello(), mediaPorts(answer)[0]!, '127.0.0.1');
     await waitFor(() => latched, 2000);
-    const legs = relay.stats(relay.callIds()[0]!)!;
+    const legs = f.relay.stats(f.relay.callIds()[0]!)!;
     expect(legs.find((l) => l.policy === 'key')?.authenticated).toBe(true);
     media.close();
     await hangUp();
@@ -137,7 +117,7 @@ const offerSdp = (announce: boolean) =>
       ]);
       expect((await c.next()).status).toBe(200);
       expect((await pbx).code).toBe(0);
-      const [b] = await edge.store.byAor('sip:wendy@keylatch.test');
+      const [b] = await f.edge.store.byAor('sip:wendy@keylatch.test');
       expect(b).toMatchObject({ transport: 'wss', secure: true });
     } finally {
       c.close();
@@ -150,14 +130,14 @@ const offerSdp = (announce: boolean) =>
   it('gives no key over plain TCP, even to a client that announced keylatch', async () => {
     const { answer, hangUp } = await call('tcp', true);
     expect(answer).not.toMatch(/keylatch/);
-    expect(relay.stats(relay.callIds()[0]!)!.every((l) => l.policy === 'guarded')).toBe(true);
+    expect(f.relay.stats(f.relay.callIds()[0]!)!.every((l) => l.policy === 'guarded')).toBe(true);
     await hangUp();
   });
 
   it('gives no key to a plain-TCP client whose Via claims WSS: the listener decides, not the client', async () => {
     const policies: Array<string | undefined> = [];
-    const offer = relay.offer.bind(relay);
-    relay.offer = (req) => {
+    const offer = f.relay.offer.bind(f.relay);
+    f.relay.offer = (req) => {
       policies.push(req.offerer?.policy);
       return offer(req);
     };
@@ -171,13 +151,13 @@ const offerSdp = (announce: boolean) =>
       // through, transportOf() would still call it TCP (see test/unit/transport-of.test.ts).
       expect(policies).not.toContain('key');
     } finally {
-      relay.offer = offer;
+      f.relay.offer = offer;
       c.close();
     }
   });
 
   it('refuses a client that cannot hold a key with 403 when the key is required, and admits one that can', async () => {
-    sip.requireKey = true;
+    f.sip.requireKey = true;
     try {
       const c = await SipStreamClient.connect('tcp', '127.0.0.1', tcpPort);
       c.send(['INVITE sip:bob@keylatch.test SIP/2.0', 'Via: SIP/2.0/TCP 192.168.1.40:5061;branch=z9hG4bKreq1;rport', 'From: <sip:dave@keylatch.test>;tag=r1',
@@ -187,12 +167,12 @@ const offerSdp = (announce: boolean) =>
       expect(res.status).toBe(403);
       expect(res.headers.get('warning')).toMatch(/TLS or WSS/);
       c.close();
-      expect(relay.callCount).toBe(0);
+      expect(f.relay.callCount).toBe(0);
       const { answer, hangUp } = await call('tls', true);
       expect(keyFromSdp(answer)).not.toBeNull();
       await hangUp();
     } finally {
-      sip.requireKey = false;
+      f.sip.requireKey = false;
     }
   });
 

@@ -1,0 +1,43 @@
+/**
+ * One drachtio-server, relay and keylatch SIP edge per test file, started before its tests and
+ * stopped after. Suites that need them skip, with one loud line, when drachtio-server or sipp
+ * is missing.
+ */
+import { loadConfig } from '../../src/config/load';
+import type { SipConfig } from '../../src/config/schema';
+import { Relay } from '../../src/media/relay';
+import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { drachtioBinary, selfSignedCert, startDrachtio, type RunningDrachtio } from './drachtio';
+import { testMediaConfig } from './peers';
+import { sippUnavailable } from './sipp';
+
+/** True (after printing why) when a SIP suite cannot run here. */
+export function skipSipSuite(suite: string): boolean {
+  const why = !drachtioBinary() ? 'drachtio-server not found (set DRACHTIO_BIN or put drachtio on PATH)' : sippUnavailable();
+  if (why) console.warn(`!!! SKIPPED ${suite}: ${why}`);
+  return why !== null;
+}
+
+export interface SipFixture {
+  drachtio: RunningDrachtio;
+  relay: Relay;
+  edge: SipEdge;
+  /** The live configuration object: a test may change a switch on the running edge. */
+  sip: SipConfig;
+}
+
+export function sipEdgeFixture(opts: { contacts: string[]; adminPort: number; sip?: Partial<SipConfig>; tls?: boolean }): SipFixture {
+  const f = {} as SipFixture;
+  beforeAll(async () => {
+    f.drachtio = await startDrachtio({ contacts: opts.contacts, adminPort: opts.adminPort, ...(opts.tls ? { tls: selfSignedCert() } : {}) });
+    f.relay = new Relay(testMediaConfig());
+    f.sip = { ...loadConfig({ env: {} }).sip, ...opts.sip };
+    f.edge = await startSipEdge({ drachtio: f.drachtio.admin, relay: f.relay, sip: f.sip });
+  });
+  afterAll(async () => {
+    await f.edge?.close();
+    await f.relay?.close();
+    await f.drachtio?.stop();
+  });
+  return f;
+}
