@@ -29,6 +29,8 @@ export interface Binding {
   secure: boolean;
   /** When the PBX's registration of this binding lapses; refreshes go upstream only near it. */
   upstreamExpires: number;
+  /** The client announced keylatch (+keylatch Contact parameter): calls to it may carry a key. */
+  keylatch: boolean;
 }
 
 export const newBindingId = (): string => randomBytes(9).toString('base64url');

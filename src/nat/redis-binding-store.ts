@@ -18,6 +18,7 @@ const bindingSchema = z.object({
   natTests: z.array(z.enum(['private-contact', 'private-via', 'private-sdp', 'via-differs', 'contact-port-differs'])),
   secure: z.boolean(),
   upstreamExpires: z.number(),
+  keylatch: z.boolean().default(false),
 });
 
 /**

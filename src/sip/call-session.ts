@@ -160,7 +160,7 @@ export class CallSession {
       signallingAddress: this.req.source_address,
     };
     const answerer: LegOptions = toClient
-      ? { policy: 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address }
+      ? { policy: toClient.keylatch && toClient.secure ? 'key' : 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address }
       : { policy: 'guarded', secure: false, signallingAddress: this.pbxHost() };
     return { offerer, answerer };
   }

@@ -107,6 +107,7 @@ export function registrar(deps: RegistrarDeps) {
       natTests,
       secure: isSecureTransport(transport),
       upstreamExpires: existing?.upstreamExpires ?? 0,
+      keylatch: reg.keylatch,
     };
 
     if (reg.expires > 0 && !mustRefreshUpstream(existing, now, sip.registration)) {

@@ -11,6 +11,8 @@ export interface RegisterRequest {
   instance: string | null;
   /** Requested expiry in seconds: the Contact's expires param, else the Expires header, else 3600. */
   expires: number;
+  /** The Contact carries the +keylatch feature parameter (RFC 3840 style). */
+  keylatch: boolean;
 }
 
 export class BadRegister extends Error {
@@ -46,13 +48,15 @@ export function parseRegister(headers: { to: string; contact: string | undefined
   const headerExpires = headers.expires !== undefined ? Number(headers.expires) : DEFAULT_EXPIRES;
   if (contact === '*') {
     if (headerExpires !== 0) throw new BadRegister('Contact: * needs Expires: 0');
-    return { aor, contact, contactHost: '', contactPort: null, instance: null, expires: 0 };
+    return { aor, contact, contactHost: '', contactPort: null, instance: null, expires: 0, keylatch: false };
   }
   const { host, port } = hostPortOf(uriOf(contact));
   const contactExpires = param(contact, 'expires');
   const expires = contactExpires !== null ? Number(contactExpires) : headerExpires;
   if (!Number.isInteger(expires) || expires < 0 || expires > 0x7fffffff) throw new BadRegister('bad expires value');
-  return { aor, contact, contactHost: host, contactPort: port, instance: param(contact, '\\+sip\\.instance'), expires };
+  const afterUri = contact.includes('>') ? contact.slice(contact.indexOf('>')) : contact;
+  const keylatch = /;\s*\+keylatch\b/i.test(afterUri);
+  return { aor, contact, contactHost: host, contactPort: port, instance: param(contact, '\\+sip\\.instance'), expires, keylatch };
 }
 
 /** NATed UDP clients get a short expiry so they refresh (and so keep their pinhole) often. */

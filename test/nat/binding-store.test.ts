@@ -13,7 +13,7 @@ function binding(over: Partial<Binding> = {}): Binding {
   return {
     id: newBindingId(), aor: 'sip:alice@example.com', contact: '<sip:alice@192.168.1.20:5060;transport=udp>', instance: null,
     source: { address: '203.0.113.7', port: 40112 }, transport: 'udp', localSocket: 'udp/198.18.0.1:5060',
-    lastSeen: Date.now(), expires: Date.now() + 60000, natted: true, natTests: ['private-contact', 'contact-port-differs'], secure: false, upstreamExpires: Date.now() + 3600000, ...over,
+    lastSeen: Date.now(), expires: Date.now() + 60000, natted: true, natTests: ['private-contact', 'contact-port-differs'], secure: false, upstreamExpires: Date.now() + 3600000, keylatch: false, ...over,
   };
 }
 

@@ -34,7 +34,7 @@ const skip = skipUnlessDrachtio('SIP bad-input tests') || noSipp !== null;
     edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip });
     await edge.store.put({
       id: kept, aor: 'sip:erin@keylatch.test', contact: '<sip:erin@127.0.0.9:5060>', instance: null, source: { address: '127.0.0.1', port: 5999 },
-      transport: 'udp', localSocket: 'udp', lastSeen: Date.now(), expires: Date.now() + 60_000, natted: true, natTests: [], secure: false, upstreamExpires: Date.now() + 3_600_000,
+      transport: 'udp', localSocket: 'udp', lastSeen: Date.now(), expires: Date.now() + 60_000, natted: true, natTests: [], secure: false, upstreamExpires: Date.now() + 3_600_000, keylatch: false,
     });
   });
   afterAll(async () => {

@@ -64,7 +64,7 @@ const skip = skipSipSuite('SIP call tests');
     await f.edge.store.put({
       id: bindingId, aor: 'sip:bob@keylatch.test', contact: `<sip:bob@127.0.0.9:${phonePort}>`, instance: null,
       source: { address: '127.0.0.1', port: phonePort }, transport: 'udp', localSocket: 'udp', lastSeen: Date.now(),
-      expires: Date.now() + 60_000, natted: true, natTests: ['private-contact'], secure: false, upstreamExpires: Date.now() + 3_600_000,
+      expires: Date.now() + 60_000, natted: true, natTests: ['private-contact'], secure: false, upstreamExpires: Date.now() + 3_600_000, keylatch: false,
     });
     try {
       const phone = runSipp(['-sf', path.join(SCENARIOS, 'phone-answer.xml'), '-i', '127.0.0.1', '-p', String(phonePort), '-m', '1', '-key', 'mport', String(phoneMedia.port)], { timeoutMs: 20000 });

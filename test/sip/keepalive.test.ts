@@ -13,7 +13,7 @@ const skip = skipSipSuite('SIP keepalive tests');
   const binding = (port: number): Binding => ({
     id: newBindingId(), aor: 'sip:carol@keylatch.test', contact: `<sip:carol@127.0.0.9:${port}>`, instance: null,
     source: { address: '127.0.0.1', port }, transport: 'udp', localSocket: 'udp', lastSeen: Date.now(),
-    expires: Date.now() + 60_000, natted: true, natTests: ['private-contact'], secure: false, upstreamExpires: Date.now() + 3_600_000,
+    expires: Date.now() + 60_000, natted: true, natTests: ['private-contact'], secure: false, upstreamExpires: Date.now() + 3_600_000, keylatch: false,
   });
 
   const f = sipEdgeFixture({

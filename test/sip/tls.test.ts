@@ -127,6 +127,48 @@ const offerSdp = (announce: boolean) =>
     await hangUp();
   });
 
+  /** A client registers over TLS, then the PBX calls it; returns the SDP of the INVITE it got. */
+  async function callToRegistered(user: string, announce: boolean): Promise<string> {
+    const registrar = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 8000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await SipStreamClient.connect('tls', '127.0.0.1', tlsPort);
+    try {
+      c.send([`REGISTER sips:keylatch.test SIP/2.0`, `Via: SIP/2.0/TLS 192.168.1.40:5061;branch=z9hG4bKr${user};rport`, `From: <sip:${user}@keylatch.test>;tag=r${user}`,
+        `To: <sip:${user}@keylatch.test>`, `Call-ID: reg-${user}-${process.pid}`, 'CSeq: 1 REGISTER',
+        `Contact: <sip:${user}@192.168.1.40:5061;transport=tls>${announce ? ';+keylatch="v1"' : ''}`, 'Expires: 600', 'Max-Forwards: 70']);
+      expect((await c.next()).status).toBe(200);
+      expect((await registrar).code).toBe(0);
+      const [b] = await f.edge.store.byAor(`sip:${user}@keylatch.test`);
+      expect(b!.keylatch).toBe(announce);
+      const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', b!.id, '-key', 'mport', '4000', '-d', '200',
+        `127.0.0.1:${udpPort}`], { timeoutMs: 10000 });
+      const invite = await c.next((m) => m.startLine.startsWith('INVITE '), 5000);
+      const answer = (status: string, req: typeof invite, body = '') => {
+        const to = req.headers.get('to')!;
+        c.send([`SIP/2.0 ${status}`, `Via: ${req.headers.get('via')}`, `From: ${req.headers.get('from')}`, `To: ${/tag=/.test(to) ? to : `${to};tag=c${user}`}`,
+          `Call-ID: ${req.headers.get('call-id')}`, `CSeq: ${req.headers.get('cseq')}`, `Contact: <sip:${user}@192.168.1.40:5061;transport=tls>`,
+          ...(body ? ['Content-Type: application/sdp'] : [])], body);
+      };
+      answer('200 OK', invite, offerSdp(announce));
+      const bye = await c.next((m) => m.startLine.startsWith('BYE '), 5000);
+      answer('200 OK', bye);
+      expect((await pbx).code).toBe(0);
+      return invite.body;
+    } finally {
+      c.close();
+    }
+  }
+
+  it('gives a registered client that announced +keylatch over TLS its key in calls from the PBX', async () => {
+    const offer = await callToRegistered('kate', true);
+    expect(keyFromSdp(offer)).not.toBeNull();
+  });
+
+  it('gives no key in calls from the PBX to a TLS client that did not announce +keylatch', async () => {
+    const offer = await callToRegistered('liam', false);
+    expect(offer).not.toMatch(/keylatch/);
+  });
+
   it('gives no key over plain TCP, even to a client that announced keylatch', async () => {
     const { answer, hangUp } = await call('tcp', true);
     expect(answer).not.toMatch(/keylatch/);

@@ -13,8 +13,13 @@ describe('parseRegister', () => {
     });
     expect(r).toEqual({
       aor: 'sip:alice@example.com', contact: '<sip:alice@192.168.1.20:5062;transport=udp>;expires=300;+sip.instance="<urn:uuid:abc>"',
-      contactHost: '192.168.1.20', contactPort: 5062, instance: '<urn:uuid:abc>', expires: 300,
+      contactHost: '192.168.1.20', contactPort: 5062, instance: '<urn:uuid:abc>', expires: 300, keylatch: false,
     });
+  });
+
+  it('notices the +keylatch feature parameter on the Contact, not inside its URI', () => {
+    expect(parseRegister({ to: 'sip:a@x', contact: '<sip:a@1.2.3.4;transport=tls>;+keylatch="v1"', expires: undefined }).keylatch).toBe(true);
+    expect(parseRegister({ to: 'sip:a@x', contact: '<sip:a@1.2.3.4;+keylatch>', expires: undefined }).keylatch).toBe(false);
   });
 
   it('takes the Expires header when the Contact has no expires, and 3600 when neither', () => {
