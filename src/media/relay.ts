@@ -135,7 +135,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const now = Date.now();
     for (const p of offerer.ports()) p.latch.onSignalling(now);
     this.log.info({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
-    return { sdp: this.sdpFor(answerer, req.sdp) };
+    return { sdp: this.sdpFor(answerer, req.sdp, session) };
   }
 
   /** The answer from `toTag` to `fromTag`'s offer; returns the SDP to pass to the offerer. */
@@ -163,7 +163,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const now = Date.now();
     for (const p of [...offerer.ports(), ...answerer.ports()]) p.latch.onSignalling(now);
     this.log.info({ callId: call.id, toTag: req.toTag }, 'answer');
-    return { sdp: this.sdpFor(offerer, req.sdp) };
+    return { sdp: this.sdpFor(offerer, req.sdp, session) };
   }
 
   /** A signalling event with no SDP (e.g. a refreshed registration): re-open learning. */
@@ -285,10 +285,10 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  private sdpFor(leg: Leg, sourceSdp: string): string {
+  private sdpFor(leg: Leg, sourceSdp: string, session: SessionDescription): string {
     return rewriteSdp(sourceSdp, {
       address: this.advertisedAddress,
-      media: parseSdp(sourceSdp).media.map((m) => {
+      media: session.media.map((m) => {
         const s = leg.streams[m.index];
         const partner = s?.partner;
         if (!s || !partner) return null;
@@ -347,9 +347,10 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   private release(s: Stream): void {
     for (const p of s.ports) {
-      const c = p.counters();
+      const native = p.socket.stats();
+      const c = p.counters(native);
       for (const k of Object.keys(this.retired) as Array<keyof PortCounters>) this.retired[k] += c[k];
-      this.retiredNoDestination += p.socket.stats().noDestination;
+      this.retiredNoDestination += native.noDestination;
       p.close();
     }
     this.pool.give(s.rtp.port);
