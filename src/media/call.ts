@@ -54,13 +54,22 @@ export class Stream {
 
 export class Leg {
   readonly legId = newLegId();
-  readonly key: Buffer | null;
   readonly streams: Array<Stream | null> = [];
-  signallingAddress: string | null;
-  secure: boolean;
+  policy!: LatchPolicy;
+  key!: Buffer | null;
+  secure!: boolean;
+  signallingAddress!: string | null;
+  /** Set while a hairpinned call's client owns this leg: SDP that merely points back at it is an echo. */
+  adopted = false;
 
-  constructor(public tag: string | null, readonly policy: LatchPolicy, opts: LegOptions) {
-    this.key = policy === 'key' ? newLegKey() : null;
+  constructor(public tag: string | null, opts: LegOptions) {
+    this.assume(opts);
+  }
+
+  /** Who this leg is: its policy, a fresh key if it needs one, and where its signalling comes from. */
+  assume(opts: LegOptions): void {
+    this.policy = opts.policy;
+    this.key = opts.policy === 'key' ? newLegKey() : null;
     this.secure = opts.secure;
     this.signallingAddress = opts.signallingAddress ?? null;
   }

@@ -32,7 +32,7 @@ export interface PortContext {
 export class RelayPort implements LatchHost {
   latched: Endpoint | null = null;
   readonly socket: MediaSocket;
-  readonly latch: Latch;
+  private currentLatch: Latch;
   private signalled: Endpoint | null = null;
   private dropped = 0;
   private malformed = 0;
@@ -43,10 +43,21 @@ export class RelayPort implements LatchHost {
     readonly port: number,
     readonly kind: 'rtp' | 'rtcp',
     private readonly ctx: PortContext,
-    makeLatch: (host: RelayPort) => Latch,
+    private readonly makeLatch: (host: RelayPort) => Latch,
   ) {
     this.socket = MediaSocket.open(family, address, port, kind === 'rtcp', (buf, a, p) => this.receive(buf, { address: a, port: p }));
-    this.latch = makeLatch(this);
+    this.currentLatch = makeLatch(this);
+  }
+
+  get latch(): Latch {
+    return this.currentLatch;
+  }
+
+  /** The leg changed hands (a hairpinned call): whatever the old latch trusted is forgotten. */
+  relatch(): void {
+    if (this.latched) this.unlatch();
+    this.currentLatch = this.makeLatch(this);
+    this.pushDestination();
   }
 
   /** The address signalling gave for this leg; used only by latches that allow it. */
@@ -127,6 +138,6 @@ export class RelayPort implements LatchHost {
 
   /** Media toward this leg goes to the latched source, or, where the latch allows, to the SDP's address. */
   private pushDestination(): void {
-    this.socket.setDestination(this.latched ?? (this.latch?.sendsBeforeLatch ? this.signalled : null));
+    this.socket.setDestination(this.latched ?? (this.currentLatch?.sendsBeforeLatch ? this.signalled : null));
   }
 }

@@ -37,6 +37,12 @@ export interface AnswerRequest {
   answerer?: Pick<Partial<LegOptions>, 'signallingAddress'>;
 }
 
+/** One leg of one call, named by its stable leg id (tags change as forks answer). */
+export interface LegRef {
+  callId: string;
+  legId: string;
+}
+
 export interface MediaTimeout {
   callId: string;
   tag: string | null;
@@ -123,14 +129,14 @@ export class Relay extends EventEmitter<RelayEvents> {
       throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
     }
     const created: Leg[] = [];
-    if (!offerer) created.push((offerer = new Leg(req.fromTag, offererOpts.policy, offererOpts)));
-    if (!answerer) created.push((answerer = new Leg(req.toTag ?? null, answererOpts.policy, answererOpts)));
+    if (!offerer) created.push((offerer = new Leg(req.fromTag, offererOpts)));
+    if (!answerer) created.push((answerer = new Leg(req.toTag ?? null, answererOpts)));
     const added = await this.allocate(call, offerer, answerer, session);
     if (!existing) {
       call.legs.push(...created);
       this.calls.set(call.id, call);
     }
-    if (req.offerer?.signallingAddress) offerer.signallingAddress = req.offerer.signallingAddress;
+    if (req.offerer?.signallingAddress && !offerer.adopted) offerer.signallingAddress = req.offerer.signallingAddress;
     this.describe(offerer, session);
     const now = Date.now();
     for (const p of offerer.ports()) p.latch.onSignalling(now);
@@ -149,7 +155,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const answerer = call.other(offerer)!;
     // A later answer with another to-tag is another fork winning: the last answer decides.
     answerer.tag = req.toTag;
-    if (req.answerer?.signallingAddress) answerer.signallingAddress = req.answerer.signallingAddress;
+    if (req.answerer?.signallingAddress && !answerer.adopted) answerer.signallingAddress = req.answerer.signallingAddress;
     session.media.forEach((m, i) => {
       if (m.port === 0) this.disable(offerer, answerer, i);
     });
@@ -216,6 +222,66 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const call of this.calls.values()) for (const leg of call.legs) yield { callId: call.id, stats: legStats(leg) };
   }
 
+  // ---- hairpin: the PBX sends one of our offers back through us to a client --------------
+
+  /** The leg whose own RTP ports every enabled m-line of `sdp` names, if there is one. */
+  legAddressedBy(sdp: string): LegRef | null {
+    const media = parseSdp(sdp).media.filter((m) => m.port !== 0);
+    if (!media.every((m) => this.isOwnAddress(m.address))) return null;
+    for (const call of this.calls.values())
+      for (const leg of call.legs)
+        if (media.every((m) => leg.streams[m.index]?.rtp.port === m.port)) return { callId: call.id, legId: leg.legId };
+    return null;
+  }
+
+  /**
+   * Hands an offered, not yet answered leg to the client the PBX routed it to, so the call is
+   * anchored once: that client sends to, and is latched on, the leg's existing ports. Returns
+   * the SDP for the client (the offer with its key, if it gets one).
+   */
+  adopt(ref: LegRef, sdp: string, opts: LegOptions): { sdp: string } {
+    const leg = this.legOf(ref);
+    if (leg.adopted || leg.streams.some((s) => s?.sdp)) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
+    if (opts.policy === 'key' && !opts.secure) throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
+    leg.assume(opts);
+    leg.adopted = true;
+    for (const p of leg.ports()) p.relatch();
+    this.log.info({ callId: ref.callId, legId: ref.legId, policy: opts.policy }, 'leg adopted by hairpinned call');
+    return this.towardAdopter(ref, sdp);
+  }
+
+  /** SDP from the PBX for an adopted leg (which names the leg itself), as its client should see it. */
+  towardAdopter(ref: LegRef, sdp: string): { sdp: string } {
+    const leg = this.legOf(ref);
+    return { sdp: this.sdpFor(leg, sdp, parseSdp(sdp)) };
+  }
+
+  /** The adopting client's own SDP (offer or answer): it becomes the leg's remote. Returns what the PBX should see. */
+  describeAdopted(ref: LegRef, sdp: string, signallingAddress?: string): { sdp: string } {
+    const leg = this.legOf(ref);
+    const session = parseSdp(sdp);
+    if (signallingAddress) leg.signallingAddress = signallingAddress;
+    this.describe(leg, session);
+    const now = Date.now();
+    for (const p of leg.ports()) p.latch.onSignalling(now);
+    // Toward the PBX the leg names itself, so the call's other half, which sees this SDP come back, keeps the client as the leg's remote.
+    return { sdp: this.sdpFor(leg, sdp, session, { withKey: false }) };
+  }
+
+  /** The hairpinned call failed before it was answered: the leg is the PBX's again. */
+  disown(ref: LegRef, opts: LegOptions): void {
+    const leg = this.calls.get(ref.callId)?.legs.find((l) => l.legId === ref.legId);
+    if (!leg?.adopted) return;
+    leg.assume(opts);
+    leg.adopted = false;
+    for (const s of leg.streams) {
+      if (!s) continue;
+      s.sdp = null;
+      for (const p of s.ports) p.target = null;
+    }
+    for (const p of leg.ports()) p.relatch();
+  }
+
   async close(): Promise<void> {
     clearInterval(this.timer);
     for (const id of [...this.calls.keys()]) this.delete({ callId: id });
@@ -266,10 +332,24 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
+  private legOf(ref: LegRef): Leg {
+    const call = this.calls.get(ref.callId);
+    if (!call) throw new RelayError('unknown-call', `no call ${ref.callId}`);
+    const leg = call.legs.find((l) => l.legId === ref.legId);
+    if (!leg) throw new RelayError('unknown-tag', `no leg ${ref.legId} in call ${ref.callId}`);
+    return leg;
+  }
+
+  private isOwnAddress(address: string): boolean {
+    return address === this.advertisedAddress || address === this.config.interface;
+  }
+
   private describe(leg: Leg, session: SessionDescription): void {
     for (const m of session.media) {
       const s = leg.streams[m.index];
       if (!s) continue;
+      // A hairpinned leg's own ports coming back in SDP: its adopter, not this SDP, says where it is.
+      if (leg.adopted && m.port === s.rtp.port && this.isOwnAddress(m.address)) continue;
       s.describe(m);
       // A target signalling gave us that we may not send to is ignored, not an error:
       // NATed clients often advertise addresses that only latching can correct. A private
@@ -285,7 +365,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  private sdpFor(leg: Leg, sourceSdp: string, session: SessionDescription): string {
+  private sdpFor(leg: Leg, sourceSdp: string, session: SessionDescription, opts: { withKey: boolean } = { withKey: true }): string {
     return rewriteSdp(sourceSdp, {
       address: this.advertisedAddress,
       media: session.media.map((m) => {
@@ -295,7 +375,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         // Toward this leg we offer (or accept) rtcp-mux exactly when the other side asked for it.
         return { rtpPort: s.rtp.port, rtcpPort: s.rtcp.port, rtcpMux: partner.sdp?.rtcpMux ?? m.rtcpMux };
       }),
-      keylatchValue: leg.secure ? leg.keylatchAttribute() : undefined,
+      keylatchValue: opts.withKey && leg.secure ? leg.keylatchAttribute() : undefined,
     });
   }
 
