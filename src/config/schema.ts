@@ -46,6 +46,7 @@ export const sipSchema = z.object({
     natExpiresSec: z.number().int().min(10),
     upstreamExpiresSec: z.number().int().min(60),
     upstreamRefreshMarginSec: z.number().int().min(5),
+    upstreamMode: z.enum(['contact', 'path']),
   }),
   keepalive: z.object({
     intervalSec: z.number().positive(),

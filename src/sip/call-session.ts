@@ -7,7 +7,9 @@ import { RelayError, type Relay } from '../media/relay';
 import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
-import { contactUri, hostPortOf } from './registration';
+import { refreshBinding } from './binding-refresh';
+import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-media';
+import { bindingIdOf, contactUri, hostPortOf } from './registration';
 import { transportOf, type SipRequest, type SipResponse } from './srf';
 
 export interface CallDeps {
@@ -41,10 +43,13 @@ const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<st
 export class CallSession {
   private uas: Dialog | null = null;
   private uac: Dialog | null = null;
+  private media: CallMedia | null = null;
+  private connected = false;
   private ended = false;
   readonly callId: string;
   private readonly tagA: string;
-  private tagB = '';
+  /** Set when this call is the PBX routing one of our own calls back to a client. */
+  hairpinOf: string | null = null;
 
   constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps) {
     this.callId = req.get('Call-ID');
@@ -52,7 +57,7 @@ export class CallSession {
   }
 
   async run(): Promise<void> {
-    const { relay, srf, log } = this.deps;
+    const { srf, log } = this.deps;
     const route = await this.route();
     if ('reject' in route) {
       this.res.send(route.reject, route.reason, {});
@@ -62,41 +67,36 @@ export class CallSession {
       this.res.send(488, 'Offerless INVITE not supported', {});
       return this.end();
     }
-    const policies = this.policies(route.toClient);
-    if (this.deps.sip.requireKey && route.toClient === null && policies.offerer.policy !== 'key') {
-      this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
-      return this.end();
-    }
     let offer: string;
     try {
-      offer = (await relay.offer({ callId: this.callId, fromTag: this.tagA, sdp: this.req.body, ...policies })).sdp;
+      this.media = this.mediaFor(route.toClient);
+      if (!this.media) return this.end();
+      offer = await this.media.offerToB();
     } catch (err) {
       this.end();
       return this.refuse(err);
     }
     try {
+      const media = this.media;
       const { uas, uac } = await srf.createB2BUA(this.req, this.res, route.uri, {
         proxy: route.proxy,
         localSdpB: offer,
-        localSdpA: async (sdp: string, res: SipResponse) => {
-          this.tagB = tagOf(res as unknown as SipRequest, 'To');
-          return (await relay.answer({ callId: this.callId, fromTag: this.tagA, toTag: this.tagB, sdp, answerer: { signallingAddress: res.source_address } })).sdp;
-        },
+        localSdpA: (sdp: string, res: SipResponse) => media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address),
         proxyRequestHeaders: PASSED_REQUEST_HEADERS,
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       });
       this.uas = uas as Dialog;
       this.uac = uac as Dialog;
-      this.tagB = uac.sip.remoteTag;
+      this.connected = true;
       // A fast caller can ACK and BYE before createB2BUA resolves: that 'destroy' fired with no
       // one listening, so the other leg would never hear of it.
       if (!this.uas.connected || !this.uac.connected) {
         log.info({ callId: this.callId }, 'call ended while being connected');
         return this.hangUp('ended during setup');
       }
-      log.info({ callId: this.callId, to: route.uri, toClient: route.toClient?.aor ?? null }, 'call connected');
-      this.wire(this.uas, this.uac, this.tagA, this.tagB);
-      this.wire(this.uac, this.uas, this.tagB, this.tagA);
+      log.info({ callId: this.callId, to: route.uri, toClient: route.toClient?.aor ?? null, hairpinOf: this.hairpinOf }, 'call connected');
+      this.wire(this.uas, this.uac, 'a');
+      this.wire(this.uac, this.uas, 'b');
     } catch (err) {
       // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
       log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null }, 'call not connected');
@@ -104,6 +104,24 @@ export class CallSession {
     }
   }
 
+  /**
+   * How this call's media goes through the relay, or null once refused. A PBX call whose offer
+   * names one of our own legs is a hairpin: the client gets that leg rather than a second anchor.
+   */
+  private mediaFor(toClient: Binding | null): CallMedia | null {
+    const { relay, sip } = this.deps;
+    const legs = this.policies(toClient);
+    if (sip.requireKey && toClient === null && legs.offerer.policy !== 'key') {
+      this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
+      return null;
+    }
+    const bounced = toClient ? relay.legAddressedBy(this.req.body) : null;
+    if (bounced) {
+      this.hairpinOf = bounced.callId;
+      return new HairpinMedia(relay, bounced, this.req.body, legs.answerer, legs.offerer);
+    }
+    return new AnchoredMedia(relay, this.callId, this.tagA, this.req.body, legs);
+  }
   /** Ends the call on both legs, e.g. when the relay reports its media dead. */
   hangUp(why: string): void {
     this.deps.log.info({ callId: this.callId, why }, 'ending call');
@@ -115,12 +133,12 @@ export class CallSession {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    this.deps.relay.delete({ callId: this.callId });
+    this.media?.release(this.connected);
     this.deps.onEnd?.(this.callId);
   }
 
   /** BYE on one leg ends the other; a re-INVITE or UPDATE on one is re-offered through the relay to the other. */
-  private wire(from: Dialog, to: Dialog, fromTag: string, toTag: string): void {
+  private wire(from: Dialog, to: Dialog, side: Side): void {
     from.on('destroy', () => {
       this.end();
       to.destroy();
@@ -131,10 +149,9 @@ export class CallSession {
           res.send(200, { body: from.local.sdp });
           return;
         }
-        const offer = await this.deps.relay.offer({ callId: this.callId, fromTag, sdp: req.body, offerer: { signallingAddress: req.source_address } });
-        const answer = await to.modify(offer.sdp);
-        const back = await this.deps.relay.answer({ callId: this.callId, fromTag, toTag, sdp: answer });
-        res.send(200, { body: back.sdp });
+        const offer = await this.media!.reoffer(side, req.body, req.source_address);
+        const answer = await to.modify(offer);
+        res.send(200, { body: await this.media!.reanswer(side, answer) });
       } catch (err) {
         this.deps.log.warn({ callId: this.callId, err: (err as Error).message }, 're-offer failed');
         res.send(err instanceof SdpError ? 488 : 500, {});
@@ -172,10 +189,13 @@ export class CallSession {
   private async route(): Promise<Route> {
     const { sip, store } = this.deps;
     if (!sip.pbx || !sip.advertisedAddress) return { reject: 503, reason: 'No PBX configured' };
-    if (this.req.source_address !== this.pbxHost()) return { uri: this.req.uri, proxy: sip.pbx, toClient: null };
-    // From the PBX: the Request-URI names a binding (we registered sip:<binding>@keylatch).
-    const user = /^sips?:([^@;]+)@/.exec(this.req.uri)?.[1] ?? null;
-    const binding = user ? await store.get(user) : null;
+    if (this.req.source_address !== this.pbxHost()) {
+      await refreshBinding(store, this.req, this.deps.log);
+      return { uri: this.req.uri, proxy: sip.pbx, toClient: null };
+    }
+    // From the PBX: our Path (now its Route) or the Contact we registered names the binding.
+    const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
+    const binding = id ? await store.get(id) : null;
     if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
     const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
     return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding };

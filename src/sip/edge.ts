@@ -43,7 +43,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const srf = new Srf();
   const store = opts.store ?? new MemoryBindingStore();
   const handlers = router(srf);
-  handlers.options(answerOptions(log));
+  handlers.options(guard(log, answerOptions(store, log)));
   handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, log })));
   const calls = new Map<string, CallSession>();
   const callDeps = { srf, relay: opts.relay, store, sip: opts.sip, log, onEnd: (callId: string) => calls.delete(callId) };

@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import { isSecureTransport, newBindingId, sameDevice, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { detectNat } from '../nat/detect';
-import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamContact, withExpires, type RegisterRequest } from './registration';
+import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamRegistration, withExpires, type RegisterRequest } from './registration';
 import { transportOf, type SipRequest, type SipResponse } from './srf';
 import { requestWithTimeout } from './upstream';
 
@@ -39,13 +39,13 @@ export function registrar(deps: RegistrarDeps) {
   const { srf, store, sip, log } = deps;
 
   function forwardUpstream(req: SipRequest, binding: Binding, expires: number): Promise<SipResponse> {
-    const headers: Record<string, string> = {
-      From: req.get('From'),
-      To: req.get('To'),
-      Contact: upstreamContact(binding.id, sip.advertisedAddress!),
-      Expires: String(expires),
-    };
+    const { contact, path } = upstreamRegistration(binding, sip);
+    const headers: Record<string, string> = { From: req.get('From'), To: req.get('To'), Contact: contact, Expires: String(expires) };
     for (const h of RELAYED_REQUEST_HEADERS) if (req.has(h)) headers[h] = req.get(h);
+    if (path) {
+      headers.Path = path;
+      headers.Supported = headers.Supported ? `${headers.Supported}, path` : 'path';
+    }
     // Same Call-ID and CSeq as the client's: to the PBX it is one registration, and the
     // digest nonce accounting it keeps per Call-ID stays intact.
     headers['Call-ID'] = req.get('Call-ID');
@@ -110,7 +110,10 @@ export function registrar(deps: RegistrarDeps) {
       keylatch: reg.keylatch,
     };
 
-    if (reg.expires > 0 && !mustRefreshUpstream(existing, now, sip.registration)) {
+    // Only the flow's own IP may refresh locally: anything else goes to the PBX, which can
+    // challenge it, so a forged REGISTER cannot quietly move someone's calls.
+    const sameIp = existing?.source.address === source.address;
+    if (reg.expires > 0 && sameIp && !mustRefreshUpstream(existing, now, sip.registration)) {
       const granted = grantedExpires(reg.expires, binding, sip.registration);
       await store.put({ ...binding, expires: now + granted * 1000 });
       res.send(200, { headers: { Contact: withExpires(reg.contact, granted) } });

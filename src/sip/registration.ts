@@ -78,7 +78,20 @@ export function withExpires(contact: string, seconds: number): string {
   return `${contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, '')};expires=${seconds}`;
 }
 
-/** The Contact keylatch registers at the PBX: an address of ours that names the binding. */
-export function upstreamContact(bindingId: string, advertised: string): string {
-  return `<sip:${bindingId}@${advertised}>`;
+/**
+ * What keylatch registers at the PBX for a binding. In `contact` mode, an address of ours that
+ * names the binding replaces the client's Contact, which works with any registrar. In `path`
+ * mode (RFC 3327) the client's Contact goes up untouched and a Path naming the binding makes
+ * the PBX route calls through us anyway.
+ */
+export function upstreamRegistration(b: Pick<Binding, 'id' | 'contact'>, sip: Pick<SipConfig, 'advertisedAddress' | 'registration'>): { contact: string; path: string | null } {
+  const ours = `sip:${b.id}@${sip.advertisedAddress!}`;
+  if (sip.registration.upstreamMode === 'path') return { contact: b.contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, ''), path: `<${ours};lr>` };
+  return { contact: `<${ours}>`, path: null };
+}
+
+/** The binding a request from the PBX is for: named by the user part of our Path (Route) or registered Contact (Request-URI). */
+export function bindingIdOf(requestUri: string, route: string | null): string | null {
+  const user = (uri: string): string | null => /^<?sips?:([^@;>]+)@/.exec(uri.trim())?.[1] ?? null;
+  return (route ? user(route.split(',')[0]!) : null) ?? user(requestUri);
 }

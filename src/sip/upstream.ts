@@ -1,7 +1,7 @@
 import type Srf from 'drachtio-srf';
 import type { SipConfig } from '../config/schema';
 import type { Binding } from '../nat/binding';
-import { upstreamContact } from './registration';
+import { upstreamRegistration } from './registration';
 import { sendRequest, type SipResponse } from './srf';
 
 /** Sends a request and waits for its final response, or gives up after timeoutMs. */
@@ -33,12 +33,13 @@ export function requestWithTimeout(
  * registration to lapse on its own (at most upstreamExpiresSec).
  */
 export async function unregisterUpstream(srf: Srf, sip: SipConfig, b: Binding): Promise<number> {
+  const { contact, path } = upstreamRegistration(b, sip);
   const res = await requestWithTimeout(
     srf,
     b.aor,
     {
       method: 'REGISTER',
-      headers: { From: `<${b.aor}>`, To: `<${b.aor}>`, Contact: upstreamContact(b.id, sip.advertisedAddress!), Expires: '0' },
+      headers: { From: `<${b.aor}>`, To: `<${b.aor}>`, Contact: contact, Expires: '0', ...(path ? { Path: path } : {}) },
       proxy: sip.pbx!,
     },
     sip.keepalive.timeoutMs * 2,

@@ -1,4 +1,4 @@
-import { BadRegister, grantedExpires, hostPortOf, mustRefreshUpstream, parseRegister, upstreamContact } from '../../src/sip/registration';
+import { BadRegister, grantedExpires, hostPortOf, mustRefreshUpstream, parseRegister, upstreamRegistration, bindingIdOf } from '../../src/sip/registration';
 import { loadConfig } from '../../src/config/load';
 import type { Binding } from '../../src/nat/binding';
 
@@ -65,7 +65,19 @@ describe('registration policy', () => {
     expect(mustRefreshUpstream(b({ upstreamExpires: now + 100_000 }), now, cfg)).toBe(true);
   });
 
-  it('registers an address of keylatch naming the binding', () => {
-    expect(upstreamContact('AbC123', '198.18.0.1:5060')).toBe('<sip:AbC123@198.18.0.1:5060>');
+  it('registers an address of keylatch naming the binding, or the client Contact behind a Path', () => {
+    const binding = { id: 'AbC123', contact: '<sip:bob@10.0.0.5:5060;transport=tcp>;expires=600;+keylatch' };
+    const sip = (upstreamMode: 'contact' | 'path') => ({ advertisedAddress: '198.18.0.1:5060', registration: { ...cfg, upstreamMode } });
+    expect(upstreamRegistration(binding, sip('contact'))).toEqual({ contact: '<sip:AbC123@198.18.0.1:5060>', path: null });
+    expect(upstreamRegistration(binding, sip('path'))).toEqual({
+      contact: '<sip:bob@10.0.0.5:5060;transport=tcp>;+keylatch',
+      path: '<sip:AbC123@198.18.0.1:5060;lr>',
+    });
+  });
+
+  it('finds the binding a PBX request names, by Route (Path mode) before Request-URI', () => {
+    expect(bindingIdOf('sip:AbC123@198.18.0.1:5060', null)).toBe('AbC123');
+    expect(bindingIdOf('sip:bob@10.0.0.5:5060', '<sip:XyZ789@198.18.0.1:5060;lr>, <sip:other@x;lr>')).toBe('XyZ789');
+    expect(bindingIdOf('sip:198.18.0.1', null)).toBeNull();
   });
 });
