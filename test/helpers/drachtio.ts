@@ -4,7 +4,7 @@
  * everything on the command line) and stopped after the suite.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -69,7 +69,10 @@ export async function startDrachtio(opts: { contacts: string[]; adminPort: numbe
   child.stdout!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-200_000)));
   child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-200_000)));
   let exited = false;
-  child.on('exit', () => (exited = true));
+  child.on('exit', () => {
+    exited = true;
+    rmSync(dir, { recursive: true, force: true });
+  });
   for (let i = 0; !(await portOpen(adminHost, opts.adminPort)); i++) {
     if (exited || i > 100) throw new Error(`drachtio-server did not start:\n${log.slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 100));

@@ -116,11 +116,14 @@ export class Topology {
     }
   }
 
-  /** Runs a TypeScript program of ours inside a namespace. */
+  /** Runs a TypeScript program of ours inside a namespace; it may read commands on stdin. */
   spawnTs(ns: string, script: string, arg: unknown): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-r', path.join(__dirname, 'ts-register.js'), script, JSON.stringify(arg)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    return this.spawnIn(ns, process.execPath, ['-r', path.join(__dirname, 'ts-register.js'), script, JSON.stringify(arg)]);
+  }
+
+  /** Runs any program inside a namespace; it is killed by destroy() if still running. */
+  spawnIn(ns: string, cmd: string, args: string[]): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.children.add(child);
     child.on('exit', () => this.children.delete(child));
     return child;
@@ -151,11 +154,9 @@ export class Topology {
   }
 }
 
-/** Collects a child's JSON-line output; resolves with all lines when it exits. */
-export function jsonLines(child: ChildProcess): Promise<Array<Record<string, unknown>>> {
-  const lines: Array<Record<string, unknown>> = [];
+/** Calls `cb` with each JSON line a child prints; other output is ignored. */
+function onJsonLine(child: ChildProcess, cb: (line: Record<string, unknown>) => void): void {
   let buf = '';
-  let err = '';
   child.stdout!.on('data', (d: Buffer) => {
     buf += d.toString();
     let nl;
@@ -163,12 +164,43 @@ export function jsonLines(child: ChildProcess): Promise<Array<Record<string, unk
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
       try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
+        cb(JSON.parse(line) as Record<string, unknown>);
       } catch {
         /* not ours */
       }
     }
   });
+}
+
+/** A child's JSON-line events as they arrive, for tests that act on them mid-run. */
+export class LiveEvents {
+  readonly lines: Array<Record<string, unknown>> = [];
+  readonly done: Promise<Array<Record<string, unknown>>>;
+
+  constructor(private readonly child: ChildProcess) {
+    onJsonLine(child, (l) => this.lines.push(l));
+    this.done = jsonLines(child);
+    this.done.catch(() => undefined);
+  }
+
+  of(event: string): Array<Record<string, unknown>> {
+    return this.lines.filter((l) => l.event === event);
+  }
+
+  last(event: string): Record<string, unknown> | undefined {
+    return this.of(event).at(-1);
+  }
+
+  command(cmd: object): void {
+    this.child.stdin!.write(`${JSON.stringify(cmd)}\n`);
+  }
+}
+
+/** Collects a child's JSON-line output; resolves with all lines when it exits. */
+export function jsonLines(child: ChildProcess): Promise<Array<Record<string, unknown>>> {
+  const lines: Array<Record<string, unknown>> = [];
+  let err = '';
+  onJsonLine(child, (l) => lines.push(l));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   return new Promise((resolve, reject) => {
     child.on('exit', (code) => (code === 0 ? resolve(lines) : reject(new Error(`child exited ${code}: ${err.slice(-2000)}`))));

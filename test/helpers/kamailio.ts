@@ -1,0 +1,22 @@
+/** Kamailio from Debian as the PBX stand-in: a real registrar and proxy in a namespace. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import type { Topology } from './netns';
+import { hasCommand } from './tools';
+
+export const kamailioUnavailable = (): string | null => (hasCommand('kamailio') ? null : 'kamailio not installed (apt-get install kamailio)');
+
+const CONFIG = path.join(__dirname, '..', 'nat', 'pbx', 'kamailio.cfg');
+
+export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean } = {}): { child: ChildProcess; log: () => string } {
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-kamailio-'));
+  const args = ['-f', CONFIG, '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
+  if (opts.path) args.push('-A', 'WITH_PATH');
+  const child = topo.spawnIn(ns, 'kamailio', args);
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
+  child.on('exit', () => fs.rmSync(runDir, { recursive: true, force: true }));
+  return { child, log: () => log };
+}
