@@ -23,6 +23,8 @@ export function skipUnlessDrachtio(suite: string): boolean {
 
 export interface RunningDrachtio {
   admin: { host: string; port: number; secret: string };
+  /** The process id: of `ip netns exec` when run in a namespace. */
+  pid: number;
   stop(): Promise<void>;
   log(): string;
 }
@@ -79,6 +81,7 @@ export async function startDrachtio(opts: { contacts: string[]; adminPort: numbe
   }
   return {
     admin: { host: adminHost, port: opts.adminPort, secret },
+    pid: child.pid!,
     log: () => log,
     async stop() {
       if (exited) return;

@@ -8,7 +8,7 @@ import type { SipConfig } from '../../src/config/schema';
 import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { drachtioBinary, selfSignedCert, startDrachtio, type RunningDrachtio } from './drachtio';
-import { testMediaConfig } from './peers';
+import { testMediaConfig, type MediaOverrides } from './peers';
 import { sippUnavailable } from './sipp';
 
 /** True (after printing why) when a SIP suite cannot run here. */
@@ -26,11 +26,11 @@ export interface SipFixture {
   sip: SipConfig;
 }
 
-export function sipEdgeFixture(opts: { contacts: string[]; adminPort: number; sip?: Partial<SipConfig>; tls?: boolean }): SipFixture {
+export function sipEdgeFixture(opts: { contacts: string[]; adminPort: number; sip?: Partial<SipConfig>; media?: MediaOverrides; tls?: boolean }): SipFixture {
   const f = {} as SipFixture;
   beforeAll(async () => {
     f.drachtio = await startDrachtio({ contacts: opts.contacts, adminPort: opts.adminPort, ...(opts.tls ? { tls: selfSignedCert() } : {}) });
-    f.relay = new Relay(testMediaConfig());
+    f.relay = new Relay(testMediaConfig(opts.media));
     f.sip = { ...loadConfig({ env: {} }).sip, ...opts.sip };
     f.edge = await startSipEdge({ drachtio: f.drachtio.admin, relay: f.relay, sip: f.sip });
   });

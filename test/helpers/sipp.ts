@@ -15,5 +15,12 @@ export function runSipp(args: string[], opts: { netns?: string; timeoutMs?: numb
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code: code ?? -1, out })));
+  // sipp's own -timeout does not always fire under overload: never let it outlive its caller's patience.
+  const killer = setTimeout(() => child.kill('SIGKILL'), (opts.timeoutMs ?? 10000) + 5000);
+  return new Promise((resolve) =>
+    child.on('exit', (code) => {
+      clearTimeout(killer);
+      resolve({ code: code ?? -1, out });
+    }),
+  );
 }
