@@ -1,4 +1,4 @@
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConfigError, envOverrides, loadConfig } from '../../src/config/load';
@@ -21,9 +21,14 @@ describe('configuration', () => {
   });
 
   it('layers a YAML file over the defaults', () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), 'kl-')), 'site.yaml');
+    const dir = mkdtempSync(path.join(tmpdir(), 'kl-'));
+    const file = path.join(dir, 'site.yaml');
     writeFileSync(file, 'media:\n  interface: 198.18.0.1\n');
-    expect(loadConfig({ file, env: {} }).media.interface).toBe('198.18.0.1');
+    try {
+      expect(loadConfig({ file, env: {} }).media.interface).toBe('198.18.0.1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.each([

@@ -74,6 +74,8 @@ export async function startDrachtio(opts: { contacts: string[]; adminPort: numbe
   child.on('exit', () => {
     exited = true;
     rmSync(dir, { recursive: true, force: true });
+    // A throwaway certificate from selfSignedCert() lives exactly as long as its server.
+    if (opts.tls && path.basename(path.dirname(opts.tls.cert)).startsWith('kl-tls-')) rmSync(path.dirname(opts.tls.cert), { recursive: true, force: true });
   });
   for (let i = 0; !(await portOpen(adminHost, opts.adminPort)); i++) {
     if (exited || i > 100) throw new Error(`drachtio-server did not start:\n${log.slice(-3000)}`);

@@ -10,13 +10,16 @@ export const kamailioUnavailable = (): string | null => (hasCommand('kamailio') 
 
 const CONFIG = path.join(__dirname, '..', 'nat', 'pbx', 'kamailio.cfg');
 
-export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean } = {}): { child: ChildProcess; log: () => string } {
+export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean } = {}): { child: ChildProcess; log: () => string; stop: () => void } {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-kamailio-'));
   const args = ['-f', CONFIG, '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
   if (opts.path) args.push('-A', 'WITH_PATH');
   const child = topo.spawnIn(ns, 'kamailio', args);
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
-  child.on('exit', () => fs.rmSync(runDir, { recursive: true, force: true }));
-  return { child, log: () => log };
+  const stop = (): void => {
+    child.kill('SIGKILL');
+    fs.rmSync(runDir, { recursive: true, force: true });
+  };
+  return { child, log: () => log, stop };
 }

@@ -69,6 +69,7 @@ for (const mode of ['contact', 'path'] as const) {
       await edge?.close();
       await relay?.close();
       await drachtio?.stop();
+      pbx?.stop();
       topo?.destroy();
       carol?.remove();
     });
