@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import type { Topology } from './netns';
+import { Topology } from './netns';
 import { hasCommand } from './tools';
 
 export const kamailioUnavailable = (): string | null => (hasCommand('kamailio') ? null : 'kamailio not installed (apt-get install kamailio)');
@@ -18,7 +18,7 @@ export function startKamailio(topo: Topology, ns: string, listen: string, opts: 
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
   const stop = (): void => {
-    child.kill('SIGKILL');
+    Topology.killGroup(child);
     fs.rmSync(runDir, { recursive: true, force: true });
   };
   return { child, log: () => log, stop };

@@ -121,16 +121,28 @@ export class Topology {
     return this.spawnIn(ns, process.execPath, ['-r', path.join(__dirname, 'ts-register.js'), script, JSON.stringify(arg)]);
   }
 
-  /** Runs any program inside a namespace; it is killed by destroy() if still running. */
+  /**
+   * Runs any program inside a namespace, in a process group of its own, so that destroy()
+   * also reaches whatever it forked (Kamailio's workers outlive a killed main process).
+   */
   spawnIn(ns: string, cmd: string, args: string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     this.children.add(child);
     child.on('exit', () => this.children.delete(child));
     return child;
   }
 
+  /** Kills a child of spawnIn and everything it forked. */
+  static killGroup(child: ChildProcess): void {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+
   destroy(): void {
-    for (const c of this.children) c.kill('SIGKILL');
+    for (const c of this.children) Topology.killGroup(c);
     for (const ns of this.namespaces.reverse()) {
       try {
         sh('ip', ['netns', 'del', ns]);
