@@ -11,11 +11,11 @@ import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
 const skip = skipSipSuite('SIP dead-media tests');
 
 (skip ? describe.skip : describe)('dead media', () => {
-  const sipPort = 13060 + (process.pid % 500);
-  const pbxPort = 12060 + (process.pid % 500);
+  const sipPort = 50060 + (process.pid % 500);
+  const pbxPort = 51060 + (process.pid % 500);
   const f = sipEdgeFixture({
     contacts: [`sip:127.0.0.1:${sipPort};transport=udp`],
-    adminPort: 11022 + (process.pid % 500),
+    adminPort: 52022 + (process.pid % 500),
     sip: { pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}` },
     media: { timeouts: { mediaSec: 1 } },
   });

@@ -54,10 +54,10 @@ const skip = skipSipSuite('SIP keepalive tests');
 });
 
 (skip ? describe.skip : describe)('keepalives from clients', () => {
-  const sipPort = 15060 + (process.pid % 500);
+  const sipPort = 53060 + (process.pid % 500);
   const f = sipEdgeFixture({
     contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`],
-    adminPort: 14022 + (process.pid % 500),
+    adminPort: 54022 + (process.pid % 500),
     sip: { pbx: 'sip:127.0.0.2:5060', advertisedAddress: `127.0.0.1:${sipPort}` },
   });
 
