@@ -73,9 +73,12 @@ export function mustRefreshUpstream(existing: Binding | null, now: number, cfg: 
 /** The URI inside a Contact header value, without display name or header parameters. */
 export const contactUri = (contact: string): string => (/<([^>]*)>/.exec(contact)?.[1] ?? contact.split(';')[0]!).trim();
 
+/** The Contact with any expires parameter removed. */
+export const withoutExpires = (contact: string): string => contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, '');
+
 /** The client's Contact with its expires parameter set to what we granted. */
 export function withExpires(contact: string, seconds: number): string {
-  return `${contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, '')};expires=${seconds}`;
+  return `${withoutExpires(contact)};expires=${seconds}`;
 }
 
 /**
@@ -86,7 +89,7 @@ export function withExpires(contact: string, seconds: number): string {
  */
 export function upstreamRegistration(b: Pick<Binding, 'id' | 'contact'>, sip: Pick<SipConfig, 'advertisedAddress' | 'registration'>): { contact: string; path: string | null } {
   const ours = `sip:${b.id}@${sip.advertisedAddress!}`;
-  if (sip.registration.upstreamMode === 'path') return { contact: b.contact.replace(/;\s*expires\s*=\s*[^;,\s]*/i, ''), path: `<${ours};lr>` };
+  if (sip.registration.upstreamMode === 'path') return { contact: withoutExpires(b.contact), path: `<${ours};lr>` };
   return { contact: `<${ours}>`, path: null };
 }
 
