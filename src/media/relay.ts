@@ -121,13 +121,9 @@ export class Relay extends EventEmitter<RelayEvents> {
     let answerer = offerer ? call.other(offerer) : undefined;
     if (existing && !offerer) throw new RelayError('unknown-tag', `from-tag ${req.fromTag} is not a leg of call ${req.callId}`);
     const answererOpts = { ...DEFAULT_LEG, ...req.answerer };
-    if (!answerer && answererOpts.policy === 'key' && !answererOpts.secure) {
-      throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
-    }
+    if (!answerer) assertKeyTransport(answererOpts);
     const offererOpts = { ...DEFAULT_LEG, ...req.offerer };
-    if (!offerer && offererOpts.policy === 'key' && !offererOpts.secure) {
-      throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
-    }
+    if (!offerer) assertKeyTransport(offererOpts);
     const created: Leg[] = [];
     if (!offerer) created.push((offerer = new Leg(req.fromTag, offererOpts)));
     if (!answerer) created.push((answerer = new Leg(req.toTag ?? null, answererOpts)));
@@ -138,8 +134,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     if (req.offerer?.signallingAddress && !offerer.adopted) offerer.signallingAddress = req.offerer.signallingAddress;
     this.describe(offerer, session);
-    const now = Date.now();
-    for (const p of offerer.ports()) p.latch.onSignalling(now);
+    reopenLearning(offerer);
     this.log.info({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
     return { sdp: this.sdpFor(answerer, req.sdp, session) };
   }
@@ -166,8 +161,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       s.rtcpMux = s.sdp.rtcpMux && s.partner.rtcpMux;
       s.partner.wire();
     }
-    const now = Date.now();
-    for (const p of [...offerer.ports(), ...answerer.ports()]) p.latch.onSignalling(now);
+    reopenLearning(offerer, answerer);
     this.log.info({ callId: call.id, toTag: req.toTag }, 'answer');
     return { sdp: this.sdpFor(offerer, req.sdp, session) };
   }
@@ -179,8 +173,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const leg = call.leg(req.tag);
     if (!leg) throw new RelayError('unknown-tag', `tag ${req.tag} is not a leg of call ${req.callId}`);
     if (req.signallingAddress) leg.signallingAddress = req.signallingAddress;
-    const now = Date.now();
-    for (const p of leg.ports()) p.latch.onSignalling(now);
+    reopenLearning(leg);
   }
 
   /** Ends a call and returns its ports to the pool at once. Returns its last stats. */
@@ -242,7 +235,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   adopt(ref: LegRef, sdp: string, opts: LegOptions): { sdp: string } {
     const leg = this.legOf(ref);
     if (leg.adopted || leg.streams.some((s) => s?.sdp)) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
-    if (opts.policy === 'key' && !opts.secure) throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
+    assertKeyTransport(opts);
     leg.assume(opts);
     leg.adopted = true;
     for (const p of leg.ports()) p.relatch();
@@ -262,8 +255,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const session = parseSdp(sdp);
     if (signallingAddress) leg.signallingAddress = signallingAddress;
     this.describe(leg, session);
-    const now = Date.now();
-    for (const p of leg.ports()) p.latch.onSignalling(now);
+    reopenLearning(leg);
     // Toward the PBX the leg names itself, so the call's other half, which sees this SDP come back, keeps the client as the leg's remote.
     return { sdp: this.sdpFor(leg, sdp, session, { withKey: false }) };
   }
@@ -461,6 +453,19 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     }
   }
+}
+
+/** Only a secure (TLS/WSS) signalling path may carry a leg key. */
+function assertKeyTransport(opts: LegOptions): void {
+  if (opts.policy === 'key' && !opts.secure) {
+    throw new RelayError('insecure-key-transport', 'the key policy needs a secure (TLS/WSS) signalling path to carry the leg key');
+  }
+}
+
+/** A signalling event for these legs: each of their latches may learn again. */
+function reopenLearning(...legs: Leg[]): void {
+  const now = Date.now();
+  for (const leg of legs) for (const p of leg.ports()) p.latch.onSignalling(now);
 }
 
 function isBehindNat(sdpAddress: string, signallingAddress: string | null): boolean {
