@@ -15,7 +15,7 @@ import { Baresip, baresipUnavailable, wavRms } from '../helpers/baresip';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { LiveEvents, RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
-import { waitFor } from '../helpers/peers';
+import { sleep, waitFor } from '../helpers/peers';
 
 const PHONE = path.join(__dirname, 'nat-phone.ts');
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable();
@@ -156,8 +156,6 @@ for (const mode of ['contact', 'path'] as const) {
     }, 30000);
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;

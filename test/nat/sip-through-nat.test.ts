@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config/load';
 import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
-import { RELAY_IP, Topology, jsonLines, netnsUnavailable } from '../helpers/netns';
+import { LiveEvents, RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { waitFor } from '../helpers/peers';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 
@@ -61,33 +61,31 @@ const skip = skipUnlessDrachtio('SIP-through-NAT tests') || why !== null;
   it('keeps the phone reachable through 8 s of idle with 5 s NAT mappings, then follows a rebinding', async () => {
     const registrar = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', pbx.ip, '-p', '5060', '-m', '1'], { netns: pbx.ns, timeoutMs: 10000 });
     const child = topo.spawnTs(phone.clientNs, PHONE, { localIp: phone.privateIp, port: 5060, edge: { address: RELAY_IP, port: 5060 }, user: 'bob', durationMs: 40000 });
-    const events = jsonLines(child);
-    const lines: Array<Record<string, unknown>> = [];
-    child.stdout!.on('data', (d: Buffer) => d.toString().split('\n').filter(Boolean).forEach((l) => lines.push(JSON.parse(l) as Record<string, unknown>)));
+    const events = new LiveEvents(child);
     try {
       expect((await registrar).code).toBe(0);
-      await waitFor(() => lines.some((l) => l.event === 'registered'), 5000);
+      await waitFor(() => events.of('registered').length > 0, 5000);
       const first = (await bindingOf())!;
       expect(first.source.address).toBe(phone.publicIp);
 
       await new Promise((r) => setTimeout(r, 8000)); // idle: only keylatch's keepalives cross the NAT
       const call1 = await pbxCalls(first.id);
       expect({ pbx: call1.code, out: call1.code === 0 ? '' : call1.out.slice(-1500) }).toEqual({ pbx: 0, out: '' });
-      expect(lines.filter((l) => l.event === 'invite')).toHaveLength(1);
-      expect(lines.find((l) => l.event === 'invite')!.ruri).toBe(`sip:bob@${phone.privateIp}:5060`);
+      expect(events.of('invite')).toHaveLength(1);
+      expect(events.last('invite')!.ruri).toBe(`sip:bob@${phone.privateIp}:5060`);
 
       topo.flushConntrack(phone.natNs);
       child.kill('SIGUSR1'); // the phone refreshes its registration, now from a new mapping
-      await waitFor(() => lines.filter((l) => l.event === 'registered').length === 2, 5000);
+      await waitFor(() => events.of('registered').length === 2, 5000);
       const second = (await bindingOf())!;
       expect(second.id).toBe(first.id);
       expect(second.source.port).not.toBe(first.source.port); // --random-fully: a new external port
       const call2 = await pbxCalls(second.id);
       expect({ pbx: call2.code, out: call2.code === 0 ? '' : call2.out.slice(-1500) }).toEqual({ pbx: 0, out: '' });
-      expect(lines.filter((l) => l.event === 'invite')).toHaveLength(2);
+      expect(events.of('invite')).toHaveLength(2);
     } finally {
       child.kill('SIGKILL');
-      await events.catch(() => undefined);
+      await events.done.catch(() => undefined);
     }
   }, 60000);
 });
