@@ -1,4 +1,4 @@
-import { newLegId, newLegKey, type Endpoint } from './challenge';
+import { formatLegKey, newLegId, newLegKey, type Endpoint } from './challenge';
 import type { LatchPolicy } from './latch/latch';
 import type { SocketStats } from './media-socket';
 import type { PortCounters, RelayPort } from './relay-port';
@@ -84,7 +84,7 @@ export class Leg {
 
   /** The value of our a=keylatch attribute for this leg's SDP, if it holds a key. */
   keylatchAttribute(): string | undefined {
-    return this.key ? `v1 leg=${this.legId} key=${this.key.toString('base64url')}` : undefined;
+    return this.key ? formatLegKey(this.legId, this.key) : undefined;
   }
 
   ports(): RelayPort[] {

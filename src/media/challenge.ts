@@ -254,6 +254,21 @@ export function encodeHello(legId: string, txid: Buffer = newTxid()): Buffer {
   return frame('hello', txid, [[ATTR_LEG_ID, Buffer.from(legId, 'latin1')]], HELLO_SIZE);
 }
 
+// ---- the key in SDP ---------------------------------------------------------------------
+
+/** The value after "a=keylatch:" that hands a leg its id and key (docs: "Where the key comes from"). */
+export function formatLegKey(legId: string, key: Buffer): string {
+  return `v1 leg=${legId} key=${key.toString('base64url')}`;
+}
+
+/** Reads a leg key back; null for the bare announcement or anything malformed. */
+export function parseLegKey(value: string): { legId: string; key: Buffer } | null {
+  const m = /^v1 leg=([A-Za-z0-9_-]{1,64}) key=([A-Za-z0-9_-]{43})$/.exec(value.trim());
+  if (!m) return null;
+  const key = Buffer.from(m[2]!, 'base64url');
+  return key.length === KEY_SIZE ? { legId: m[1]!, key } : null;
+}
+
 // ---- MACs -------------------------------------------------------------------------------
 
 /** Each message kind signs under its own label, so no MAC can be replayed as another kind. */

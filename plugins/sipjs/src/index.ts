@@ -1,0 +1,15 @@
+/**
+ * keylatch for SIP.js: plain RTP through keylatch, with the key proved on the media path.
+ * See plugins/sipjs/README.md.
+ */
+export { keylatchSessionDescriptionHandlerFactory, KeylatchSessionDescriptionHandler, mediaOf, isSecureProtocol } from './session-description-handler';
+export type { KeylatchHandlerOptions, KeylatchDescriptionOptions } from './session-description-handler';
+export { MediaSession, DEFAULT_MEDIA_OPTIONS, SAMPLES_PER_FRAME } from './media-session';
+export type { MediaSessionOptions, MediaStats, MediaState, FrameInfo } from './media-session';
+export { NodeWebSocketTransport } from './ws-transport';
+export type { NodeWebSocketTransportOptions } from './ws-transport';
+export * from './errors';
+export { readWav, WavWriter, WavFormatError } from './wav';
+
+/** Put in the Registerer's extraContactHeaderParams: tells keylatch this client can hold a key. */
+export const KEYLATCH_CONTACT_PARAMS = ['+keylatch'];

@@ -1,0 +1,465 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { randomBytes, randomInt } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { isIPv6 } from 'node:net';
+import { looksLikeStun, type Endpoint } from '../../../src/media/challenge';
+import { decodeG711, encodeG711, tone } from '../../../src/codec/g711';
+import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
+import { KeyProof } from './key-proof';
+import { PTIME_MS, STATIC_PT, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
+import { ReceiveStats, decodeDtmf, decodeRtp, encodeDtmf, encodeRtcpReport, encodeRtp, isRtcp, type RtpPacket } from './rtp';
+import { WavWriter, readWav } from './wav';
+
+export const SAMPLES_PER_FRAME = (8000 * PTIME_MS) / 1000;
+const COMFORT_NOISE_PT = 13;
+
+export interface MediaSessionOptions {
+  /** Where the RTP and RTCP sockets bind. */
+  bindAddress: string;
+  /** The c= address we put in SDP; behind a NAT the relay ignores it and latches on what it sees. */
+  sdpAddress: string;
+  codecs: Codec[];
+  /** Offer rtcp-mux (RFC 5761); the RTCP socket is closed when the answer accepts it. */
+  rtcpMux: boolean;
+  /** Refuse media that keylatch has not given a key for. */
+  requireKey: boolean;
+  /** Whether the signalling path (WSS/TLS) kept the key secret; set by the factory from the transport. */
+  secureSignalling: boolean;
+  transportName: string;
+  helloIntervalMs: number;
+  proveTimeoutMs: number;
+  /** After this long without sending on a socket, send something so the NAT keeps its mapping. */
+  keepaliveMs: number;
+  rtcpIntervalMs: number;
+}
+
+export const DEFAULT_MEDIA_OPTIONS: MediaSessionOptions = {
+  bindAddress: '0.0.0.0',
+  sdpAddress: '0.0.0.0',
+  codecs: ['PCMU', 'PCMA'],
+  rtcpMux: true,
+  requireKey: false,
+  secureSignalling: false,
+  transportName: 'unknown',
+  helloIntervalMs: 200,
+  proveTimeoutMs: 5000,
+  keepaliveMs: 10000,
+  rtcpIntervalMs: 5000,
+};
+
+export type MediaState = 'idle' | 'proving' | 'authenticated' | 'guarded' | 'failed' | 'closed';
+
+export interface MediaStats {
+  state: MediaState;
+  codec: Codec | null;
+  direction: Direction;
+  sent: { packets: number; octets: number; dropped: number };
+  received: { packets: number; octets: number; lost: number; jitterMs: number; dtmf: number; rtcp: number; foreign: number };
+  /** The relay ports we prove to and send to (from the remote SDP). */
+  relay: { rtp: Endpoint | null; rtcp: Endpoint | null };
+  /** Our NAT's mapping as the relay saw it, from the last SUCCESS (key legs only). */
+  mapping: { rtp: Endpoint | null; rtcp: Endpoint | null };
+  legId: string | null;
+  handovers: number;
+  /** From the moment the answer took effect to the first decoded frame. */
+  firstMediaMs: number | null;
+  /** Every source RTP came from, with its count: nothing but the relay should be here. */
+  sources: Record<string, number>;
+  ssrcs: number[];
+}
+
+export interface FrameInfo {
+  seq: number;
+  timestamp: number;
+  ssrc: number;
+}
+
+export interface MediaSessionEvents {
+  frame: [pcm: Int16Array, info: FrameInfo];
+  rtp: [packet: RtpPacket];
+  dtmf: [digit: string, durationMs: number];
+  authenticated: [mapping: { rtp: Endpoint | null; rtcp: Endpoint | null }];
+  mapping: [socket: 'rtp' | 'rtcp', mapping: Endpoint, changed: boolean];
+  'first-media': [ms: number];
+  failed: [error: KeylatchPluginError];
+}
+
+type Which = 'rtp' | 'rtcp';
+
+const key = (e: Endpoint): string => (isIPv6(e.address) ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`);
+
+/**
+ * One call's plain RTP/AVP audio: the sockets, the key proof, G.711, DTMF and stats. It is
+ * what the session description handler drives and what the application talks to.
+ */
+export class MediaSession extends EventEmitter<MediaSessionEvents> {
+  private readonly sockets: Partial<Record<Which, Socket>> = {};
+  private readonly proofs: Partial<Record<Which, KeyProof>> = {};
+  private readonly lastSentAt: Record<Which, number> = { rtp: 0, rtcp: 0 };
+  private remote: RemoteMedia | null = null;
+  private codec: { codec: Codec; pt: number } | null = null;
+  private dtmfPt: number | null = null;
+  private direction: Direction = 'sendrecv';
+  private state_: MediaState = 'idle';
+  private recv = new ReceiveStats(8000);
+  private readonly sent = { packets: 0, octets: 0, dropped: 0 };
+  private readonly received = { dtmf: 0, rtcp: 0, foreign: 0 };
+  private readonly sources = new Map<string, number>();
+  private readonly ssrcs = new Set<number>();
+  private readonly ssrc = randomBytes(4).readUInt32BE(0);
+  private readonly cname = `${randomBytes(6).toString('hex')}@keylatch-sipjs`;
+  private seq = randomInt(0, 0x10000);
+  private timestamp = randomInt(0, 0x7fffffff);
+  private answeredAt: number | null = null;
+  private firstMediaMs: number | null = null;
+  private lastDtmf: { timestamp: number; ssrc: number } | null = null;
+  private dtmfQueue: Promise<void> = Promise.resolve();
+  private timers: NodeJS.Timeout[] = [];
+  private player: NodeJS.Timeout | null = null;
+  private recorder: WavWriter | null = null;
+  private localRtcpMux = true;
+
+  constructor(readonly options: MediaSessionOptions) {
+    super();
+  }
+
+  get state(): MediaState {
+    return this.state_;
+  }
+
+  /** Binds the sockets once; later offers and answers reuse them. */
+  async open(): Promise<LocalMedia> {
+    if (!this.sockets.rtp) {
+      this.sockets.rtp = await this.bind('rtp');
+      // Bound even when we offer rtcp-mux: an answer may decline it (RFC 5761 section 5.1.1).
+      this.sockets.rtcp = await this.bind('rtcp');
+    }
+    return this.localMedia('sendrecv');
+  }
+
+  localMedia(direction: Direction): LocalMedia {
+    return {
+      address: this.options.sdpAddress,
+      rtpPort: this.sockets.rtp?.address().port ?? 0,
+      rtcpPort: this.sockets.rtcp?.address().port ?? null,
+      direction,
+      codecs: this.options.codecs,
+      dtmfPt: 101,
+      rtcpMux: this.options.rtcpMux,
+    };
+  }
+
+  /**
+   * The negotiated result of one offer/answer exchange. Throws the typed error when keylatch's
+   * key is missing (and required) or arrived where it could have been read.
+   */
+  apply(remote: RemoteMedia, codec: { codec: Codec; pt: number }, direction: Direction): void {
+    if (remote.legKey && !this.options.secureSignalling) throw new KeyOverInsecureTransportError(this.options.transportName);
+    if (!remote.legKey && this.options.requireKey) throw new KeyMissingError(this.options.transportName);
+    const previous = this.remote;
+    this.remote = remote;
+    this.codec = codec;
+    this.dtmfPt = remote.dtmfPt;
+    this.direction = direction;
+    this.localRtcpMux = remote.rtcpMux;
+    if (remote.rtcpMux && this.sockets.rtcp) {
+      this.proofs.rtcp?.close();
+      delete this.proofs.rtcp;
+      this.sockets.rtcp.close();
+      delete this.sockets.rtcp;
+    }
+    const samePath = previous && previous.address === remote.address && previous.rtpPort === remote.rtpPort && previous.legKey?.legId === remote.legKey?.legId;
+    if (samePath && this.state_ !== 'failed') return;
+    this.answeredAt = Date.now();
+    this.firstMediaMs = null;
+    for (const which of ['rtp', 'rtcp'] as const) {
+      this.proofs[which]?.close();
+      delete this.proofs[which];
+    }
+    this.startTimers();
+    if (!remote.legKey) {
+      this.state_ = 'guarded';
+      return;
+    }
+    this.state_ = 'proving';
+    for (const which of ['rtp', 'rtcp'] as const) {
+      const relay = this.relayEndpoint(which);
+      if (!relay || !this.sockets[which]) continue;
+      const proof = new KeyProof({
+        legId: remote.legKey.legId,
+        key: remote.legKey.key,
+        relay,
+        send: (buf, to) => this.transmit(which, buf, to),
+        helloIntervalMs: this.options.helloIntervalMs,
+        giveUpAfterMs: this.options.proveTimeoutMs,
+      });
+      proof.on('latched', (mapping, changed) => this.onLatched(which, mapping, changed));
+      proof.on('failed', (error) => this.fail(error));
+      this.proofs[which] = proof;
+      proof.start();
+    }
+  }
+
+  /** Local direction changes without a new path, e.g. our own hold. */
+  setDirection(direction: Direction): void {
+    this.direction = direction;
+  }
+
+  get canSend(): boolean {
+    const ready = this.state_ === 'authenticated' || this.state_ === 'guarded';
+    const remoteOk = this.remote !== null && this.remote.address !== '0.0.0.0' && this.remote.address !== '::';
+    return ready && remoteOk && (this.direction === 'sendrecv' || this.direction === 'sendonly');
+  }
+
+  /** One 20 ms frame (160 samples at 8 kHz), encoded with the negotiated codec. */
+  sendFrame(pcm: Int16Array): boolean {
+    if (!this.codec) return this.drop();
+    return this.sendPayload(encodeG711(this.codec.codec, pcm), { samples: pcm.length });
+  }
+
+  sendPayload(payload: Buffer, opts: { pt?: number; marker?: boolean; samples?: number } = {}): boolean {
+    const pt = opts.pt ?? this.codec?.pt;
+    if (pt === undefined || !this.canSend) return this.drop();
+    this.sendRtp({ pt, marker: opts.marker ?? false, seq: this.seq, timestamp: this.timestamp, ssrc: this.ssrc, payload });
+    this.timestamp = (this.timestamp + (opts.samples ?? SAMPLES_PER_FRAME)) >>> 0;
+    return true;
+  }
+
+  /**
+   * RFC 4733 events, one digit after another: a packet every 20 ms, three end packets, and a
+   * short gap. Resolves to false if the other side did not offer telephone-event.
+   */
+  sendDtmf(digits: string, durationMs = 100): Promise<boolean> {
+    const run = async (): Promise<boolean> => {
+      if (this.dtmfPt === null) return false;
+      for (const digit of digits) {
+        const pt = this.dtmfPt;
+        const start = this.timestamp;
+        const steps = Math.max(1, Math.round(durationMs / PTIME_MS));
+        for (let i = 1; i <= steps + 2; i++) {
+          const end = i > steps;
+          const duration = Math.min(i, steps) * SAMPLES_PER_FRAME;
+          if (this.canSend) this.sendRtp({ pt, marker: i === 1, seq: this.seq, timestamp: start, ssrc: this.ssrc, payload: encodeDtmf(digit, end, duration) });
+          await sleep(end ? 0 : PTIME_MS);
+        }
+        this.timestamp = (start + steps * SAMPLES_PER_FRAME) >>> 0;
+        await sleep(50);
+      }
+      return true;
+    };
+    const done = this.dtmfQueue.then(run);
+    this.dtmfQueue = done.then(() => undefined, () => undefined);
+    return done;
+  }
+
+  /** Plays samples (a WAV file's, or a tone) in real time; frames are dropped while we may not send. */
+  play(source: { wav: string } | { toneHz: number } | { samples: Int16Array }, opts: { loop?: boolean } = {}): void {
+    this.stopPlaying();
+    const samples = 'wav' in source ? readWav(source.wav) : 'samples' in source ? source.samples : null;
+    const toneHz = 'toneHz' in source ? source.toneHz : 0;
+    let at = 0;
+    const startedAt = Date.now();
+    let frames = 0;
+    const tick = (): void => {
+      let frame: Int16Array;
+      if (samples) {
+        if (at >= samples.length) {
+          if (!opts.loop) return this.stopPlaying();
+          at = 0;
+        }
+        frame = new Int16Array(SAMPLES_PER_FRAME);
+        frame.set(samples.subarray(at, at + SAMPLES_PER_FRAME));
+      } else {
+        frame = tone(toneHz, SAMPLES_PER_FRAME, at);
+      }
+      at += SAMPLES_PER_FRAME;
+      this.sendFrame(frame);
+      frames++;
+      // Paced against the wall clock, so timer lateness does not stretch the audio.
+      this.player = setTimeout(tick, Math.max(0, startedAt + frames * PTIME_MS - Date.now()));
+    };
+    tick();
+  }
+
+  stopPlaying(): void {
+    if (this.player) clearTimeout(this.player);
+    this.player = null;
+  }
+
+  record(path: string): void {
+    this.recorder?.close();
+    this.recorder = new WavWriter(path);
+  }
+
+  stopRecording(): void {
+    this.recorder?.close();
+    this.recorder = null;
+  }
+
+  stats(): MediaStats {
+    return {
+      state: this.state_,
+      codec: this.codec?.codec ?? null,
+      direction: this.direction,
+      sent: { ...this.sent },
+      received: { packets: this.recv.packets, octets: this.recv.octets, lost: this.recv.lost, jitterMs: Math.round(this.recv.jitterMs * 100) / 100, ...this.received },
+      relay: { rtp: this.relayEndpoint('rtp'), rtcp: this.localRtcpMux ? null : this.relayEndpoint('rtcp') },
+      mapping: { rtp: this.proofs.rtp?.mapping ?? null, rtcp: this.proofs.rtcp?.mapping ?? null },
+      legId: this.remote?.legKey?.legId ?? null,
+      handovers: (this.proofs.rtp?.handovers ?? 0) + (this.proofs.rtcp?.handovers ?? 0),
+      firstMediaMs: this.firstMediaMs,
+      sources: Object.fromEntries(this.sources),
+      ssrcs: [...this.ssrcs],
+    };
+  }
+
+  close(): void {
+    if (this.state_ === 'closed') return;
+    this.state_ = 'closed';
+    this.stopPlaying();
+    this.stopRecording();
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const which of ['rtp', 'rtcp'] as const) {
+      this.proofs[which]?.close();
+      this.sockets[which]?.close();
+    }
+  }
+
+  private relayEndpoint(which: Which): Endpoint | null {
+    if (!this.remote) return null;
+    if (which === 'rtp' || this.remote.rtcpMux) return { address: this.remote.address, port: this.remote.rtpPort };
+    return { address: this.remote.rtcpAddress, port: this.remote.rtcpPort };
+  }
+
+  private bind(which: Which): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = createSocket(isIPv6(this.options.bindAddress) ? 'udp6' : 'udp4');
+      socket.once('error', reject);
+      socket.bind(0, this.options.bindAddress, () => {
+        socket.off('error', reject);
+        // A send to an unreachable port surfaces here as ICMP; it must not end the process.
+        socket.on('error', () => undefined);
+        socket.on('message', (buf, rinfo) => this.onDatagram(which, buf, { address: rinfo.address, port: rinfo.port }));
+        resolve(socket);
+      });
+    });
+  }
+
+  private transmit(which: Which, buf: Buffer, to: Endpoint): void {
+    const socket = this.sockets[which] ?? (which === 'rtcp' ? this.sockets.rtp : undefined);
+    if (!socket || this.state_ === 'closed') return;
+    this.lastSentAt[which] = Date.now();
+    socket.send(buf, to.port, to.address);
+  }
+
+  private sendRtp(p: RtpPacket): void {
+    const to = this.relayEndpoint('rtp');
+    if (!to) return;
+    const b = encodeRtp(p);
+    this.transmit('rtp', b, to);
+    this.seq = (this.seq + 1) & 0xffff;
+    this.sent.packets++;
+    this.sent.octets += p.payload.length;
+  }
+
+  private drop(): false {
+    this.sent.dropped++;
+    return false;
+  }
+
+  private onDatagram(which: Which, buf: Buffer, from: Endpoint): void {
+    if (looksLikeStun(buf)) {
+      this.proofs[which]?.onDatagram(buf, from);
+      return;
+    }
+    const expected = this.relayEndpoint(which);
+    if (!expected || expected.port !== from.port || expected.address !== from.address) {
+      this.received.foreign++;
+      return;
+    }
+    if (isRtcp(buf)) {
+      this.received.rtcp++;
+      return;
+    }
+    if (which !== 'rtp') return;
+    const p = decodeRtp(buf);
+    if (!p) return;
+    const src = key(from);
+    this.sources.set(src, (this.sources.get(src) ?? 0) + 1);
+    if (this.ssrcs.size < 16) this.ssrcs.add(p.ssrc);
+    this.recv.onPacket(p, Date.now());
+    this.emit('rtp', p);
+    if (p.pt === this.dtmfPt) return this.onDtmf(p);
+    const codec = this.codec && p.pt === this.codec.pt ? this.codec.codec : p.pt === STATIC_PT.PCMU ? 'PCMU' : p.pt === STATIC_PT.PCMA ? 'PCMA' : null;
+    if (!codec) return;
+    const pcm = decodeG711(codec, p.payload);
+    if (this.firstMediaMs === null && this.answeredAt !== null) {
+      this.firstMediaMs = Date.now() - this.answeredAt;
+      this.emit('first-media', this.firstMediaMs);
+    }
+    this.recorder?.write(pcm);
+    this.emit('frame', pcm, { seq: p.seq, timestamp: p.timestamp, ssrc: p.ssrc });
+  }
+
+  private onDtmf(p: RtpPacket): void {
+    const event = decodeDtmf(p.payload);
+    if (!event?.end) return;
+    // The end packet is sent three times; one event is one digit.
+    if (this.lastDtmf && this.lastDtmf.timestamp === p.timestamp && this.lastDtmf.ssrc === p.ssrc) return;
+    this.lastDtmf = { timestamp: p.timestamp, ssrc: p.ssrc };
+    this.received.dtmf++;
+    this.emit('dtmf', event.digit, (event.duration * 1000) / 8000);
+  }
+
+  private onLatched(which: Which, mapping: Endpoint, changed: boolean): void {
+    this.emit('mapping', which, mapping, changed);
+    if (this.state_ !== 'proving') return;
+    const all = Object.values(this.proofs).every((p) => p.state === 'authenticated');
+    if (!all) return;
+    this.state_ = 'authenticated';
+    this.emit('authenticated', { rtp: this.proofs.rtp?.mapping ?? null, rtcp: this.proofs.rtcp?.mapping ?? null });
+  }
+
+  /** A refused description: the application hears of it, and the media keeps the state it had. */
+  report(error: KeylatchPluginError): void {
+    if (this.state_ !== 'closed') this.emit('failed', error);
+  }
+
+  private fail(error: KeylatchPluginError): void {
+    if (this.state_ === 'failed' || this.state_ === 'closed') return;
+    this.state_ = 'failed';
+    this.emit('failed', error);
+  }
+
+  private startTimers(): void {
+    if (this.timers.length) return;
+    this.timers.push(setInterval(() => this.keepalive(), Math.max(200, this.options.keepaliveMs / 2)));
+    this.timers.push(setInterval(() => this.sendReport(), this.options.rtcpIntervalMs));
+  }
+
+  /** During hold and silence the NAT mapping would lapse; a hello (key legs) or comfort noise keeps it. */
+  private keepalive(): void {
+    const now = Date.now();
+    for (const which of ['rtp', 'rtcp'] as const) {
+      if (!this.sockets[which] || now - this.lastSentAt[which] < this.options.keepaliveMs) continue;
+      const proof = this.proofs[which];
+      if (proof) proof.sendHello();
+      else if (which === 'rtp' && this.state_ === 'guarded' && this.remote) {
+        this.sendRtp({ pt: COMFORT_NOISE_PT, marker: false, seq: this.seq, timestamp: this.timestamp, ssrc: this.ssrc, payload: Buffer.from([127]) });
+      }
+    }
+  }
+
+  private sendReport(): void {
+    if (!(this.state_ === 'authenticated' || this.state_ === 'guarded')) return;
+    const to = this.relayEndpoint('rtcp');
+    if (!to) return;
+    const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
+    this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
