@@ -39,16 +39,16 @@ async function portOpen(host: string, port: number): Promise<boolean> {
   });
 }
 
-/** contacts: e.g. ['sip:127.0.0.1:5090;transport=udp,tcp']. netns: run inside a test namespace. */
-/** A throwaway self-signed certificate for TLS listeners in tests. */
-export function selfSignedCert(): { cert: string; key: string } {
+/** A throwaway certificate whose subjectAltName is `ip`, so Node's TLS clients can verify it against that address. */
+export function selfSignedCert(ip = '127.0.0.1'): { cert: string; key: string } {
   const dir = mkdtempSync(path.join(tmpdir(), 'kl-tls-'));
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`], { stdio: 'ignore' });
   return { cert, key };
 }
 
+/** contacts: e.g. ['sip:127.0.0.1:5090;transport=udp,tcp']. netns: run inside a test namespace. */
 export async function startDrachtio(opts: { contacts: string[]; adminPort: number; adminHost?: string; netns?: string; tls?: { cert: string; key: string } }): Promise<RunningDrachtio> {
   const bin = drachtioBinary();
   if (!bin) throw new Error('drachtio-server not found');

@@ -54,7 +54,7 @@ export interface MediaStats {
   codec: Codec | null;
   direction: Direction;
   sent: { packets: number; octets: number; dropped: number };
-  received: { packets: number; octets: number; lost: number; jitterMs: number; dtmf: number; rtcp: number; foreign: number };
+  received: { packets: number; octets: number; lost: number; jitterMs: number; dtmf: number; rtcp: number; foreign: number; maxGapMs: number };
   /** The relay ports we prove to and send to (from the remote SDP). */
   relay: { rtp: Endpoint | null; rtcp: Endpoint | null };
   /** Our NAT's mapping as the relay saw it, from the last SUCCESS (key legs only). */
@@ -103,7 +103,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private state_: MediaState = 'idle';
   private recv = new ReceiveStats(8000);
   private readonly sent = { packets: 0, octets: 0, dropped: 0 };
-  private readonly received = { dtmf: 0, rtcp: 0, foreign: 0 };
+  private readonly received = { dtmf: 0, rtcp: 0, foreign: 0, maxGapMs: 0 };
+  private lastRtpAt = 0;
   private readonly sources = new Map<string, number>();
   private readonly ssrcs = new Set<number>();
   private readonly ssrc = randomBytes(4).readUInt32BE(0);
@@ -388,7 +389,11 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     const src = key(from);
     this.sources.set(src, (this.sources.get(src) ?? 0) + 1);
     if (this.ssrcs.size < 16) this.ssrcs.add(p.ssrc);
-    this.recv.onPacket(p, Date.now());
+    const now = Date.now();
+    // The longest silence between two packets: how long a NAT rebinding or handover cost us.
+    if (this.lastRtpAt) this.received.maxGapMs = Math.max(this.received.maxGapMs, now - this.lastRtpAt);
+    this.lastRtpAt = now;
+    this.recv.onPacket(p, now);
     this.emit('rtp', p);
     if (p.pt === this.dtmfPt) return this.onDtmf(p);
     const codec = this.codec && p.pt === this.codec.pt ? this.codec.codec : p.pt === STATIC_PT.PCMU ? 'PCMU' : p.pt === STATIC_PT.PCMA ? 'PCMA' : null;

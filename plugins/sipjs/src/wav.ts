@@ -23,8 +23,10 @@ export function readWav(path: string): Int16Array {
       if (fmt.format !== 1 || fmt.channels !== 1 || fmt.rate !== WAV_RATE || fmt.bits !== 16) {
         throw new WavFormatError(`${path}: need 8000 Hz mono 16-bit PCM, got format ${fmt.format}, ${fmt.channels} ch, ${fmt.rate} Hz, ${fmt.bits} bit`);
       }
-      const samples = new Int16Array(Math.floor(body.length / 2));
-      for (let i = 0; i < samples.length; i++) samples[i] = body.readInt16LE(i * 2);
+      // A WAV still being written (ours, or a streaming recorder's) says 0 or 0xFFFFFFFF here: take what is on disk.
+      const data = size === 0 || size === 0xffffffff ? b.subarray(at + 8) : body;
+      const samples = new Int16Array(Math.floor(data.length / 2));
+      for (let i = 0; i < samples.length; i++) samples[i] = data.readInt16LE(i * 2);
       return samples;
     }
     at += 8 + size + (size & 1);

@@ -10,6 +10,8 @@ export interface NodeWebSocketTransportOptions {
   connectionTimeoutMs?: number;
   /** WebSocket pings (RFC 6455 section 5.5.2) that keep NAT and firewall state for the flow. */
   keepAliveIntervalMs?: number;
+  /** A ping this long after a message, for servers that read WSS lazily (see nudge()); 0 turns it off. */
+  nudgeAfterMs?: number;
 }
 
 interface Logger {
@@ -60,13 +62,14 @@ export class NodeWebSocketTransport implements Transport {
   private socket: WebSocket | null = null;
   private connecting: Promise<void> | null = null;
   private pinger: NodeJS.Timeout | null = null;
+  private nudger: NodeJS.Timeout | null = null;
   private readonly options: Required<Omit<NodeWebSocketTransportOptions, 'tls'>> & { tls: ConnectionOptions };
 
   constructor(private readonly logger: Logger, options: NodeWebSocketTransportOptions) {
     const url = new URL(options.server);
     if (url.protocol !== 'wss:' && url.protocol !== 'ws:') throw new TypeError(`not a WebSocket URL: ${options.server}`);
     this.protocol = url.protocol === 'wss:' ? 'WSS' : 'WS';
-    this.options = { connectionTimeoutMs: 5000, keepAliveIntervalMs: 15000, tls: {}, ...options };
+    this.options = { connectionTimeoutMs: 5000, keepAliveIntervalMs: 15000, nudgeAfterMs: 30, tls: {}, ...options };
   }
 
   get state(): TransportState {
@@ -137,6 +140,16 @@ export class NodeWebSocketTransport implements Transport {
     const socket = this.socket;
     if (!socket || !this.isConnected()) throw new Error('WebSocket is not connected');
     await new Promise<void>((resolve, reject) => socket.send(message, (err) => (err ? reject(err) : resolve())));
+    this.nudge(socket);
+  }
+
+  /**
+   * Sends a ping now. After a NAT rebinding the old TCP mapping is gone; the ping draws a reset
+   * at once, so the close (and the application's reconnect) comes in one round trip rather
+   * than when the next SIP request is lost.
+   */
+  probe(): void {
+    if (this.socket && this.isConnected()) this.socket.ping();
   }
 
   async dispose(): Promise<void> {
@@ -149,6 +162,20 @@ export class NodeWebSocketTransport implements Transport {
     this.stateChange.emit(s);
   }
 
+  /**
+   * drachtio-server 0.9.5 over WSS sometimes leaves a message that arrived just after another
+   * unread until more data comes. A 200 OK then reached it only with its retransmission 500 ms
+   * later, both at once, and it dropped the dialog (later BYEs got 481). A ping shortly after a
+   * burst of messages is that "more data". It costs one small frame per burst.
+   */
+  private nudge(socket: WebSocket): void {
+    if (this.options.nudgeAfterMs <= 0 || this.nudger) return;
+    this.nudger = setTimeout(() => {
+      this.nudger = null;
+      if (this.socket === socket && this.isConnected()) socket.ping();
+    }, this.options.nudgeAfterMs);
+  }
+
   private startPings(socket: WebSocket): void {
     this.stopPings();
     this.pinger = setInterval(() => socket.ping(), this.options.keepAliveIntervalMs);
@@ -156,6 +183,8 @@ export class NodeWebSocketTransport implements Transport {
 
   private stopPings(): void {
     if (this.pinger) clearInterval(this.pinger);
+    if (this.nudger) clearTimeout(this.nudger);
     this.pinger = null;
+    this.nudger = null;
   }
 }
