@@ -17,7 +17,7 @@ import { readWav } from '../../plugins/sipjs/src';
 import { Baresip, baresipUnavailable, wavRms } from '../helpers/baresip';
 import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
-import { RELAY_IP, Topology, jsonLines, netnsUnavailable } from '../helpers/netns';
+import { LiveEvents, RELAY_IP, Topology, jsonLines, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
 import { Softphone } from '../helpers/softphone';
 
@@ -28,6 +28,9 @@ const skip = skipUnlessDrachtio('SIP.js plugin through NAT tests') || why !== nu
 const PORT_MIN = 35600;
 const PORT_MAX = 35699;
 const SPRAYER = path.join(__dirname, 'sprayer.ts');
+const JSSIP_PHONE = path.join(__dirname, 'jssip-phone.ts');
+/** The JsSIP client's NAT forgets an idle TCP flow after this long; its pings must beat it. */
+const NAT_TCP_TIMEOUT_S = 10;
 const ATTACKER_SSRC = 0xbad;
 
 (skip ? describe.skip : describe)('SIP.js + keylatch plugin through real NATs', () => {
@@ -45,6 +48,7 @@ const ATTACKER_SSRC = 0xbad;
   let aliceNet: ReturnType<Topology['addNattedClient']>;
   let bobNet: ReturnType<Topology['addNattedClient']>;
   let carolNet: ReturnType<Topology['addNattedClient']>;
+  let jssipNet: ReturnType<Topology['addNattedClient']>;
 
   const phone = (ns: string, user: string, bind: string, extra: string[] = []): Softphone =>
     new Softphone(topo, ns, ['--server', `wss://${RELAY_IP}:5063`, '--aor', `sip:${user}@keylatch.test`, '--ca', ca, '--bind', bind, '--sdp-address', bind,
@@ -58,6 +62,8 @@ const ATTACKER_SSRC = 0xbad;
     aliceNet = topo.addNattedClient('al', 2, 'symmetric');
     carolNet = topo.addNattedClient('ca', 3, 'port-preserving');
     bobNet = topo.addNattedClient('bo', 4, 'port-preserving');
+    jssipNet = topo.addNattedClient('js', 6, 'symmetric');
+    topo.exec(jssipNet.natNs, 'sysctl', ['-qw', `net.netfilter.nf_conntrack_tcp_timeout_established=${NAT_TCP_TIMEOUT_S}`]);
     const pbxHost = topo.addPublicHost('pbx', 5);
     attacker = topo.addPublicHost('atk', 7);
     pbx = startKamailio(topo, pbxHost.ns, `${pbxHost.ip}:5060`, { path: false });
@@ -219,12 +225,54 @@ const ATTACKER_SSRC = 0xbad;
       const [d] = await edge.store.byAor('sip:dave@keylatch.test');
       expect(d).toMatchObject({ transport: 'ws', secure: false });
       dave.send('call sip:carol@keylatch.test');
-      const failed = await dave.next('media-failed', 10000);
+      const [failed] = await Promise.all([dave.next('media-failed', 10000, 0), dave.next('ended', 10000, 0)]);
       expect(failed.code).toBe('key-missing');
-      await dave.next('ended', 5000);
       await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 6000);
     } finally {
       dave.send('quit');
     }
   }, 30000);
+
+  it('JsSIP over WSS: registers, still receives calls after idling past its NAT\'s TCP timeout, refuses one and answers the next', async () => {
+    const jssip = new LiveEvents(topo.spawnTs(jssipNet.clientNs, JSSIP_PHONE, { server: `wss://${RELAY_IP}:5063`, aor: 'sip:judy@keylatch.test', ca, localIp: jssipNet.privateIp, pingMs: 4000 }));
+    const next = async (event: string, timeoutMs: number) => {
+      const n = jssip.of(event).length;
+      await waitFor(() => jssip.of(event).length > n, timeoutMs).catch(() => {
+        throw new Error(`JsSIP: no '${event}' within ${timeoutMs} ms\n${JSON.stringify(jssip.lines.slice(-6))}`);
+      });
+      return jssip.of(event).at(-1)!;
+    };
+    try {
+      await waitFor(() => jssip.of('registered').length === 1, 10000);
+      const [j] = await edge.store.byAor('sip:judy@keylatch.test');
+      expect(j).toMatchObject({ transport: 'wss', secure: true, keylatch: true });
+      expect(j!.source.address).toBe(jssipNet.publicIp);
+
+      // The premise: this NAT really does drop idle TCP state this fast (per-namespace sysctl).
+      expect(topo.exec(jssipNet.natNs, 'sysctl', ['-n', 'net.netfilter.nf_conntrack_tcp_timeout_established']).trim()).toBe(String(NAT_TCP_TIMEOUT_S));
+      await sleep((NAT_TCP_TIMEOUT_S * 2 + 1) * 1000);
+      const refused = next('refused', 10000);
+      carol.command('/dial sip:judy@keylatch.test');
+      await refused;
+      await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 6000);
+
+      jssip.command({ cmd: 'mode', mode: 'answer' });
+      const answered = next('media-authenticated', 10000);
+      carol.command('/dial sip:judy@keylatch.test');
+      await answered;
+      await sleep(1500);
+      jssip.command({ cmd: 'stats' });
+      const stats = (await next('stats', 2000)).media as { state: string; received: { packets: number }; mapping: { rtp: { address: string } } };
+      expect(stats.state).toBe('authenticated');
+      expect(stats.received.packets).toBeGreaterThan(40);
+      expect(stats.mapping.rtp.address).toBe(jssipNet.publicIp);
+      expect(legs().map((l) => l.policy).sort()).toEqual(['guarded', 'key']);
+      const ended = next('ended', 6000);
+      carol.command('/hangup');
+      await ended;
+      await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 6000);
+    } finally {
+      jssip.command({ cmd: 'quit' });
+    }
+  }, 60000);
 });
