@@ -59,9 +59,13 @@ function wireMedia(media: MediaSession): void {
   media.on('first-media', (ms) => say('first-media', { ms }));
   media.on('dtmf', (digit, durationMs) => say('dtmf', { digit, durationMs }));
   media.on('failed', (error) => say('media-failed', { code: error.code, message: error.message }));
-  if (opt.play) media.play({ wav: opt.play }, { loop: true });
-  else if (opt.tone) media.play({ toneHz: Number(opt.tone) }, { loop: true });
-  if (opt.record) media.record(opt.record);
+  try {
+    if (opt.play) media.play({ wav: opt.play }, { loop: true });
+    else if (opt.tone) media.play({ toneHz: Number(opt.tone) }, { loop: true });
+    if (opt.record) media.record(opt.record);
+  } catch (e) {
+    say('error', { message: (e as Error).message });
+  }
 }
 
 function track(session: Session, direction: 'out' | 'in'): void {
@@ -183,7 +187,7 @@ async function main(): Promise<void> {
     else if (cmd === 'answer' && current instanceof Invitation) accept(current);
     else if (cmd === 'hangup') hangup();
     else if (cmd === 'hold' || cmd === 'resume') hold(cmd === 'hold');
-    else if (cmd === 'dtmf' && arg && current) say('dtmf-sent', { digits: arg, ok: mediaOf(current)?.sendDtmf(arg) !== undefined });
+    else if (cmd === 'dtmf' && arg && current) void mediaOf(current)?.sendDtmf(arg).then((ok) => say('dtmf-sent', { digits: arg, ok }));
     else if (cmd === 'stats') printStats();
     else if (cmd === 'register') register();
     else if (cmd === 'quit') void quit(registration);

@@ -136,6 +136,20 @@ describe('SIP.js plugin handler through the relay', () => {
     expect(a.media.state).toBe('authenticated');
   });
 
+  it('takes an old-style hold (c=0.0.0.0) without losing the proved path', async () => {
+    const a = handler();
+    const b = handler();
+    await call(a, b);
+    await waitFor(() => a.media.state === 'authenticated', 3000);
+    const relayBefore = a.media.stats().relay.rtp;
+    const held = (await b.getDescription()).body.replace(/^c=IN IP4 .*$/gm, 'c=IN IP4 0.0.0.0').replace(/^o=- (\d+) (\d+)/m, 'o=- $1 99');
+    await a.setDescription(held);
+    await a.getDescription();
+    expect(a.media.state).toBe('authenticated');
+    expect(a.media.stats().relay.rtp).toEqual(relayBefore);
+    expect(a.media.sendFrame(tone(440, 160))).toBe(false);
+  });
+
   it('records what it hears to a WAV file that reads back as the tone', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-plugin-'));
     try {

@@ -5,6 +5,7 @@
 export { keylatchSessionDescriptionHandlerFactory, KeylatchSessionDescriptionHandler, mediaOf, isSecureProtocol } from './session-description-handler';
 export type { KeylatchHandlerOptions, KeylatchDescriptionOptions } from './session-description-handler';
 export { MediaSession, DEFAULT_MEDIA_OPTIONS, SAMPLES_PER_FRAME } from './media-session';
+export type { PlaySource } from './player';
 export type { MediaSessionOptions, MediaStats, MediaState, FrameInfo } from './media-session';
 export { NodeWebSocketTransport } from './ws-transport';
 export type { NodeWebSocketTransportOptions } from './ws-transport';

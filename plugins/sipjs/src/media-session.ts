@@ -3,12 +3,13 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import { looksLikeStun, type Endpoint } from '../../../src/media/challenge';
-import { decodeG711, encodeG711, tone } from '../../../src/codec/g711';
+import { decodeG711, encodeG711 } from '../../../src/codec/g711';
 import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
 import { KeyProof } from './key-proof';
 import { PTIME_MS, STATIC_PT, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
-import { ReceiveStats, decodeDtmf, decodeRtp, encodeDtmf, encodeRtcpReport, encodeRtp, isRtcp, type RtpPacket } from './rtp';
-import { WavWriter, readWav } from './wav';
+import { ReceiveStats, decodeDtmf, decodeRtp, encodeDtmf, encodeRtcpReport, encodeRtp, isDtmfString, isRtcp, type RtpPacket } from './rtp';
+import { FramePlayer, type PlaySource } from './player';
+import { WavWriter } from './wav';
 
 export const SAMPLES_PER_FRAME = (8000 * PTIME_MS) / 1000;
 const COMFORT_NOISE_PT = 13;
@@ -116,7 +117,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private lastDtmf: { timestamp: number; ssrc: number } | null = null;
   private dtmfQueue: Promise<void> = Promise.resolve();
   private timers: NodeJS.Timeout[] = [];
-  private player: NodeJS.Timeout | null = null;
+  private readonly player = new FramePlayer(SAMPLES_PER_FRAME, PTIME_MS, (frame) => this.sendFrame(frame));
   private recorder: WavWriter | null = null;
   private localRtcpMux = true;
 
@@ -158,6 +159,11 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (remote.legKey && !this.options.secureSignalling) throw new KeyOverInsecureTransportError(this.options.transportName);
     if (!remote.legKey && this.options.requireKey) throw new KeyMissingError(this.options.transportName);
     const previous = this.remote;
+    // Old-style hold (RFC 2543: c=0.0.0.0) names no path: keep the proved one, and stop sending.
+    if (isUnspecified(remote.address) && previous) {
+      this.direction = direction === 'sendrecv' || direction === 'recvonly' ? 'recvonly' : 'inactive';
+      return;
+    }
     this.remote = remote;
     this.codec = codec;
     this.dtmfPt = remote.dtmfPt;
@@ -208,7 +214,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   get canSend(): boolean {
     const ready = this.state_ === 'authenticated' || this.state_ === 'guarded';
-    const remoteOk = this.remote !== null && this.remote.address !== '0.0.0.0' && this.remote.address !== '::';
+    const remoteOk = this.remote !== null && !isUnspecified(this.remote.address);
     return ready && remoteOk && (this.direction === 'sendrecv' || this.direction === 'sendonly');
   }
 
@@ -228,9 +234,11 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   /**
    * RFC 4733 events, one digit after another: a packet every 20 ms, three end packets, and a
-   * short gap. Resolves to false if the other side did not offer telephone-event.
+   * short gap. Resolves to false for anything but 0-9, *, #, A-D, or when the other side did
+   * not offer telephone-event.
    */
   sendDtmf(digits: string, durationMs = 100): Promise<boolean> {
+    if (!isDtmfString(digits)) return Promise.resolve(false);
     const run = async (): Promise<boolean> => {
       if (this.dtmfPt === null) return false;
       for (const digit of digits) {
@@ -253,38 +261,13 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     return done;
   }
 
-  /** Plays samples (a WAV file's, or a tone) in real time; frames are dropped while we may not send. */
-  play(source: { wav: string } | { toneHz: number } | { samples: Int16Array }, opts: { loop?: boolean } = {}): void {
-    this.stopPlaying();
-    const samples = 'wav' in source ? readWav(source.wav) : 'samples' in source ? source.samples : null;
-    const toneHz = 'toneHz' in source ? source.toneHz : 0;
-    let at = 0;
-    const startedAt = Date.now();
-    let frames = 0;
-    const tick = (): void => {
-      let frame: Int16Array;
-      if (samples) {
-        if (at >= samples.length) {
-          if (!opts.loop) return this.stopPlaying();
-          at = 0;
-        }
-        frame = new Int16Array(SAMPLES_PER_FRAME);
-        frame.set(samples.subarray(at, at + SAMPLES_PER_FRAME));
-      } else {
-        frame = tone(toneHz, SAMPLES_PER_FRAME, at);
-      }
-      at += SAMPLES_PER_FRAME;
-      this.sendFrame(frame);
-      frames++;
-      // Paced against the wall clock, so timer lateness does not stretch the audio.
-      this.player = setTimeout(tick, Math.max(0, startedAt + frames * PTIME_MS - Date.now()));
-    };
-    tick();
+  /** Plays a WAV file, a tone or samples in real time; frames are dropped while we may not send. */
+  play(source: PlaySource, opts: { loop?: boolean } = {}): void {
+    this.player.start(source, opts);
   }
 
   stopPlaying(): void {
-    if (this.player) clearTimeout(this.player);
-    this.player = null;
+    this.player.stop();
   }
 
   record(path: string): void {
@@ -463,6 +446,10 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
     this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
   }
+}
+
+function isUnspecified(address: string): boolean {
+  return address === '0.0.0.0' || address === '::';
 }
 
 function sleep(ms: number): Promise<void> {

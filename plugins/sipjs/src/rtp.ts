@@ -86,6 +86,9 @@ export class ReceiveStats {
 
 export const DTMF_EVENTS = '0123456789*#ABCD';
 
+/** Digits RFC 4733 events 0-15 can carry. */
+export const isDtmfString = (digits: string): boolean => /^[0-9A-D#*]+$/i.test(digits);
+
 export interface DtmfEvent {
   digit: string;
   end: boolean;

@@ -9,6 +9,7 @@ import type {
 } from 'sip.js';
 import { KeylatchPluginError } from './errors';
 import { DEFAULT_MEDIA_OPTIONS, MediaSession, type MediaSessionOptions } from './media-session';
+import { isDtmfString } from './rtp';
 import { answerDirection, buildSdp, parseRemote, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
 
 const SDP = 'application/sdp';
@@ -117,7 +118,7 @@ export class KeylatchSessionDescriptionHandler implements SessionDescriptionHand
 
   sendDtmf(tones: string, options?: unknown): boolean {
     const duration = (options as { duration?: number } | undefined)?.duration;
-    if (!/^[0-9A-D#*]+$/i.test(tones)) return false;
+    if (!isDtmfString(tones)) return false;
     void this.media.sendDtmf(tones, duration);
     return true;
   }
