@@ -1,5 +1,5 @@
 /**
- * A small softphone on SIP.js and the keylatch plugin: it registers over WSS, places or answers
+ * A small softphone on SIP.js and the keylatch plugin: it registers over WSS (or TLS), places or answers
  * a call, plays a WAV file or a tone, records what it hears, and prints live stats.
  * Lines on stdin drive it: call <uri> | answer | hangup | hold | resume | dtmf <digits> | stats | quit.
  * With --json every event is one JSON line, which is how the tests read it.
@@ -8,7 +8,15 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { Invitation, Inviter, Registerer, RegistererState, SessionState, UserAgent, type Session } from 'sip.js';
-import { KEYLATCH_CONTACT_PARAMS, NodeWebSocketTransport, keylatchSessionDescriptionHandlerFactory, mediaOf, type MediaSession } from '../../plugins/sipjs/src';
+import {
+  ConnectionTransport,
+  KEYLATCH_CONTACT_PARAMS,
+  NodeTlsTransport,
+  NodeWebSocketTransport,
+  keylatchSessionDescriptionHandlerFactory,
+  mediaOf,
+  type MediaSession,
+} from '../../plugins/sipjs/src';
 
 const { values: opt } = parseArgs({
   options: {
@@ -37,7 +45,7 @@ function say(event: string, data: Record<string, unknown> = {}): void {
 }
 
 if (!opt.server || !opt.aor) {
-  process.stderr.write('usage: softphone --server wss://host:port --aor sip:me@domain [--user u --password p] [--ca ca.pem]\n' +
+  process.stderr.write('usage: softphone --server wss://host:port|tls://host:port --aor sip:me@domain [--user u --password p] [--ca ca.pem]\n' +
     '                 [--call sip:them@domain | --answer | --reject 486] [--play f.wav | --tone 1000] [--record out.wav] [--json]\n');
   process.exit(2);
 }
@@ -53,8 +61,8 @@ function wireMedia(media: MediaSession): void {
     if (!changed) return;
     say('mapping-changed', { socket, mapping });
     // Our NAT rebound, and the signalling flow may have gone with it: a probe closes a dead
-    // WebSocket at once, and onDisconnect then opens a new flow and registers it.
-    if (socket === 'rtp' && ua.transport instanceof NodeWebSocketTransport) ua.transport.probe();
+    // connection at once, and onDisconnect then opens a new flow and registers it.
+    if (socket === 'rtp' && ua.transport instanceof ConnectionTransport) ua.transport.probe();
   });
   media.on('first-media', (ms) => say('first-media', { ms }));
   media.on('dtmf', (digit, durationMs) => say('dtmf', { digit, durationMs }));
@@ -89,9 +97,11 @@ function printStats(): void {
   if (media) say('stats', { ...media.stats() });
 }
 
+const overTls = opt.server.startsWith('tls:');
 const ua = new UserAgent({
   uri: UserAgent.makeURI(opt.aor),
-  transportConstructor: NodeWebSocketTransport,
+  transportConstructor: overTls ? NodeTlsTransport : NodeWebSocketTransport,
+  contactParams: { transport: overTls ? 'tls' : 'ws' },
   transportOptions: { server: opt.server, tls: opt.ca ? { ca: readFileSync(opt.ca) } : {}, keepAliveIntervalMs: 10000 },
   authorizationUsername: opt.user,
   authorizationPassword: opt.password,

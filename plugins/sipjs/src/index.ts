@@ -8,6 +8,9 @@ export { MediaSession, DEFAULT_MEDIA_OPTIONS, SAMPLES_PER_FRAME } from './media-
 export type { PlaySource } from './player';
 export type { MediaSessionOptions, MediaStats, MediaState, FrameInfo } from './media-session';
 export { NodeWebSocketTransport } from './ws-transport';
+export { NodeTlsTransport, SipStreamFramer } from './tls-transport';
+export type { NodeTlsTransportOptions } from './tls-transport';
+export { ConnectionTransport } from './stream-transport';
 export type { NodeWebSocketTransportOptions } from './ws-transport';
 export * from './errors';
 export { readWav, WavWriter, WavFormatError } from './wav';
