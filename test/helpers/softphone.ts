@@ -30,7 +30,16 @@ export class Softphone {
     return this.events.of(event);
   }
 
-  async next(event: string, timeoutMs: number, after = this.of(event).length): Promise<Record<string, unknown>> {
+  /** How many of each event so far. Take one before acting, so an event that comes before we wait is not missed. */
+  mark(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const l of this.events.lines) counts.set(String(l.event), (counts.get(String(l.event)) ?? 0) + 1);
+    return counts;
+  }
+
+  /** The first `event` after `since` (a mark, or a count of that event). */
+  async next(event: string, timeoutMs: number, since: Map<string, number> | number): Promise<Record<string, unknown>> {
+    const after = typeof since === 'number' ? since : (since.get(event) ?? 0);
     await waitFor(() => this.of(event).length > after, timeoutMs).catch(() => {
       throw new Error(`softphone: no '${event}' within ${timeoutMs} ms\n${this.tail()}`);
     });

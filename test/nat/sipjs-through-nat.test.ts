@@ -70,7 +70,7 @@ const ATTACKER_SSRC = 0xbad;
     const cert = selfSignedCert(RELAY_IP);
     ca = cert.cert;
     drachtio = await startDrachtio({
-      contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`, `sips:${RELAY_IP}:5063;transport=wss`, `sip:${RELAY_IP}:5062;transport=ws`],
+      contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`, `sips:${RELAY_IP}:5061;transport=tls`, `sips:${RELAY_IP}:5063;transport=wss`, `sip:${RELAY_IP}:5062;transport=ws`],
       adminPort: 7622 + (process.pid % 300),
       tls: cert,
     });
@@ -83,7 +83,7 @@ const ATTACKER_SSRC = 0xbad;
     alice = phone(aliceNet.clientNs, 'alice', aliceNet.privateIp, ['--tone', '1000']);
     bob = phone(bobNet.clientNs, 'bob', bobNet.privateIp, ['--tone', '600']);
     carol = new Baresip(topo, carolNet.clientNs, { localIp: carolNet.privateIp, user: 'carol', edge: `${RELAY_IP}:5060` });
-    await Promise.all([alice.next('registered', 10000), bob.next('registered', 10000)]);
+    await Promise.all([alice.next('registered', 10000, 0), bob.next('registered', 10000, 0)]);
     await waitFor(() => pbx.log().includes('REGISTER sip:carol@keylatch.test'), 10000).catch(() => {
       throw new Error(`carol did not register\n${carol.tail()}`);
     });
@@ -117,10 +117,11 @@ const ATTACKER_SSRC = 0xbad;
 
   it('alice (symmetric NAT) calls carol (baresip): key leg and guarded leg, a tone both ways, a sprayer gets nothing, a NAT flush is an authenticated handover', async () => {
     const sprayer = jsonLines(topo.spawnTs(attacker.ns, SPRAYER, { target: RELAY_IP, portMin: PORT_MIN, portMax: PORT_MAX, durationMs: 6000 }));
+    const calling = alice.mark();
     alice.send('call sip:carol@keylatch.test');
-    await alice.next('established', 10000);
-    const auth = await alice.next('media-authenticated', 5000);
-    const firstMedia = await alice.next('first-media', 5000);
+    await alice.next('established', 10000, calling);
+    const auth = await alice.next('media-authenticated', 5000, calling);
+    const firstMedia = await alice.next('first-media', 5000, calling);
     await sleep(2000);
 
     let s = await alice.stats();
@@ -145,11 +146,11 @@ const ATTACKER_SSRC = 0xbad;
 
     const before = s.mapping.rtp!;
     const gapBefore = s.received.maxGapMs;
-    const registered = alice.of('registered').length;
+    const flushed = alice.mark();
     topo.flushConntrack(aliceNet.natNs);
-    await alice.next('mapping-changed', 3000);
+    await alice.next('mapping-changed', 3000, flushed);
     // The flush took her WebSocket's mapping too: she reconnects and registers the new flow.
-    await alice.next('registered', 8000, registered);
+    await alice.next('registered', 8000, flushed);
     await sleep(1500);
     s = await alice.stats();
     expect(s.handovers).toBeGreaterThanOrEqual(1);
@@ -163,11 +164,11 @@ const ATTACKER_SSRC = 0xbad;
 
     // Hold for longer than several re-challenges: the key leg keeps proving while silent.
     alice.send('hold');
-    await alice.next('held', 5000);
+    await alice.next('held', 5000, alice.of('held').length);
     await sleep(4000);
     expect(aliceLeg().authenticated).toBe(true);
     alice.send('resume');
-    await alice.next('resumed', 5000);
+    await alice.next('resumed', 5000, alice.of('resumed').length);
     const afterResume = (await alice.stats()).received.packets;
     await sleep(1000);
     expect((await alice.stats()).received.packets - afterResume).toBeGreaterThan(30);
@@ -217,11 +218,30 @@ const ATTACKER_SSRC = 0xbad;
     expect(rms(readWav(path.join(dir, 'bob.wav')).subarray(-4000))).toBeGreaterThan(1000);
   }, 30000);
 
+  it('a plugin client over SIP/TLS (not WebSocket) calls bob: both legs key-authenticated', async () => {
+    const erin = new Softphone(topo, carolNet.clientNs, ['--server', `tls://${RELAY_IP}:5061`, '--aor', 'sip:erin@keylatch.test', '--ca', ca,
+      '--bind', carolNet.privateIp, '--sdp-address', carolNet.privateIp, '--tone', '900', '--require-key', '--stats-ms', '60000']);
+    try {
+      await erin.next('registered', 10000, 0);
+      const [e] = await edge.store.byAor('sip:erin@keylatch.test');
+      expect(e).toMatchObject({ transport: 'tls', secure: true, keylatch: true });
+      const nb = bob.of('media-authenticated').length;
+      erin.send('call sip:bob@keylatch.test');
+      await Promise.all([erin.next('media-authenticated', 10000, 0), bob.next('media-authenticated', 10000, nb)]);
+      await waitFor(() => legs().length === 2 && legs().every((l) => l.policy === 'key' && l.authenticated), 5000);
+      await sleep(1000);
+      expect((await erin.stats()).received.packets).toBeGreaterThan(25);
+      await hangUpAll(erin);
+    } finally {
+      erin.send('quit');
+    }
+  }, 30000);
+
   it('a client that requires a key but signs in over plain ws:// is told the key is missing, and the call is ended cleanly', async () => {
     const dave = new Softphone(topo, bobNet.clientNs, ['--server', `ws://${RELAY_IP}:5062`, '--aor', 'sip:dave@keylatch.test', '--bind', bobNet.privateIp,
       '--sdp-address', bobNet.privateIp, '--require-key', '--stats-ms', '60000']);
     try {
-      await dave.next('registered', 10000);
+      await dave.next('registered', 10000, 0);
       const [d] = await edge.store.byAor('sip:dave@keylatch.test');
       expect(d).toMatchObject({ transport: 'ws', secure: false });
       dave.send('call sip:carol@keylatch.test');
