@@ -146,6 +146,7 @@ const ATTACKER_SSRC = 0xbad;
 
     const before = s.mapping.rtp!;
     const gapBefore = s.received.maxGapMs;
+    const packetsBefore = s.received.packets;
     const flushed = alice.mark();
     topo.flushConntrack(aliceNet.natNs);
     await alice.next('mapping-changed', 3000, flushed);
@@ -158,6 +159,8 @@ const ATTACKER_SSRC = 0xbad;
     expect(s.mapping.rtp!.port).not.toBe(before.port);
     expect(aliceLeg().latched).toEqual(s.mapping.rtp);
     expect(aliceLeg().authenticated).toBe(true);
+    // Media came back (≈50 packets a second) and never stopped for as long as a second.
+    expect(s.received.packets - packetsBefore).toBeGreaterThan(60);
     expect(s.received.maxGapMs).toBeLessThan(1000);
     console.log(`SIP.js plugin: first media ${firstMedia.ms as number} ms after the 200 OK was applied; ` +
       `max media gap before the flush ${gapBefore} ms, across it ${s.received.maxGapMs} ms; sprayer sent ${spray.sent as number}, got ${spray.mediaIn as number} media and ${spray.stunIn as number} challenges`);
