@@ -2,7 +2,7 @@
 // The one test command (README, CI): typecheck, lint, then jest. Its last line is
 // "N passed, N failed[, N skipped]", where a failed typecheck or lint counts as one failure.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -28,6 +28,8 @@ try {
   if (r.numTotalTests === 0) failed++;
 } catch {
   failed++;
+} finally {
+  rmSync(path.dirname(report), { recursive: true, force: true });
 }
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed === 0 ? 0 : 1);
