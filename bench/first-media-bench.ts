@@ -14,13 +14,13 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../src/config/load';
 import { Relay } from '../src/media/relay';
 import { DEFAULT_MEDIA_OPTIONS, KeylatchSessionDescriptionHandler } from '../plugins/sipjs/src';
 
 const rtts = (process.env.BENCH_RTTS ?? '0,20,60').split(',').map(Number);
 const calls = Number(process.env.BENCH_CALLS ?? 40);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One client behind a NAT with latency: a socket toward the client, one toward the relay. */
 class DelayLine {

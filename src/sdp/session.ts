@@ -34,6 +34,11 @@ export const KEYLATCH_ATTRIBUTE = 'keylatch';
 export const KEYLATCH_VERSION = 'v1';
 const MAX_SDP_BYTES = 64 * 1024;
 
+/** c=0.0.0.0 (or ::): RFC 2543 hold, no address at all. */
+export function isNullAddress(address: string): boolean {
+  return address === '0.0.0.0' || address === '::';
+}
+
 function directionOf(m: sdpTransform.MediaDescription, session: sdpTransform.SessionDescription): Direction {
   return (m.direction ?? session.direction ?? 'sendrecv') as Direction;
 }
@@ -75,7 +80,7 @@ export function parseSdp(text: string): SessionDescription {
       rtcpAddress: m.rtcp?.address && isIP(m.rtcp.address) ? m.rtcp.address : (address ?? '0.0.0.0'),
       rtcpMux: m.rtcpMux === 'rtcp-mux',
       direction: directionOf(m, session),
-      nullAddress: address === '0.0.0.0' || address === '::',
+      nullAddress: address !== undefined && isNullAddress(address),
       clockRates,
     };
   });

@@ -33,7 +33,6 @@ export class KeyProof extends EventEmitter<KeyProofEvents> {
   private state_: ProofState = 'proving';
   private rejectedChallenges = 0;
   private heardRelay = false;
-  proofsSent = 0;
   handovers = 0;
 
   constructor(private readonly opts: KeyProofOptions) {
@@ -47,10 +46,6 @@ export class KeyProof extends EventEmitter<KeyProofEvents> {
 
   get mapping(): Endpoint | null {
     return this.prover.externalMapping;
-  }
-
-  get legId(): string {
-    return this.opts.legId;
   }
 
   start(now = Date.now()): void {
@@ -77,7 +72,6 @@ export class KeyProof extends EventEmitter<KeyProofEvents> {
     this.heardRelay = true;
     const event = this.prover.onMessage(msg, from);
     if (event.type === 'proof-sent') {
-      this.proofsSent++;
       this.opts.send(event.reply, event.to);
     } else if (event.type === 'latched') {
       this.stopRetrying();

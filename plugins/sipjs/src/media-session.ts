@@ -2,11 +2,13 @@ import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
-import { looksLikeStun, type Endpoint } from '../../../src/media/challenge';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { looksLikeStun, sameEndpoint, type Endpoint } from '../../../src/media/challenge';
+import { isNullAddress } from '../../../src/sdp/session';
 import { decodeG711, encodeG711 } from '../../../src/codec/g711';
 import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
 import { KeyProof } from './key-proof';
-import { PTIME_MS, STATIC_PT, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
+import { DEFAULT_DTMF_PT, PTIME_MS, STATIC_PT, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
 import { ReceiveStats, decodeDtmf, decodeRtp, encodeDtmf, encodeRtcpReport, encodeRtp, isDtmfString, isRtcp, type RtpPacket } from './rtp';
 import { FramePlayer, type PlaySource } from './player';
 import { WavWriter } from './wav';
@@ -119,7 +121,6 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private timers: NodeJS.Timeout[] = [];
   private readonly player = new FramePlayer(SAMPLES_PER_FRAME, PTIME_MS, (frame) => this.sendFrame(frame));
   private recorder: WavWriter | null = null;
-  private localRtcpMux = true;
 
   constructor(readonly options: MediaSessionOptions) {
     super();
@@ -146,7 +147,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       rtcpPort: this.sockets.rtcp?.address().port ?? null,
       direction,
       codecs: this.options.codecs,
-      dtmfPt: 101,
+      dtmfPt: DEFAULT_DTMF_PT,
       rtcpMux: this.options.rtcpMux,
     };
   }
@@ -160,7 +161,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (!remote.legKey && this.options.requireKey) throw new KeyMissingError(this.options.transportName);
     const previous = this.remote;
     // Old-style hold (RFC 2543: c=0.0.0.0) names no path: keep the proved one, and stop sending.
-    if (isUnspecified(remote.address) && previous) {
+    if (isNullAddress(remote.address) && previous) {
       this.direction = direction === 'sendrecv' || direction === 'recvonly' ? 'recvonly' : 'inactive';
       return;
     }
@@ -168,7 +169,6 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.codec = codec;
     this.dtmfPt = remote.dtmfPt;
     this.direction = direction;
-    this.localRtcpMux = remote.rtcpMux;
     if (remote.rtcpMux && this.sockets.rtcp) {
       this.proofs.rtcp?.close();
       delete this.proofs.rtcp;
@@ -207,14 +207,9 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     }
   }
 
-  /** Local direction changes without a new path, e.g. our own hold. */
-  setDirection(direction: Direction): void {
-    this.direction = direction;
-  }
-
   get canSend(): boolean {
     const ready = this.state_ === 'authenticated' || this.state_ === 'guarded';
-    const remoteOk = this.remote !== null && !isUnspecified(this.remote.address);
+    const remoteOk = this.remote !== null && !isNullAddress(this.remote.address);
     return ready && remoteOk && (this.direction === 'sendrecv' || this.direction === 'sendonly');
   }
 
@@ -287,7 +282,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       direction: this.direction,
       sent: { ...this.sent },
       received: { packets: this.recv.packets, octets: this.recv.octets, lost: this.recv.lost, jitterMs: Math.round(this.recv.jitterMs * 100) / 100, ...this.received },
-      relay: { rtp: this.relayEndpoint('rtp'), rtcp: this.localRtcpMux ? null : this.relayEndpoint('rtcp') },
+      relay: { rtp: this.relayEndpoint('rtp'), rtcp: this.remote?.rtcpMux ? null : this.relayEndpoint('rtcp') },
       mapping: { rtp: this.proofs.rtp?.mapping ?? null, rtcp: this.proofs.rtcp?.mapping ?? null },
       legId: this.remote?.legKey?.legId ?? null,
       handovers: (this.proofs.rtp?.handovers ?? 0) + (this.proofs.rtcp?.handovers ?? 0),
@@ -358,7 +353,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       return;
     }
     const expected = this.relayEndpoint(which);
-    if (!expected || expected.port !== from.port || expected.address !== from.address) {
+    if (!expected || !sameEndpoint(expected, from)) {
       this.received.foreign++;
       return;
     }
@@ -383,7 +378,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (!codec) return;
     const pcm = decodeG711(codec, p.payload);
     if (this.firstMediaMs === null && this.answeredAt !== null) {
-      this.firstMediaMs = Date.now() - this.answeredAt;
+      this.firstMediaMs = now - this.answeredAt;
       this.emit('first-media', this.firstMediaMs);
     }
     this.recorder?.write(pcm);
@@ -446,12 +441,4 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
     this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
   }
-}
-
-function isUnspecified(address: string): boolean {
-  return address === '0.0.0.0' || address === '::';
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

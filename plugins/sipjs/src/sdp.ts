@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import * as sdpTransform from 'sdp-transform';
 import { parseLegKey } from '../../../src/media/challenge';
+import { KEYLATCH_ATTRIBUTE, KEYLATCH_VERSION } from '../../../src/sdp/session';
 import { KeylatchPluginError } from './errors';
 
 export type Direction = 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
@@ -41,7 +42,7 @@ export interface RemoteMedia {
   announcesKeylatch: boolean;
 }
 
-const KEYLATCH_PREFIX = 'keylatch:';
+const KEYLATCH_PREFIX = `${KEYLATCH_ATTRIBUTE}:`;
 
 function keylatchValues(parts: Array<{ invalid?: Array<{ value: string }> }>): string[] {
   return parts.flatMap((p) => (p.invalid ?? []).map((a) => a.value).filter((v) => v.startsWith(KEYLATCH_PREFIX)).map((v) => v.slice(KEYLATCH_PREFIX.length)));
@@ -127,7 +128,7 @@ export function buildSdp(local: LocalMedia, opts: BuildOptions): string {
     's=keylatch',
     `c=IN ${family} ${local.address}`,
     't=0 0',
-    `a=${KEYLATCH_PREFIX}v1`,
+    `a=${KEYLATCH_PREFIX}${KEYLATCH_VERSION}`,
     ...media,
     '',
   ].join('\r\n');
