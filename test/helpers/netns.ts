@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { waitFor } from './peers';
 import { hasCommand } from './tools';
 
 export const PUBLIC_PREFIX = '198.18.0';
@@ -205,6 +206,22 @@ export class LiveEvents {
 
   command(cmd: object): void {
     this.child.stdin!.write(`${JSON.stringify(cmd)}\n`);
+  }
+
+  /** How many of each event so far. Take one before acting, so an event that comes before we wait is not missed. */
+  mark(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const l of this.lines) counts.set(String(l.event), (counts.get(String(l.event)) ?? 0) + 1);
+    return counts;
+  }
+
+  /** The first `event` after `since` (a mark, or a count of that event); `context` explains a timeout. */
+  async next(event: string, timeoutMs: number, since: Map<string, number> | number, context = (): string => JSON.stringify(this.lines.slice(-6))): Promise<Record<string, unknown>> {
+    const after = typeof since === 'number' ? since : (since.get(event) ?? 0);
+    await waitFor(() => this.of(event).length > after, timeoutMs).catch(() => {
+      throw new Error(`no '${event}' within ${timeoutMs} ms\n${context()}`);
+    });
+    return this.of(event)[after]!;
   }
 }
 

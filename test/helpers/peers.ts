@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { loadConfig } from '../../src/config/load';
 import type { MediaConfig } from '../../src/config/schema';
-import { ChallengeProver, decode, looksLikeStun, type Endpoint } from '../../src/media/challenge';
+import { ChallengeProver, decode, looksLikeStun, parseLegKey, type Endpoint } from '../../src/media/challenge';
 import { Relay } from '../../src/media/relay';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -137,8 +137,11 @@ export function answerChallenges(peer: Peer, legId: string, key: Buffer): () => 
 
 /** Reads a=keylatch:v1 leg=… key=… from SDP the relay produced. */
 export function keyFromSdp(text: string): { legId: string; key: Buffer } | null {
-  const m = /a=keylatch:v1 leg=([A-Za-z0-9_-]+) key=([A-Za-z0-9_-]+)/.exec(text);
-  return m ? { legId: m[1]!, key: Buffer.from(m[2]!, 'base64url') } : null;
+  for (const m of text.matchAll(/^a=keylatch:(.*?)\r?$/gm)) {
+    const key = parseLegKey(m[1]!);
+    if (key) return key;
+  }
+  return null;
 }
 
 export function mediaPorts(text: string): number[] {

@@ -6,7 +6,6 @@ import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { MediaStats } from '../../plugins/sipjs/src';
 import { LiveEvents, type Topology } from './netns';
-import { waitFor } from './peers';
 
 const SOFTPHONE = path.join(__dirname, '..', '..', 'examples', 'softphone', 'softphone.ts');
 const TS_REGISTER = path.join(__dirname, 'ts-register.js');
@@ -30,20 +29,12 @@ export class Softphone {
     return this.events.of(event);
   }
 
-  /** How many of each event so far. Take one before acting, so an event that comes before we wait is not missed. */
   mark(): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const l of this.events.lines) counts.set(String(l.event), (counts.get(String(l.event)) ?? 0) + 1);
-    return counts;
+    return this.events.mark();
   }
 
-  /** The first `event` after `since` (a mark, or a count of that event). */
-  async next(event: string, timeoutMs: number, since: Map<string, number> | number): Promise<Record<string, unknown>> {
-    const after = typeof since === 'number' ? since : (since.get(event) ?? 0);
-    await waitFor(() => this.of(event).length > after, timeoutMs).catch(() => {
-      throw new Error(`softphone: no '${event}' within ${timeoutMs} ms\n${this.tail()}`);
-    });
-    return this.of(event)[after]!;
+  next(event: string, timeoutMs: number, since: Map<string, number> | number): Promise<Record<string, unknown>> {
+    return this.events.next(event, timeoutMs, since, () => `softphone: ${this.tail()}`);
   }
 
   async stats(): Promise<MediaStats> {

@@ -262,15 +262,8 @@ const ATTACKER_SSRC = 0xbad;
 
   it('JsSIP over WSS: registers, still receives calls after idling past its NAT\'s TCP timeout, refuses one and answers the next', async () => {
     const jssip = new LiveEvents(topo.spawnTs(jssipNet.clientNs, JSSIP_PHONE, { server: `wss://${RELAY_IP}:5063`, aor: 'sip:judy@keylatch.test', ca, localIp: jssipNet.privateIp, pingMs: 4000 }));
-    const next = async (event: string, timeoutMs: number) => {
-      const n = jssip.of(event).length;
-      await waitFor(() => jssip.of(event).length > n, timeoutMs).catch(() => {
-        throw new Error(`JsSIP: no '${event}' within ${timeoutMs} ms\n${JSON.stringify(jssip.lines.slice(-6))}`);
-      });
-      return jssip.of(event).at(-1)!;
-    };
     try {
-      await waitFor(() => jssip.of('registered').length === 1, 10000);
+      await jssip.next('registered', 10000, 0);
       const [j] = await edge.store.byAor('sip:judy@keylatch.test');
       expect(j).toMatchObject({ transport: 'wss', secure: true, keylatch: true });
       expect(j!.source.address).toBe(jssipNet.publicIp);
@@ -278,25 +271,26 @@ const ATTACKER_SSRC = 0xbad;
       // The premise: this NAT really does drop idle TCP state this fast (per-namespace sysctl).
       expect(topo.exec(jssipNet.natNs, 'sysctl', ['-n', 'net.netfilter.nf_conntrack_tcp_timeout_established']).trim()).toBe(String(NAT_TCP_TIMEOUT_S));
       await sleep((NAT_TCP_TIMEOUT_S * 2 + 1) * 1000);
-      const refused = next('refused', 10000);
+      let before = jssip.mark();
       carol.command('/dial sip:judy@keylatch.test');
-      await refused;
+      await jssip.next('refused', 10000, before);
       await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 6000);
 
       jssip.command({ cmd: 'mode', mode: 'answer' });
-      const answered = next('media-authenticated', 10000);
+      before = jssip.mark();
       carol.command('/dial sip:judy@keylatch.test');
-      await answered;
+      await jssip.next('media-authenticated', 10000, before);
       await sleep(1500);
+      before = jssip.mark();
       jssip.command({ cmd: 'stats' });
-      const stats = (await next('stats', 2000)).media as { state: string; received: { packets: number }; mapping: { rtp: { address: string } } };
+      const stats = (await jssip.next('stats', 2000, before)).media as { state: string; received: { packets: number }; mapping: { rtp: { address: string } } };
       expect(stats.state).toBe('authenticated');
       expect(stats.received.packets).toBeGreaterThan(40);
       expect(stats.mapping.rtp.address).toBe(jssipNet.publicIp);
       expect(legs().map((l) => l.policy).sort()).toEqual(['guarded', 'key']);
-      const ended = next('ended', 6000);
+      before = jssip.mark();
       carol.command('/hangup');
-      await ended;
+      await jssip.next('ended', 6000, before);
       await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 6000);
     } finally {
       jssip.command({ cmd: 'quit' });
