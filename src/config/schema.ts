@@ -36,9 +36,14 @@ export const mediaSchema = z
     path: ['key', 'consentTimeoutMs'],
   });
 
+const drachtioSchema = z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() });
+
 export const sipSchema = z.object({
-  drachtio: z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() }),
+  drachtio: drachtioSchema,
+  pbxDrachtio: drachtioSchema.nullable().default(null),
   pbx: z.string().regex(/^sips?:/, 'must be a SIP URI').nullable(),
+  pbxDomain: z.string().min(1).nullable().default(null),
+  domains: z.array(z.string().min(1)).default([]),
   requireKey: z.boolean(),
   bindingStore: z.union([z.literal('memory'), z.string().regex(/^rediss?:\/\//, 'must be "memory" or a redis:// URL')]),
   advertisedAddress: hostPort.nullable(),
