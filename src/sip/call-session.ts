@@ -219,7 +219,12 @@ export class CallSession {
   private async route(): Promise<Route> {
     const { sip, store, pbx, names, log } = this.deps;
     if (!sip.pbx || !sip.advertisedAddress || !pbx) return { reject: 503, reason: 'No PBX configured' };
-    const fromPbx = this.arrivedOn !== this.deps.srf || pbx.sent(this.req);
+    // Our Path (now the PBX's Route) or the Contact we registered names the binding.
+    const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
+    const named = id ? await store.get(id) : null;
+    // A PBX may also call from another port of its host (a second profile, a separate UAC);
+    // from there, a Request-URI naming one of our bindings marks the PBX, as no phone knows one.
+    const fromPbx = this.arrivedOn !== this.deps.srf || pbx.sent(this.req) || (named !== null && pbx.host === this.req.source_address);
     if (!fromPbx) {
       await refreshBinding(store, this.req, log);
       return { uri: names.towardPbx(this.req.uri), proxy: sip.pbx, toClient: null };
@@ -230,9 +235,7 @@ export class CallSession {
       log.error({ callId: this.callId }, 'the PBX looped our own call back (a record-routing proxy): configure sip.pbxDrachtio');
       return { reject: 482, reason: 'Loop Detected (keylatch needs sip.pbxDrachtio for a proxy PBX)' };
     }
-    // From the PBX: our Path (now its Route) or the Contact we registered names the binding.
-    const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
-    const binding = id ? await store.get(id) : null;
+    const binding = named;
     if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
     const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
     return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding };
