@@ -9,6 +9,7 @@
  * common softphone setup), and the phones' domain is the PBX's name with keylatch as outbound
  * proxy, with carol over TCP.
  */
+import pino from 'pino';
 import { loadConfig } from '../../src/config/load';
 import type { SipConfig } from '../../src/config/schema';
 import { createLogger, silentLogger } from '../../src/log';
@@ -205,6 +206,56 @@ SETUPS.forEach((setup, i) => {
       carol.command('/answermode auto');
     }, 30000);
   });
+});
+
+(skip ? describe.skip : describe)('a record-routing Kamailio without sip.pbxDrachtio', () => {
+  let topo: Topology;
+  let drachtio: RunningDrachtio;
+  let relay: Relay;
+  let edge: SipEdge;
+  let pbx: ReturnType<typeof startKamailio>;
+  let carol: Baresip;
+  let dave: Baresip;
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    topo = new Topology(`klq${process.pid % 1000}`);
+    topo.destroy();
+    topo.createPublicNet();
+    const carolNet = topo.addNattedClient('ca', 3, 'port-preserving');
+    const daveNet = topo.addNattedClient('da', 4, 'symmetric');
+    const pbxHost = topo.addPublicHost('pbx', 5);
+    pbx = startKamailio(topo, pbxHost.ns, `${pbxHost.ip}:5060`, { config: 'kamailio-proxy.cfg' });
+    drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`], adminPort: 8520 + (process.pid % 300) });
+    relay = new Relay({ ...loadConfig({ env: {} }).media, interface: RELAY_IP, portMin: 35800, portMax: 35899 });
+    const sip: SipConfig = { ...loadConfig({ env: {} }).sip, pbx: `sip:${pbxHost.ip}:5060`, advertisedAddress: `${RELAY_IP}:5060` };
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip, logger });
+    const account = { edge: `${RELAY_IP}:5060`, domain: RELAY_IP, outbound: false } as const;
+    carol = new Baresip(topo, carolNet.clientNs, { ...account, localIp: carolNet.privateIp, user: 'carol', password: 'pw-carol' });
+    dave = new Baresip(topo, daveNet.clientNs, { ...account, localIp: daveNet.privateIp, user: 'dave', password: 'pw-dave' });
+    await waitForAsync(async () => (await edge.store.all()).length === 2, 10000);
+  }, 60000);
+  afterAll(async () => {
+    await edge?.close();
+    await relay?.close();
+    await drachtio?.stop();
+    pbx?.stop();
+    topo?.destroy();
+    carol?.remove();
+    dave?.remove();
+  });
+
+  it('refuses the looped call with 482 and says which setting is missing, leaving nothing behind', async () => {
+    const closed = carol.count(CLOSED);
+    carol.command(`/dial sip:dave@${RELAY_IP}`);
+    await waitFor(() => carol.count(CLOSED) > closed, 10000).catch(() => {
+      throw new Error(`carol's call did not end\n${carol.tail()}\n${pbx.log().slice(-2000)}`);
+    });
+    expect(dave.count(/Incoming call/)).toBe(0);
+    expect(lines.join('')).toMatch(/looped our own call back.*configure sip\.pbxDrachtio/);
+    await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 5000);
+  }, 30000);
 });
 
 async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
