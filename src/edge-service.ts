@@ -22,6 +22,7 @@ function requireEdgeSettings(config: Config): { secret: string; pbx: string; adv
     ['sip.drachtio.secret', config.sip.drachtio.secret],
     ['sip.pbx', config.sip.pbx],
     ['sip.advertisedAddress', config.sip.advertisedAddress],
+    ...(config.sip.pbxDrachtio ? [['sip.pbxDrachtio.secret', config.sip.pbxDrachtio.secret]] : []),
   ].filter(([, v]) => !v).map(([k]) => k);
   if (missing.length) throw new ConfigError(`invalid configuration: ${missing.map((k) => `${k}: required for keylatch edge`).join('; ')}`);
   return { secret: config.sip.drachtio.secret!, pbx: config.sip.pbx!, advertised: config.sip.advertisedAddress! };
@@ -34,7 +35,8 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   const relay = new Relay(config.media, { logger: log });
   let edge: SipEdge;
   try {
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, sip: config.sip, relay, store, logger: log });
+    const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, logger: log });
   } catch (err) {
     await relay.close();
     await store.close();
