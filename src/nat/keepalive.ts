@@ -57,6 +57,7 @@ export class KeepaliveScheduler {
   private readonly ping: Ping;
   private timer: NodeJS.Timeout | null = null;
   private scanning = false;
+  private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
 
   /** Registered on the edge's Prometheus registry by registerKeepaliveMetrics. */
@@ -93,16 +94,23 @@ export class KeepaliveScheduler {
 
   /** One keepalive down every flow right now, whether due or not; exposed so tests need not wait. */
   async round(): Promise<void> {
-    await Promise.all(await this.scan(true));
+    await Promise.all(await this.serialized(() => this.scan(true)));
   }
 
   /** The timer's pass: keepalives for the flows that are due; they finish in the background. */
   async tick(): Promise<void> {
-    await this.scan(false).catch((err: Error) => this.deps.log.warn({ err: err.message }, 'keepalive scan failed'));
+    if (this.scanning) return; // a slow scan must not pile up behind itself
+    await this.serialized(() => this.scan(false)).catch((err: Error) => this.deps.log.warn({ err: err.message }, 'keepalive scan failed'));
+  }
+
+  /** One scan at a time: a round() asked for during a tick's scan runs after it, not never. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn);
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   private async scan(all: boolean): Promise<Array<Promise<void>>> {
-    if (this.scanning) return [];
     this.scanning = true;
     const started: Array<Promise<void>> = [];
     try {
@@ -141,7 +149,7 @@ export class KeepaliveScheduler {
     const lesson = flow.unanswered && contactUri(b.contact) === flow.contact ? flow.unanswered.gapMs : null;
     this.deps.log.debug({ binding: b.id, from: flow.source, to: keyOf(b.source), lesson }, 'keepalive flow moved');
     Object.assign(flow, { source: keyOf(b.source), contact: contactUri(b.contact), failures: 0, unanswered: null, answeredInARow: 0 });
-    if (lesson !== null) await this.learn(b, learnedOf(b, this.policy), lesson, 'client came back from a new mapping');
+    if (lesson !== null) await this.learn(b, lesson, 'client came back from a new mapping');
     return flow;
   }
 
@@ -150,7 +158,7 @@ export class KeepaliveScheduler {
     const l = this.lost.get(deviceOf(b));
     if (!l || l.address !== b.source.address || l.port === b.source.port) return;
     this.lost.delete(deviceOf(b));
-    await this.learn(b, l.learned, l.gapMs, 'client re-registered after its binding was dropped');
+    await this.learn(b, l.gapMs, 'client re-registered after its binding was dropped', l.learned);
   }
 
   private dueAt(b: Binding, flow: Flow): number {
@@ -194,7 +202,7 @@ export class KeepaliveScheduler {
         flow.unanswered ??= { source, gapMs };
         await this.observe(now);
       } else if (contactUri(now.contact) === flow.contact) {
-        await this.learn(now, learnedOf(now, this.policy), gapMs, 'client came back from a new mapping');
+        await this.learn(now, gapMs, 'client came back from a new mapping'); // the move was seen while this one was out
       }
       return;
     }
@@ -206,38 +214,38 @@ export class KeepaliveScheduler {
   }
 
   private async answered(b: Binding, flow: Flow): Promise<void> {
-    const learned = learnedOf(b, this.policy);
-    const longer = afterAnswered(learned, flow.answeredInARow, this.policy);
-    if (!longer) return;
+    const changed = await this.relearn(b.id, (now) => afterAnswered(now, flow.answeredInARow, this.policy));
+    if (!changed) return;
     flow.answeredInARow = 0;
-    if (await this.save(b.id, longer)) {
-      this.metrics.adaptations.inc({ direction: 'longer' });
-      this.deps.log.info({ binding: b.id, aor: b.aor, intervalMs: longer.intervalMs, failedMs: longer.failedMs }, 'keepalive interval lengthened');
-    }
+    this.metrics.adaptations.inc({ direction: 'longer' });
+    this.deps.log.info({ binding: b.id, aor: b.aor, intervalMs: changed.after.intervalMs, failedMs: changed.after.failedMs }, 'keepalive interval lengthened');
   }
 
-  private async learn(b: Binding, before: LearnedInterval, gapMs: number, why: string): Promise<void> {
-    const after = afterMappingLost(before, gapMs, this.policy);
-    // The same loss seen twice (a move and a late failure of the same keepalive) teaches nothing new.
-    if (after.intervalMs === before.intervalMs && after.failedMs === before.failedMs) return;
-    if (!(await this.save(b.id, after))) return;
+  /** The NAT forgot a mapping after `gapMs` idle; `from` is what was learned before, when not on the binding itself. */
+  private async learn(b: Binding, gapMs: number, why: string, from?: LearnedInterval): Promise<void> {
+    const changed = await this.relearn(b.id, (now) => afterMappingLost(from ?? now, gapMs, this.policy));
+    if (!changed) return; // the same loss seen twice (a move and a late failure) teaches nothing new
     const flow = this.flows.get(b.id);
     if (flow) flow.answeredInARow = 0;
     this.metrics.adaptations.inc({ direction: 'shorter' });
+    const { before, after } = changed;
     const atFloor = after.intervalMs <= this.policy.floorMs && after.intervalMs >= before.intervalMs;
     this.deps.log[atFloor ? 'warn' : 'info']({ binding: b.id, aor: b.aor, gapMs, intervalMs: after.intervalMs, failedMs: after.failedMs, why }, atFloor ? 'NAT forgets mappings faster than the keepalive floor' : 'keepalive interval shortened');
   }
 
   /**
-   * Writes the learned interval onto the binding as it is now: re-read first, so a move or
-   * refresh that landed since the binding was read is kept. (A store with a field update would
-   * close the last gap between the read and the write; the stores have none.)
+   * Applies `change` to what is learned on the binding as it is now, and writes it back:
+   * re-read first, so a move or refresh that landed meanwhile is kept. (A store with a field
+   * update would close the last gap between the read and the write; the stores have none.)
    */
-  private async save(id: string, learned: LearnedInterval): Promise<boolean> {
-    const now = await this.deps.store.get(id);
-    if (!now || this.stopped) return false;
-    await this.deps.store.put({ ...now, keepaliveIntervalMs: learned.intervalMs, ...(learned.failedMs !== null ? { keepaliveFailedMs: learned.failedMs } : {}) });
-    return true;
+  private async relearn(id: string, change: (now: LearnedInterval) => LearnedInterval | null): Promise<{ before: LearnedInterval; after: LearnedInterval } | null> {
+    const b = await this.deps.store.get(id);
+    if (!b || this.stopped) return null;
+    const before = learnedOf(b, this.policy);
+    const after = change(before);
+    if (!after || (after.intervalMs === before.intervalMs && after.failedMs === before.failedMs)) return null;
+    await this.deps.store.put({ ...b, keepaliveIntervalMs: after.intervalMs, ...(after.failedMs !== null ? { keepaliveFailedMs: after.failedMs } : {}) });
+    return { before, after };
   }
 
   private async drop(b: Binding, gapMs: number): Promise<void> {

@@ -150,6 +150,14 @@ describe('adaptive keepalives against a simulated NAT', () => {
     expect(await adaptations(r.scheduler, 'longer')).toBeGreaterThan(0);
   });
 
+  it('learns when the phone comes back while the keepalive to its old mapping is still waiting for an answer', async () => {
+    // Sent at ~24-25 s, given up at ~29-30 s: the REGISTER at 26 s lands in between.
+    const r = await simulate({ natSec: 20, keepalive: { intervalSec: 25 }, registerEverySec: 26, minutes: 5 });
+    expect(await adaptations(r.scheduler, 'shorter')).toBe(1);
+    expect(r.unreachable.filter((t) => t > r.firstLearnedAt!)).toEqual([]);
+    expect((await r.store.get(r.id))!.keepaliveFailedMs).toBeGreaterThan(23500);
+  });
+
   it('learns from a binding it dropped when the same device registers again from the same IP', async () => {
     const r = await simulate({ natSec: 20, keepalive: { intervalSec: 25, maxFailures: 2 }, registerEverySec: 120, minutes: 10 });
     expect(r.registeredAgain).toBe(1);
