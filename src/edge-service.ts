@@ -6,6 +6,7 @@ import type { Logger } from './log';
 import { relayMetrics } from './media/metrics';
 import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
+import { registerKeepaliveMetrics } from './nat/keepalive';
 import { RedisBindingStore } from './nat/redis-binding-store';
 import { splitHostPort } from './relay-service';
 import { startSipEdge, type SipEdge } from './sip/edge';
@@ -45,7 +46,9 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   let httpServer: http.Server | null = null;
   if (config.metrics.listen) {
     const { host, port } = splitHostPort(config.metrics.listen);
-    httpServer = await serveMetrics(relayMetrics(relay), port, host);
+    const registry = relayMetrics(relay);
+    registerKeepaliveMetrics(edge.keepalive, registry);
+    httpServer = await serveMetrics(registry, port, host);
   }
   return {
     relay,

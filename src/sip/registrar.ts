@@ -1,7 +1,7 @@
 import type Srf from 'drachtio-srf';
 import type { SipConfig } from '../config/schema';
 import type { Logger } from '../log';
-import { isSecureTransport, newBindingId, sameDevice, type Binding } from '../nat/binding';
+import { isSecureTransport, learnedKeepalive, newBindingId, sameDevice, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { detectNat } from '../nat/detect';
 import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamRegistration, withExpires, type RegisterRequest } from './registration';
@@ -113,6 +113,7 @@ export function registrar(deps: RegistrarDeps) {
       secure: isSecureTransport(transport),
       upstreamExpires: existing?.upstreamExpires ?? 0,
       keylatch: reg.keylatch,
+      ...learnedKeepalive(existing, source.address),
     };
 
     // Only the flow's own IP may refresh locally: anything else goes to the PBX, which can
