@@ -185,9 +185,10 @@ async function main(): Promise<number> {
   let source = `${ADMIN_URL}/status`;
   let legs: LegReport[] = [];
   const s = await status();
+  const legsFromStatus = s !== null;
   if (s) legs = s.calls.flatMap((c) => c.legs);
   else {
-    source = `${METRICS_URL}/metrics (no /status endpoint reachable; latch state inferred)`;
+    source = `${METRICS_URL}/metrics (keylatch's admin endpoint did not answer; latch state inferred)`;
     const m = await getText(`${METRICS_URL}/metrics`);
     legs = m?.status === 200 ? legsFromMetrics(m.body) : [];
   }
@@ -214,7 +215,7 @@ async function main(): Promise<number> {
   for (const l of legs) say(`  ${l.policy.padEnd(7)} ${l.latchState.padEnd(18)} latched=${l.latched ?? '-'} in=${l.packetsIn} out=${l.packetsOut} tag=${l.tag ?? '-'}`);
   say(pass ? 'PASS: audio both ways through keylatch' : 'FAIL');
   const callerMapping = (auth?.mapping as { rtp?: unknown } | undefined)?.rtp ?? null;
-  process.stdout.write(`TESTCALL ${JSON.stringify({ pass, callerHeard, calleeHeard, firstMediaMs: firstMedia.ms, callerMapping, legs, legsFrom: source })}\n`);
+  process.stdout.write(`TESTCALL ${JSON.stringify({ pass, callerHeard, calleeHeard, firstMediaMs: firstMedia.ms, callerMapping, legs, legsFrom: source, legsFromStatus })}\n`);
   return pass ? 0 : 1;
 }
 
