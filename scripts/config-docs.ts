@@ -27,6 +27,8 @@ interface Leaf {
 interface Section {
   key: string;
   comment: string;
+  /** The whole section may be null (off), as it is by default; its keys apply once it is set. */
+  nullable: boolean;
   leaves: Leaf[];
 }
 
@@ -133,29 +135,33 @@ function walkSchema(schema: z.ZodTypeAny, yamlFile: string): Section[] {
   const { keys } = readDefaults(yamlFile);
   const sections: Section[] = [];
   const visit = (t: z.ZodTypeAny, key: string): void => {
-    const { inner, schemaDefault } = unwrap(t);
+    const { inner, nullable, schemaDefault } = unwrap(t);
     if (inner instanceof z.ZodObject) {
-      const section: Section = { key, comment: keys.get(key)?.comment ?? '', leaves: [] };
+      const section: Section = { key, comment: keys.get(key)?.comment ?? '', nullable, leaves: [] };
       sections.push(section);
       for (const [k, child] of Object.entries(inner.shape as Record<string, z.ZodTypeAny>)) {
         const childKey = key ? `${key}.${k}` : k;
         if (unwrap(child).inner instanceof z.ZodObject) visit(child, childKey);
         else {
           const y = keys.get(childKey);
-          section.leaves.push({ key: childKey, type: describeType(child), defaultValue: y ? y.value : unwrap(child).schemaDefault, comment: y?.comment ?? '' });
+          const fallback = unwrap(child).schemaDefault;
+          section.leaves.push({ key: childKey, type: describeType(child), defaultValue: y ? y.value : fallback === undefined && nullable ? NEEDED_WHEN_SET : fallback, comment: y?.comment ?? '' });
         }
       }
       return;
     }
-    sections.push({ key, comment: '', leaves: [{ key, type: describeType(t), defaultValue: schemaDefault, comment: keys.get(key)?.comment ?? '' }] });
+    sections.push({ key, comment: '', nullable: false, leaves: [{ key, type: describeType(t), defaultValue: schemaDefault, comment: keys.get(key)?.comment ?? '' }] });
   };
   visit(schema, '');
   return sections.filter((s) => s.leaves.length > 0);
 }
 
 /** Table-cell text: pipes escaped, and <admin> shown as text rather than taken for HTML. */
+const NEEDED_WHEN_SET = Symbol('needed when the section is set');
+
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/</g, '&lt;');
-const show = (v: unknown): string => (v === undefined ? '(required)' : `\`${v === null ? 'null' : typeof v === 'string' ? v : JSON.stringify(v)}\``);
+const show = (v: unknown): string =>
+  v === NEEDED_WHEN_SET ? '(required when set)' : v === undefined ? '(required)' : `\`${v === null ? 'null' : typeof v === 'string' ? v : JSON.stringify(v)}\``;
 
 /** The reference for a schema and its defaults file (keylatch's own unless told otherwise). */
 export function renderConfigDocs(schema: z.ZodTypeAny = configSchema, yamlFile: string = DEFAULT_CONFIG_FILE): string {
@@ -175,6 +181,7 @@ export function renderConfigDocs(schema: z.ZodTypeAny = configSchema, yamlFile: 
   for (const s of walkSchema(schema, yamlFile)) {
     out.push(`## \`${s.key}\``, '');
     if (s.comment) out.push(cell(s.comment), '');
+    if (s.nullable) out.push(`Default \`null\` (off). Set, it is a mapping with these keys (in the environment: \`${envName(s.key)}__<KEY>\`):`, '');
     out.push('| key | environment variable | type | default | what it does |', '|---|---|---|---|---|');
     for (const l of s.leaves) out.push(`| \`${l.key}\` | \`${envName(l.key)}\` | ${cell(l.type)} | ${show(l.defaultValue).replace(/\|/g, '\\|')} | ${cell(l.comment)} |`);
     out.push('');

@@ -8,6 +8,7 @@ import type { Logger } from './log';
 import { relayMetrics } from './media/metrics';
 import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
+import { registerKeepaliveMetrics } from './nat/keepalive';
 import { RedisBindingStore } from './nat/redis-binding-store';
 import { startSipEdge, type SipEdge } from './sip/edge';
 
@@ -20,15 +21,17 @@ export interface EdgeService {
 }
 
 /** Settings the SIP edge cannot run without, with an example of what to set for each. */
-const REQUIRED: Array<{ key: string; get: (c: Config) => string | null; example: string }> = [
+const REQUIRED: Array<{ key: string; get: (c: Config) => string | null | undefined; example: string }> = [
   { key: 'sip.drachtio.secret', get: (c) => c.sip.drachtio.secret, example: "SECRET, drachtio-server's <admin> secret" },
+  // Only when a second drachtio-server faces the PBX (sip.pbxDrachtio set): then it needs its secret too.
+  { key: 'sip.pbxDrachtio.secret', get: (c) => (c.sip.pbxDrachtio ? c.sip.pbxDrachtio.secret : undefined), example: "SECRET, the PBX-side drachtio-server's <admin> secret" },
   { key: 'sip.pbx', get: (c) => c.sip.pbx, example: 'sip:HOST:PORT' },
   { key: 'sip.advertisedAddress', get: (c) => c.sip.advertisedAddress, example: "HOST:PORT, keylatch's SIP address as the PBX reaches it" },
 ];
 
 /** Checked up front: one problem per missing setting, each naming its key and variable. */
 function requireEdgeSettings(config: Config): { secret: string } {
-  const problems: ConfigProblem[] = REQUIRED.filter((r) => !r.get(config)).map((r) => ({
+  const problems: ConfigProblem[] = REQUIRED.filter((r) => r.get(config) === null || r.get(config) === '').map((r) => ({
     key: r.key,
     message: 'required for keylatch edge',
     hint: `${envName(r.key)}=${r.example}`,
@@ -79,9 +82,11 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });
   let edge: SipEdge | null = null;
   let listeners: HttpListeners | null = null;
+  const registry = relayMetrics(relay);
   const summary = (): Record<string, string> => ({
     'SIP listeners': edge ? drachtioListeners(edge.srf).join(', ') || '(drachtio-server reported none)' : '(not connected)',
-    'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}`,
+    'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}` +
+      (config.sip.pbxDrachtio ? `; toward the PBX ${config.sip.pbxDrachtio.host}:${config.sip.pbxDrachtio.port}` : ''),
     PBX: `${config.sip.pbx} (registrations upstream by ${config.sip.registration.upstreamMode}, keylatch as ${config.sip.advertisedAddress})`,
     'media relay': `${config.media.interface} ports ${config.media.portMin}-${config.media.portMax}` +
       (relay.advertisedAddress !== config.media.interface ? `, advertised as ${relay.advertisedAddress}` : ''),
@@ -92,12 +97,14 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   });
   try {
     listeners = await startHttpListeners(config, {
-      metrics: metricsRoute(relayMetrics(relay)),
+      metrics: metricsRoute(registry),
       status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000 }),
     });
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, sip: config.sip, relay, store, logger: log }).catch((err: Error) => {
+    const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, logger: log }).catch((err: Error) => {
       throw explainDrachtioFailure(err, config);
     });
+    registerKeepaliveMetrics(edge.keepalive, registry);
   } catch (err) {
     listeners?.close();
     await relay.close();

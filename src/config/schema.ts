@@ -36,9 +36,14 @@ export const mediaSchema = z
     path: ['key', 'consentTimeoutMs'],
   });
 
+const drachtioSchema = z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() });
+
 export const sipSchema = z.object({
-  drachtio: z.object({ host: z.string().min(1), port: port, secret: z.string().min(1).nullable() }),
+  drachtio: drachtioSchema,
+  pbxDrachtio: drachtioSchema.nullable().default(null),
   pbx: z.string().regex(/^sips?:/, 'must be a SIP URI').nullable(),
+  pbxDomain: z.string().min(1).nullable().default(null),
+  domains: z.array(z.string().min(1)).default([]),
   requireKey: z.boolean(),
   bindingStore: z.union([z.literal('memory'), z.string().regex(/^rediss?:\/\//, 'must be "memory" or a redis:// URL')]),
   advertisedAddress: hostPort.nullable(),
@@ -48,11 +53,21 @@ export const sipSchema = z.object({
     upstreamRefreshMarginSec: z.number().int().min(5),
     upstreamMode: z.enum(['contact', 'path']),
   }),
-  keepalive: z.object({
-    intervalSec: z.number().positive(),
-    timeoutMs: z.number().int().min(50),
-    maxFailures: z.number().int().min(1),
-  }),
+  keepalive: z
+    .object({
+      intervalSec: z.number().positive(),
+      floorSec: z.number().positive(),
+      shortenFactor: z.number().gt(0).lt(1),
+      ceilingFactor: z.number().gt(0).lt(1),
+      lengthenAfter: z.number().int().min(1),
+      lengthenFactor: z.number().gt(1).max(2),
+      timeoutMs: z.number().int().min(50),
+      maxFailures: z.number().int().min(1),
+    })
+    .refine((k) => k.ceilingFactor >= k.shortenFactor, {
+      message: 'ceilingFactor must not be below shortenFactor',
+      path: ['ceilingFactor'],
+    }),
 });
 
 export const configSchema = z.object({

@@ -68,12 +68,11 @@ const hostPort = (e: { address: string; port: number } | null): string | null =>
   e ? (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`) : null;
 
 /**
- * A binding's keepalive: its own interval when the binding carries one (a per-flow interval,
- * read defensively because older records have none), else the configured one for the flows the
- * scheduler probes, NATed UDP.
+ * A binding's keepalive: the interval learned for its flow when there is one (older records and
+ * new flows have none), else the configured one for the flows the scheduler probes, NATed UDP.
  */
 function keepaliveOf(b: Binding, fallbackMs: number | undefined): number | null {
-  const own = (b as Binding & { keepaliveIntervalMs?: unknown }).keepaliveIntervalMs;
+  const own = b.keepaliveIntervalMs;
   if (typeof own === 'number' && Number.isFinite(own)) return own;
   return b.natted && b.transport === 'udp' && fallbackMs !== undefined ? fallbackMs : null;
 }

@@ -31,6 +31,13 @@ export interface Binding {
   upstreamExpires: number;
   /** The client announced keylatch (+keylatch Contact parameter): calls to it may carry a key. */
   keylatch: boolean;
+  /**
+   * The keepalive interval learned for this flow's NAT (src/nat/keepalive-policy.ts). Absent:
+   * nothing learned yet, the configured sip.keepalive.intervalSec applies.
+   */
+  keepaliveIntervalMs?: number;
+  /** The shortest keepalive interval seen to outlive this client's NAT mapping; growth stays below it. */
+  keepaliveFailedMs?: number;
 }
 
 export const newBindingId = (): string => randomBytes(9).toString('base64url');
@@ -41,4 +48,16 @@ export const isSecureTransport = (t: SipTransport): boolean => t === 'tls' || t 
 export function sameDevice(a: Pick<Binding, 'aor' | 'instance' | 'contact'>, b: Pick<Binding, 'aor' | 'instance' | 'contact'>): boolean {
   if (a.aor !== b.aor) return false;
   return a.instance && b.instance ? a.instance === b.instance : a.contact === b.contact;
+}
+
+/**
+ * What a re-registration keeps of the keepalive learned for a device: all of it while the
+ * device stays behind the same public address (the same NAT), nothing once it has moved on.
+ */
+export function learnedKeepalive(existing: Binding | null, sourceAddress: string): Pick<Binding, 'keepaliveIntervalMs' | 'keepaliveFailedMs'> {
+  if (!existing || existing.source.address !== sourceAddress) return {};
+  const kept: Pick<Binding, 'keepaliveIntervalMs' | 'keepaliveFailedMs'> = {};
+  if (existing.keepaliveIntervalMs !== undefined) kept.keepaliveIntervalMs = existing.keepaliveIntervalMs;
+  if (existing.keepaliveFailedMs !== undefined) kept.keepaliveFailedMs = existing.keepaliveFailedMs;
+  return kept;
 }

@@ -19,6 +19,8 @@ const bindingSchema = z.object({
   secure: z.boolean(),
   upstreamExpires: z.number(),
   keylatch: z.boolean().default(false),
+  keepaliveIntervalMs: z.number().positive().optional(),
+  keepaliveFailedMs: z.number().positive().optional(),
 });
 
 /**

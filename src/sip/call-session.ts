@@ -8,12 +8,24 @@ import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
 import { refreshBinding } from './binding-refresh';
+import { bridgeAcross } from './bridge';
 import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-media';
+import type { LocalNames } from './local-names';
+import type { PbxPeer } from './pbx-peer';
 import { bindingIdOf, contactUri, hostPortOf } from './registration';
 import { transportOf, type SipRequest, type SipResponse } from './srf';
 
 export interface CallDeps {
+  /** The drachtio-server facing the phones: every request toward a phone or the PBX leaves here. */
   srf: Srf;
+  /** The one the PBX sends to (sip.pbxDrachtio), or `srf` again when one serves both sides. */
+  pbxSrf: Srf;
+  pbx: PbxPeer | null;
+  names: LocalNames;
+  /** Whether a Call-ID is one of keylatch's own legs toward the PBX. */
+  isOwnLeg: (callId: string) => boolean;
+  /** Tells the edge the Call-ID of a leg keylatch opened toward the PBX (until onEnd). */
+  onOwnLeg?: (callId: string) => void;
   relay: Relay;
   store: BindingStore;
   sip: SipConfig;
@@ -31,6 +43,16 @@ type Route = { uri: string; proxy: string; toClient: Binding | null } | { reject
 /** Headers a B2BUA passes through so that authentication and identity stay end to end. */
 const PASSED_REQUEST_HEADERS = ['Proxy-Authorization', 'Authorization', 'P-Asserted-Identity', 'User-Agent', 'Alert-Info'];
 const PASSED_RESPONSE_HEADERS = ['Proxy-Authenticate', 'WWW-Authenticate', 'Retry-After', 'Warning'];
+
+type CreateB2BUA = (req: SipRequest, res: SipResponse, uri: string, opts: object, cbs: { cbRequest: (err: unknown, sent?: SipRequest) => void }) => Promise<{ uas: Srf.Dialog; uac: Srf.Dialog }>;
+
+/**
+ * From and To as the caller sent them, less the tag the B leg gets its own of. Identity stays
+ * end to end, and a PBX that takes its digest realm from the From domain sees the phone's.
+ */
+function identityHeaders(req: SipRequest): Record<string, string> {
+  return { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To') };
+}
 
 const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<string, unknown> } }, header: 'To' | 'From'): string =>
   String(msg.getParsedHeader(header).params?.tag ?? '');
@@ -51,7 +73,8 @@ export class CallSession {
   /** Set when this call is the PBX routing one of our own calls back to a client. */
   hairpinOf: string | null = null;
 
-  constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps) {
+  /** arrivedOn: the drachtio-server the INVITE came in on (deps.srf or deps.pbxSrf). */
+  constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps, private readonly arrivedOn: Srf = deps.srf) {
     this.callId = req.get('Call-ID');
     this.tagA = tagOf(req, 'From');
   }
@@ -78,13 +101,20 @@ export class CallSession {
     }
     try {
       const media = this.media;
-      const { uas, uac } = await srf.createB2BUA(this.req, this.res, route.uri, {
+      const common = {
         proxy: route.proxy,
+        headers: identityHeaders(this.req),
         localSdpB: offer,
         localSdpA: (sdp: string, res: SipResponse) => media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address),
-        proxyRequestHeaders: PASSED_REQUEST_HEADERS,
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
-      });
+      };
+      for (const h of PASSED_REQUEST_HEADERS) if (this.req.has(h)) common.headers[h] = this.req.get(h);
+      const onUacSent = (_err: unknown, sent?: SipRequest): void => {
+        if (sent && !route.toClient) this.deps.onOwnLeg?.(sent.get('Call-ID'));
+      };
+      const { uas, uac } = this.arrivedOn === srf
+        ? await (srf.createB2BUA.bind(srf) as CreateB2BUA)(this.req, this.res, route.uri, common, { cbRequest: onUacSent })
+        : await bridgeAcross(this.arrivedOn, srf, this.req, this.res, { uri: route.uri, ...common });
       this.uas = uas as Dialog;
       this.uac = uac as Dialog;
       this.connected = true;
@@ -187,15 +217,25 @@ export class CallSession {
   }
 
   private async route(): Promise<Route> {
-    const { sip, store } = this.deps;
-    if (!sip.pbx || !sip.advertisedAddress) return { reject: 503, reason: 'No PBX configured' };
-    if (this.req.source_address !== this.pbxHost()) {
-      await refreshBinding(store, this.req, this.deps.log);
-      return { uri: this.req.uri, proxy: sip.pbx, toClient: null };
-    }
-    // From the PBX: our Path (now its Route) or the Contact we registered names the binding.
+    const { sip, store, pbx, names, log } = this.deps;
+    if (!sip.pbx || !sip.advertisedAddress || !pbx) return { reject: 503, reason: 'No PBX configured' };
+    // Our Path (now the PBX's Route) or the Contact we registered names the binding.
     const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
-    const binding = id ? await store.get(id) : null;
+    const named = id ? await store.get(id) : null;
+    // A PBX may also call from another port of its host (a second profile, a separate UAC);
+    // from there, a Request-URI naming one of our bindings marks the PBX, as no phone knows one.
+    const fromPbx = this.arrivedOn !== this.deps.srf || pbx.sent(this.req) || (named !== null && pbx.host === this.req.source_address);
+    if (!fromPbx) {
+      await refreshBinding(store, this.req, log);
+      return { uri: names.towardPbx(this.req.uri), proxy: sip.pbx, toClient: null };
+    }
+    if (this.arrivedOn === this.deps.srf && this.deps.isOwnLeg(this.callId)) {
+      // A record-routing PBX sent our own leg back to us: one drachtio-server cannot hold both
+      // dialogs (it keys them by Call-ID and From tag), so say so instead of half-connecting.
+      log.error({ callId: this.callId }, 'the PBX looped our own call back (a record-routing proxy): configure sip.pbxDrachtio');
+      return { reject: 482, reason: 'Loop Detected (keylatch needs sip.pbxDrachtio for a proxy PBX)' };
+    }
+    const binding = named;
     if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
     const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
     return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding };

@@ -6,6 +6,9 @@ import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
 import { CallSession } from './call-session';
+import { forwardToPbx } from './forward';
+import { LocalNames } from './local-names';
+import { PbxPeer } from './pbx-peer';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
 
@@ -21,8 +24,12 @@ function guard(log: Logger, h: Handler): Handler {
   };
 }
 
+type DrachtioAdmin = { host: string; port: number; secret: string };
+
 export interface EdgeOptions {
-  drachtio: { host: string; port: number; secret: string };
+  drachtio: DrachtioAdmin;
+  /** A second drachtio-server that only faces the PBX (sip.pbxDrachtio). */
+  pbxDrachtio?: DrachtioAdmin | null;
   sip: SipConfig;
   relay: Relay;
   store?: BindingStore;
@@ -31,43 +38,98 @@ export interface EdgeOptions {
 
 export interface SipEdge {
   srf: Srf;
+  /** The drachtio-server the PBX sends to: `srf` itself unless sip.pbxDrachtio is set. */
+  pbxSrf: Srf;
+  /** Each drachtio-server's SIP listeners as it reported them, e.g. "udp/1.2.3.4:5060,wss/1.2.3.4:8443". */
+  listeners: string[];
   store: BindingStore;
   calls: Map<string, CallSession>;
   keepalive: KeepaliveScheduler;
   close(): Promise<void>;
 }
 
-/** The SIP edge: one drachtio-srf connection with a handler per method, wired here and nowhere else. */
+/** Connects to one drachtio-server; resolves with its SIP listeners. */
+function connect(srf: Srf, admin: DrachtioAdmin, log: Logger): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    srf.once('connect', (err: Error | null, hostport: string) => {
+      if (err) return reject(err);
+      log.info({ hostport, admin: `${admin.host}:${admin.port}` }, 'connected to drachtio-server');
+      resolve(hostport);
+    });
+    srf.once('error', reject);
+    void srf.connect(admin);
+  });
+}
+
+/** A request from the PBX, or one a client addressed to keylatch itself (no user part): a keepalive, answered here. */
+const isKeepalive = (req: SipRequest, pbx: PbxPeer | null): boolean => !!pbx?.sent(req) || !/^sips?:[^@;>]+@/i.test(req.uri);
+
+/**
+ * The SIP edge: a drachtio-srf connection with a handler per method, wired here and nowhere
+ * else. With sip.pbxDrachtio a second connection takes what the PBX sends (calls to phones,
+ * its OPTIONS); everything keylatch sends leaves through the first, where the phones' flows are.
+ */
 export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const log = opts.logger ?? silentLogger;
   const srf = new Srf();
+  const pbxSrf = opts.pbxDrachtio ? new Srf() : srf;
   const store = opts.store ?? new MemoryBindingStore();
+  const names = new LocalNames(opts.sip);
+  const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx) : null;
   const handlers = router(srf);
-  handlers.options(guard(log, answerOptions(store, log)));
-  handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, log })));
+  const toPbx = forwardToPbx({ srf, store, sip: opts.sip, names, log });
+  const localOptions = answerOptions(store, log);
+  handlers.options(guard(log, (req, res) => (isKeepalive(req, pbx) ? localOptions(req, res) : toPbx(req, res))));
+  handlers.message(guard(log, toPbx));
+  handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, names, log })));
   const calls = new Map<string, CallSession>();
-  const callDeps = { srf, relay: opts.relay, store, sip: opts.sip, log, onEnd: (callId: string) => calls.delete(callId) };
-  handlers.invite(guard(log, async (req, res) => {
-    const session = new CallSession(req, res, callDeps);
+  // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back.
+  const ownLegs = new Map<string, string>();
+  const callDeps = {
+    srf,
+    pbxSrf,
+    pbx,
+    names,
+    relay: opts.relay,
+    store,
+    sip: opts.sip,
+    log,
+    isOwnLeg: (callId: string) => ownLegs.has(callId),
+    onEnd: (callId: string) => {
+      calls.delete(callId);
+      for (const [leg, owner] of ownLegs) if (owner === callId) ownLegs.delete(leg);
+    },
+  };
+  const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
+    const session = new CallSession(req, res, { ...callDeps, onOwnLeg: (leg) => ownLegs.set(leg, req.get('Call-ID')) }, arrivedOn);
     calls.set(session.callId, session);
     await session.run();
-  }));
+  });
+  handlers.invite(onInvite(srf));
+  if (pbxSrf !== srf) {
+    const pbxHandlers = router(pbxSrf);
+    pbxHandlers.invite(onInvite(pbxSrf));
+    pbxHandlers.options(guard(log, localOptions));
+  }
   const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
   opts.relay.on('media-timeout', onDeadMedia);
   const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log });
-  await new Promise<void>((resolve, reject) => {
-    srf.once('connect', (err: Error | null, hostport: string) => {
-      if (err) return reject(err);
-      log.info({ hostport }, 'connected to drachtio-server');
-      resolve();
-    });
-    srf.once('error', reject);
-    void srf.connect(opts.drachtio);
-  });
-  srf.on('error', (err: Error) => log.warn({ err: err.message }, 'drachtio connection error'));
+  const listeners = [await connect(srf, opts.drachtio, log)];
+  if (opts.pbxDrachtio) {
+    try {
+      listeners.push(await connect(pbxSrf, opts.pbxDrachtio, log));
+    } catch (err) {
+      srf.disconnect();
+      throw err;
+    }
+  }
+  listeners.forEach((l) => names.addListeners(l));
+  for (const s of new Set([srf, pbxSrf])) s.on('error', (err: Error) => log.warn({ err: err.message }, 'drachtio connection error'));
   keepalive.start();
   return {
     srf,
+    pbxSrf,
+    listeners,
     store,
     calls,
     keepalive,
@@ -75,6 +137,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
       keepalive.stop();
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
+      if (pbxSrf !== srf) pbxSrf.disconnect();
       await store.close();
     },
   };

@@ -1,10 +1,11 @@
 import type Srf from 'drachtio-srf';
 import type { SipConfig } from '../config/schema';
 import type { Logger } from '../log';
-import { isSecureTransport, newBindingId, sameDevice, type Binding } from '../nat/binding';
+import { isSecureTransport, learnedKeepalive, newBindingId, sameDevice, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { detectNat } from '../nat/detect';
 import { BadRegister, grantedExpires, mustRefreshUpstream, parseRegister, upstreamRegistration, withExpires, type RegisterRequest } from './registration';
+import type { LocalNames } from './local-names';
 import { transportOf, type SipRequest, type SipResponse } from './srf';
 import { requestWithTimeout } from './upstream';
 
@@ -13,6 +14,7 @@ const UPSTREAM_TIMEOUT_MS = 32_000;
 
 export interface RegistrarDeps {
   srf: Srf;
+  names: LocalNames;
   store: BindingStore;
   sip: SipConfig;
   log: Logger;
@@ -36,7 +38,7 @@ function expiresFromPbx(res: SipResponse, fallback: number): number {
  * their refreshes reach the PBX only when its registration is close to lapsing.
  */
 export function registrar(deps: RegistrarDeps) {
-  const { srf, store, sip, log } = deps;
+  const { srf, store, sip, names, log } = deps;
 
   function forwardUpstream(req: SipRequest, binding: Binding, expires: number): Promise<SipResponse> {
     const { contact, path } = upstreamRegistration(binding, sip);
@@ -50,7 +52,10 @@ export function registrar(deps: RegistrarDeps) {
     // digest nonce accounting it keeps per Call-ID stays intact.
     headers['Call-ID'] = req.get('Call-ID');
     headers.CSeq = req.get('CSeq');
-    return requestWithTimeout(srf, req.uri, { method: 'REGISTER', headers, proxy: sip.pbx! }, UPSTREAM_TIMEOUT_MS);
+    // A phone whose registrar is keylatch itself sends sip:<keylatch>: the PBX gets its own name
+    // there. The digest response covers the uri the phone signed, which travels unchanged in
+    // the Authorization header's uri parameter; registrars check that one (RFC 2617 3.2.2).
+    return requestWithTimeout(srf, names.towardPbx(req.uri), { method: 'REGISTER', headers, proxy: sip.pbx! }, UPSTREAM_TIMEOUT_MS);
   }
 
   function relay(res: SipResponse, upstream: SipResponse, extra: Record<string, string> = {}): void {
@@ -108,6 +113,7 @@ export function registrar(deps: RegistrarDeps) {
       secure: isSecureTransport(transport),
       upstreamExpires: existing?.upstreamExpires ?? 0,
       keylatch: reg.keylatch,
+      ...learnedKeepalive(existing, source.address),
     };
 
     // Only the flow's own IP may refresh locally: anything else goes to the PBX, which can

@@ -10,6 +10,7 @@ export interface MethodRouter {
   options(h: Handler): void;
   register(h: Handler): void;
   invite(h: Handler): void;
+  message(h: Handler): void;
 }
 
 export const router = (srf: Srf): MethodRouter => srf as unknown as MethodRouter;

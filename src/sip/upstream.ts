@@ -8,7 +8,7 @@ import { sendRequest, type SipResponse } from './srf';
 export function requestWithTimeout(
   srf: Srf,
   uri: string,
-  opts: { method: string; headers: Record<string, string>; proxy?: string },
+  opts: { method: string; headers: Record<string, string>; body?: string; proxy?: string },
   timeoutMs: number,
 ): Promise<SipResponse> {
   return new Promise((resolve, reject) => {

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { tone } from '../../src/codec/g711';
+import { toneShare } from '../../src/codec/goertzel';
 import type { Topology } from './netns';
 import { hasCommand } from './tools';
 
@@ -14,9 +15,9 @@ export const baresipUnavailable = (): string | null => (hasCommand('baresip') ? 
 
 const CONSOLE_PORT = 5555;
 
-/** A mono 16-bit 8 kHz WAV of a 440 Hz tone. */
-function writeToneWav(file: string, seconds: number): void {
-  const pcm = Buffer.from(tone(440, 8000 * seconds).buffer);
+/** A mono 16-bit 8 kHz WAV of a tone. */
+function writeToneWav(file: string, seconds: number, hz: number): void {
+  const pcm = Buffer.from(tone(hz, 8000 * seconds).buffer);
   const head = Buffer.alloc(44);
   head.write('RIFF', 0);
   head.writeUInt32LE(36 + pcm.length, 4);
@@ -33,25 +34,66 @@ function writeToneWav(file: string, seconds: number): void {
   fs.writeFileSync(file, Buffer.concat([head, pcm]));
 }
 
-/** RMS of the 16-bit samples of a WAV file's data, skipping the first `skipSec` seconds. */
-export function wavRms(file: string, skipSec = 0): number {
+/** The 16-bit samples of a WAV file's data, skipping the first `skipSec` seconds. */
+export function wavSamples(file: string, skipSec = 0): Int16Array {
   const buf = fs.readFileSync(file);
   const data = buf.indexOf('data');
-  if (data < 0) return 0;
+  if (data < 0) return new Int16Array(0);
   const rate = buf.readUInt32LE(24);
   const start = data + 8 + Math.floor(skipSec * rate) * 2;
+  const out = new Int16Array(Math.max(0, Math.floor((buf.length - start) / 2)));
+  for (let i = 0; i < out.length; i++) out[i] = buf.readInt16LE(start + 2 * i);
+  return out;
+}
+
+/** RMS of a WAV file's samples, skipping the first `skipSec` seconds. */
+export function wavRms(file: string, skipSec = 0): number {
+  const s = wavSamples(file, skipSec);
   let sum = 0;
-  let n = 0;
-  for (let i = start; i + 1 < buf.length; i += 2, n++) sum += buf.readInt16LE(i) ** 2;
-  return n ? Math.sqrt(sum / n) : 0;
+  for (const v of s) sum += v * v;
+  return s.length ? Math.sqrt(sum / s.length) : 0;
+}
+
+/** Share of a WAV file's energy at `hz` (see toneShare): whose tone a recording holds. */
+export function wavToneShare(file: string, hz: number, skipSec = 0): number {
+  return toneShare(wavSamples(file, skipSec), hz);
+}
+
+/**
+ * Whether the program that wrote a WAV file has closed it: libsndfile writes the RIFF and data
+ * sizes only then. A call that is still up on that phone leaves them short of the file's size.
+ */
+export function wavClosed(file: string): boolean {
+  const buf = fs.readFileSync(file);
+  return buf.length > 44 && buf.readUInt32LE(4) === buf.length - 8;
+}
+
+export interface BaresipAccount {
+  localIp: string;
+  user: string;
+  /** host:port of keylatch. */
+  edge: string;
+  /** The account's SIP domain (default keylatch.test); with `outbound: false` it must be keylatch's own address. */
+  domain?: string;
+  /** Send everything to `edge` as outbound proxy (default), or straight to the domain. */
+  outbound?: boolean;
+  transport?: 'udp' | 'tcp';
+  /** Digest password, for a PBX that challenges. */
+  password?: string;
+  /** The tone it plays (default 440 Hz). */
+  toneHz?: number;
+  answermode?: 'auto' | 'manual';
 }
 
 export class Baresip {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-baresip-'));
   private log = '';
+  private partial = '';
+  /** Every line baresip printed, for counting events such as "Call established". */
+  readonly lines: string[] = [];
 
-  constructor(private readonly topo: Topology, private readonly ns: string, opts: { localIp: string; user: string; edge: string }) {
-    writeToneWav(path.join(this.dir, 'tone.wav'), 120);
+  constructor(private readonly topo: Topology, private readonly ns: string, opts: BaresipAccount) {
+    writeToneWav(path.join(this.dir, 'tone.wav'), 120, opts.toneHz ?? 440);
     fs.writeFileSync(path.join(this.dir, 'config'), [
       'poll_method epoll',
       `sip_listen ${opts.localIp}:5060`,
@@ -68,11 +110,26 @@ export class Baresip {
       `snd_path ${this.dir}`,
       '',
     ].join('\n'));
-    fs.writeFileSync(path.join(this.dir, 'accounts'),
-      `<sip:${opts.user}@keylatch.test>;outbound="sip:${opts.edge}";regint=60;answermode=auto;audio_codecs=PCMU\n`);
+    const tp = opts.transport && opts.transport !== 'udp' ? `;transport=${opts.transport}` : '';
+    const account = [
+      `<sip:${opts.user}@${opts.domain ?? 'keylatch.test'}${tp}>`,
+      ...(opts.outbound === false ? [] : [`outbound="sip:${opts.edge}${tp}"`]),
+      ...(opts.password ? [`auth_pass=${opts.password}`] : []),
+      'regint=60',
+      `answermode=${opts.answermode ?? 'auto'}`,
+      'audio_codecs=PCMU',
+    ].join(';');
+    fs.writeFileSync(path.join(this.dir, 'accounts'), `${account}\n`);
     const child = topo.spawnIn(ns, 'baresip', ['-f', this.dir, '-v']);
-    child.stdout!.on('data', (d: Buffer) => (this.log = (this.log + d.toString()).slice(-20000)));
-    child.stderr!.on('data', (d: Buffer) => (this.log = (this.log + d.toString()).slice(-20000)));
+    const take = (d: Buffer): void => {
+      this.log = (this.log + d.toString()).slice(-20000);
+      this.partial += d.toString();
+      const lines = this.partial.split('\n');
+      this.partial = lines.pop()!;
+      this.lines.push(...lines);
+    };
+    child.stdout!.on('data', take);
+    child.stderr!.on('data', take);
   }
 
   /** A console command, e.g. "/dial sip:alice@keylatch.test" or "/hangup". */
@@ -84,6 +141,11 @@ export class Baresip {
   /** What baresip heard, per call: the decoded recordings sndfile wrote. */
   recordings(): string[] {
     return fs.readdirSync(this.dir).filter((f) => f.startsWith('dump-') && f.includes('dec')).map((f) => path.join(this.dir, f)).sort();
+  }
+
+  /** How many lines so far match `re`: take a count before acting, then wait for it to grow. */
+  count(re: RegExp): number {
+    return this.lines.filter((l) => re.test(l)).length;
   }
 
   tail(): string {

@@ -8,11 +8,12 @@ import { hasCommand } from './tools';
 
 export const kamailioUnavailable = (): string | null => (hasCommand('kamailio') ? null : 'kamailio not installed (apt-get install kamailio)');
 
-const CONFIG = path.join(__dirname, '..', 'nat', 'pbx', 'kamailio.cfg');
+const PBX_CONFIGS = path.join(__dirname, '..', 'nat', 'pbx');
 
-export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean } = {}): { child: ChildProcess; log: () => string; stop: () => void } {
+/** config: a file in test/nat/pbx (default kamailio.cfg, the topology-hiding, B2BUA-like PBX). */
+export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean; config?: string } = {}): { child: ChildProcess; log: () => string; stop: () => void } {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-kamailio-'));
-  const args = ['-f', CONFIG, '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
+  const args = ['-f', path.join(PBX_CONFIGS, opts.config ?? 'kamailio.cfg'), '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
   if (opts.path) args.push('-A', 'WITH_PATH');
   const child = topo.spawnIn(ns, 'kamailio', args);
   let log = '';

@@ -32,7 +32,8 @@ export type NatKind = 'port-preserving' | 'symmetric';
 
 export class Topology {
   private readonly namespaces: string[] = [];
-  private readonly hostVeth: string;
+  /** The host's own end of the public net, where the relay and edge listen (tshark captures here). */
+  readonly hostVeth: string;
   private readonly children = new Set<ChildProcess>();
   private bridgePorts = 1;
   private hostRoute = false;

@@ -40,7 +40,7 @@ const skip = skipUnlessDrachtio('SIP-through-NAT tests') || why !== null;
       ...loadConfig({ env: {} }).sip,
       pbx: `sip:${pbx.ip}:5060`,
       advertisedAddress: `${RELAY_IP}:5060`,
-      keepalive: { intervalSec: 2, timeoutMs: 1000, maxFailures: 3 },
+      keepalive: { ...loadConfig({ env: {} }).sip.keepalive, intervalSec: 2, timeoutMs: 1000, maxFailures: 3 },
     };
     edge = await startSipEdge({ drachtio: drachtio.admin, relay, sip });
   }, 30000);

@@ -2,6 +2,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
+import { loadConfig } from '../../src/config/load';
 import { newBindingId, type Binding } from '../../src/nat/binding';
 import { waitFor } from '../helpers/peers';
 import { SCENARIOS, runSipp } from '../helpers/sipp';
@@ -22,7 +23,7 @@ const skip = skipSipSuite('SIP keepalive tests');
   const f = sipEdgeFixture({
     contacts: [`sip:127.0.0.1:${sipPort};transport=udp,tcp`],
     adminPort: 18022 + (process.pid % 500),
-    sip: { pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}`, keepalive: { intervalSec: 3600, timeoutMs: 400, maxFailures: 2 } },
+    sip: { pbx: `sip:127.0.0.2:${pbxPort}`, advertisedAddress: `127.0.0.1:${sipPort}`, keepalive: { ...loadConfig({ env: {} }).sip.keepalive, intervalSec: 3600, timeoutMs: 400, maxFailures: 2 } },
   });
 
   it("sends OPTIONS to the phone's Contact down its learned flow, and keeps a binding that answers", async () => {

@@ -1,0 +1,29 @@
+/**
+ * Tone detection by the Goertzel algorithm: the power of one frequency in a block of samples,
+ * without a whole FFT. Test phones, the plugin's recordings and the compose test call use it to
+ * tell whose tone a recording holds, which loudness alone cannot.
+ */
+export function goertzelPower(samples: ArrayLike<number>, hz: number, rate = 8000): number {
+  const coeff = 2 * Math.cos((2 * Math.PI * hz) / rate);
+  let s1 = 0;
+  let s2 = 0;
+  for (let i = 0; i < samples.length; i++) {
+    const s0 = samples[i]! + coeff * s1 - s2;
+    s2 = s1;
+    s1 = s0;
+  }
+  return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / Math.max(1, samples.length);
+}
+
+/**
+ * The share of a signal's energy that lies at `hz` (0..1): about 1 for a clean tone at that
+ * frequency, near 0 for another tone or noise. G.711 and a jitter buffer leave a clean tone well
+ * above 0.5.
+ */
+export function toneShare(samples: ArrayLike<number>, hz: number, rate = 8000): number {
+  let energy = 0;
+  for (let i = 0; i < samples.length; i++) energy += samples[i]! * samples[i]!;
+  const mean = energy / Math.max(1, samples.length);
+  // A pure tone of amplitude A has mean energy A²/2 and Goertzel power N·A²/4 per sample.
+  return mean === 0 ? 0 : Math.min(1, (2 * goertzelPower(samples, hz, rate)) / (samples.length * mean));
+}

@@ -1,0 +1,33 @@
+import { isIP } from 'node:net';
+import type { SipTransport } from '../nat/binding';
+import { hostPortOf } from './registration';
+import { transportOf, type SipRequest } from './srf';
+
+/**
+ * The PBX as a SIP peer: who it is when a request arrives. By address alone, a phone on the
+ * PBX's host (the single-host lab, a softphone on the PBX machine) would be taken for the PBX,
+ * and its calls routed back to itself. Over UDP the PBX sends from the port it listens on
+ * (RFC 3261 18.1.1), so address and port must both match. Over TCP and TLS it opens
+ * connections from any port, so the transport stands in for the port there.
+ */
+export class PbxPeer {
+  readonly host: string;
+  readonly port: number;
+  readonly transport: SipTransport;
+
+  constructor(pbxUri: string) {
+    const { host, port } = hostPortOf(pbxUri);
+    const param = /;transport=(\w+)/i.exec(pbxUri)?.[1]?.toLowerCase();
+    this.transport = /^sips:/i.test(pbxUri) ? 'tls' : ((param as SipTransport | undefined) ?? 'udp');
+    this.host = host;
+    this.port = port ?? (this.transport === 'tls' ? 5061 : 5060);
+    if (isIP(host) === 0) throw new Error(`sip.pbx must name the PBX by IP address to recognise its requests: ${pbxUri}`);
+  }
+
+  sent(req: SipRequest): boolean {
+    if (req.source_address !== this.host) return false;
+    const transport = transportOf(req);
+    if (transport === 'udp') return Number(req.source_port) === this.port;
+    return transport === 'tcp' || transport === 'tls';
+  }
+}
