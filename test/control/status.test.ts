@@ -54,6 +54,8 @@ function binding(over: Partial<Binding> & Record<string, unknown>): Binding {
   };
 }
 
+/** The configured keepalive, shown for NATed UDP bindings that have learned none of their own. */
+const defaultKeepaliveSec = loadConfig({ env: {} }).sip.keepalive.intervalSec;
 let relay: Relay;
 let listeners: HttpListeners;
 let admin: string;
@@ -65,10 +67,9 @@ beforeAll(async () => {
   // A binding that carries its own keepalive interval (the field is optional; older ones have none).
   await store.put(binding({ aor: 'sip:bob@example.com', source: { address: '198.51.100.9', port: 5060 }, natTests: ['via-differs'], keepaliveIntervalMs: 12000, expires: Date.now() + 90000 }));
   await store.put(binding({ aor: 'sip:carol@example.com', transport: 'wss', secure: true, keylatch: true, natted: false, natTests: [], source: { address: '198.51.100.20', port: 443 }, expires: Date.now() + 120000 }));
-  const base = loadConfig({ env: {} });
   listeners = await startHttpListeners({ metrics: { listen: '127.0.0.1:0' }, admin: { listen: '127.0.0.1:0' } }, {
     metrics: metricsRoute(relayMetrics(relay)),
-    status: statusRoute({ service: 'edge', startedAt: Date.now() - 65_000, relay, store, summary: () => ({ PBX: 'sip:192.0.2.10:5060' }), defaultKeepaliveMs: base.sip.keepalive.intervalSec * 1000 }),
+    status: statusRoute({ service: 'edge', startedAt: Date.now() - 65_000, relay, store, summary: () => ({ PBX: 'sip:192.0.2.10:5060' }), defaultKeepaliveMs: defaultKeepaliveSec * 1000 }),
   });
   admin = new URL(listeners.urls['/status']!).host;
 });
@@ -106,7 +107,7 @@ describe('keylatch status against the admin endpoint', () => {
     expect(lines).toContainEqual(expect.stringMatching(/^ {2}PBX {2}sip:192\.0\.2\.10:5060$/));
     expect(lines).toContain('Bindings: 3');
     const row = (needle: string): string[] => lines.find((l) => l.includes(needle))!.trim().split(/\s{2,}/);
-    expect(row('sip:alice@')).toEqual(['sip:alice@example.com', 'udp', '203.0.113.7:40112', 'private-contact,contact-port-differs', '25s', expect.stringMatching(/^\d+s ago$/), expect.stringMatching(/^in (\d+s|1m00s)$/)]);
+    expect(row('sip:alice@')).toEqual(['sip:alice@example.com', 'udp', '203.0.113.7:40112', 'private-contact,contact-port-differs', `${defaultKeepaliveSec}s`, expect.stringMatching(/^\d+s ago$/), expect.stringMatching(/^in (\d+s|1m00s)$/)]);
     expect(row('sip:bob@').slice(0, 5)).toEqual(['sip:bob@example.com', 'udp', '198.51.100.9:5060', 'via-differs', '12s']);
     expect(row('sip:carol@').slice(0, 5)).toEqual(['sip:carol@example.com', 'wss+key', '198.51.100.20:443', '-', '-']);
     expect(lines).toContain('Calls: 2');
@@ -123,7 +124,7 @@ describe('keylatch status against the admin endpoint', () => {
     const snap = JSON.parse(json.stdout) as StatusSnapshot;
     expect(snap.bindings!.total).toBe(3);
     expect(snap.bindings!.shown.map((b) => [b.aor, b.keepaliveIntervalMs])).toEqual([
-      ['sip:alice@example.com', 25000], ['sip:bob@example.com', 12000], ['sip:carol@example.com', null],
+      ['sip:alice@example.com', defaultKeepaliveSec * 1000], ['sip:bob@example.com', 12000], ['sip:carol@example.com', null],
     ]);
     const call1 = snap.calls.find((c) => c.callId === 'call-1')!;
     expect(call1.legs.map((l) => [l.tag, l.policy, l.latchState, l.packetsIn, l.packetsOut])).toEqual([
