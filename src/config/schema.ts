@@ -76,6 +76,7 @@ export const configSchema = z.object({
   sip: sipSchema,
   control: z.object({ ng: hostPort.nullable().default(null) }),
   metrics: z.object({ listen: hostPort.nullable().default(null) }),
+  admin: z.object({ listen: hostPort.nullable().default(null) }),
 });
 
 export type Config = z.infer<typeof configSchema>;
