@@ -86,6 +86,9 @@ export class GuardedLatch implements Latch {
     const ssrc = cls === 'rtp' ? rtpSsrc(buf) : rtcpSsrc(buf);
     const seq = cls === 'rtp' ? rtpSeq(buf) : -1;
     const rank = this.opts.rankOf(from.address);
+    // Every foreign datagram counts toward the relay-wide picture of who walks the ports,
+    // whatever this port decides: a sprayer shows itself on the ports that refuse it too.
+    const spraying = this.opts.spraying(from, now);
     if (this.host.latched) {
       const locked = this.opts.lockedStream();
       if (rank >= Rank.signalled && locked && this.isRebinding(locked, ssrc, seq)) return this.lock(from, rank, now);
@@ -96,7 +99,7 @@ export class GuardedLatch implements Latch {
     } else if (now > this.learnUntil) {
       return this.refuse('outside-learning-window');
     }
-    if (rank === Rank.unnamed) return this.learnUnnamed(from, cls, ssrc, seq, now);
+    if (rank === Rank.unnamed) return this.learnUnnamed(from, cls, ssrc, seq, spraying, now);
     return this.learn(from, rank, ssrc, seq, this.opts.lockAfterPackets, now);
   }
 
@@ -117,7 +120,7 @@ export class GuardedLatch implements Latch {
     return this.lock(from, rank, now);
   }
 
-  private learnUnnamed(from: Endpoint, cls: MediaClass, ssrc: number, seq: number, now: number): boolean {
+  private learnUnnamed(from: Endpoint, cls: MediaClass, ssrc: number, seq: number, spraying: boolean, now: number): boolean {
     const needed = this.opts.lockAfterPackets * 2;
     // Not strict (legacy): any IP locks after twice the persistence, which a sprayer can win.
     if (!this.opts.strictSourceIp) return this.learn(from, Rank.unnamed, ssrc, seq, needed, now);
@@ -127,7 +130,7 @@ export class GuardedLatch implements Latch {
     // in later windows the learned IP is named and everything else is simply refused.
     const contesting = this.host.latched !== null && this.lockedRank === Rank.unnamed && this.lockedIn === this.learnUntil;
     if (!contesting && !this.opts.soleStream.open()) return this.refuse('unexpected-source-ip');
-    if (this.opts.spraying(from, now)) return this.refuse('spraying-source');
+    if (spraying) return this.refuse('spraying-source');
     const key = `${from.address}|${from.port}`;
     if (this.unnamed.has(key) || this.unnamed.size < MAX_UNNAMED) this.unnamed.set(key, (this.unnamed.get(key) ?? 0) + 1);
     const rival = [...this.unnamed].some(([k, n]) => k !== key && n >= this.opts.lockAfterPackets);

@@ -1,7 +1,12 @@
 import type { Endpoint } from '../challenge';
 
-/** A source seen on this many streams within SPREAD_MS is spraying, not a phone. */
-const SPRAY_STREAMS = 3;
+/**
+ * A source seen on this many streams within SPREAD_MS is spraying, not a phone. Two is enough:
+ * every call has two legs, so a sprayer meets at least two streams, while a phone's media
+ * socket talks to its own stream alone (and a phone moving to its next call has long been
+ * latched, out of sight of this count, on the last one).
+ */
+const SPRAY_STREAMS = 2;
 const SPREAD_MS = 2000;
 const MAX_SOURCES = 8192;
 
