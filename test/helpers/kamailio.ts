@@ -8,13 +8,15 @@ import { hasCommand } from './tools';
 
 export const kamailioUnavailable = (): string | null => (hasCommand('kamailio') ? null : 'kamailio not installed (apt-get install kamailio)');
 
-const CONFIG = path.join(__dirname, '..', 'nat', 'pbx', 'kamailio.cfg');
+const PBX_CONFIGS = path.join(__dirname, '..', 'nat', 'pbx');
 
-/** `config` picks another file in test/nat/pbx/; each of `defines` goes to -A (e.g. 'ROLE_PBX', 'X="str"'). */
+/**
+ * config: a file in test/nat/pbx (default kamailio.cfg, the topology-hiding, B2BUA-like PBX);
+ * each of `defines` goes to -A (e.g. 'ROLE_PBX', 'X="str"').
+ */
 export function startKamailio(topo: Topology, ns: string, listen: string, opts: { path?: boolean; config?: string; defines?: string[] } = {}): { child: ChildProcess; log: () => string; stop: () => void } {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-kamailio-'));
-  const config = opts.config ? path.join(path.dirname(CONFIG), opts.config) : CONFIG;
-  const args = ['-f', config, '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
+  const args = ['-f', path.join(PBX_CONFIGS, opts.config ?? 'kamailio.cfg'), '-DD', '-E', '-m', '32', '-M', '8', '-Y', runDir, '-P', path.join(runDir, 'pid'), '-l', `udp:${listen}`, '-l', `tcp:${listen}`];
   if (opts.path) args.push('-A', 'WITH_PATH');
   for (const d of opts.defines ?? []) args.push('-A', d);
   const child = topo.spawnIn(ns, 'kamailio', args);
