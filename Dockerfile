@@ -6,10 +6,11 @@ WORKDIR /app
 COPY package.json package-lock.json binding.gyp ./
 COPY native ./native
 RUN npm ci
+# Exactly what tsconfig.build.json compiles (test/build/dockerfile.test.ts builds from these
+# COPY lines alone); bench/ and test/ are not part of the image.
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY plugins ./plugins
-COPY bench ./bench
 COPY types ./types
 RUN npm run build && npm prune --omit=dev
 

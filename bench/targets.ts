@@ -63,8 +63,9 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number): Prom
 }
 
 export async function keylatch(): Promise<Target> {
-  const cli = path.join(__dirname, '..', 'src', 'cli.js');
-  // Launched with the flags of the bin's shebang (src/cli.ts).
+  // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
+  // with the flags of the bin's shebang (src/cli.ts).
+  const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
   const child = spawn(process.execPath, ['--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', '127.0.0.1', '--ports', '30000-39999'], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn' },

@@ -1,61 +1,124 @@
-import type http from 'node:http';
+import type Srf from 'drachtio-srf';
 import type { Config } from './config/schema';
-import { ConfigError } from './config/load';
-import { serveMetrics } from './control/http-server';
+import { ConfigError, describeProblems, envName, type ConfigProblem } from './config/load';
+import { metricsRoute } from './control/http-server';
+import { statusRoute } from './control/status';
+import { startHttpListeners, type HttpListeners } from './control/status-server';
 import type { Logger } from './log';
 import { relayMetrics } from './media/metrics';
 import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
 import { registerKeepaliveMetrics } from './nat/keepalive';
 import { RedisBindingStore } from './nat/redis-binding-store';
-import { splitHostPort } from './relay-service';
 import { startSipEdge, type SipEdge } from './sip/edge';
 
 export interface EdgeService {
   relay: Relay;
   edge: SipEdge;
+  /** What is up, one line per part: the start-up summary, and the top of `keylatch status`. */
+  summary(): Record<string, string>;
   close(): Promise<void>;
 }
 
-/** Settings the SIP edge cannot run without, checked up front with the key named. */
-function requireEdgeSettings(config: Config): { secret: string; pbx: string; advertised: string } {
-  const missing = [
-    ['sip.drachtio.secret', config.sip.drachtio.secret],
-    ['sip.pbx', config.sip.pbx],
-    ['sip.advertisedAddress', config.sip.advertisedAddress],
-    ...(config.sip.pbxDrachtio ? [['sip.pbxDrachtio.secret', config.sip.pbxDrachtio.secret]] : []),
-  ].filter(([, v]) => !v).map(([k]) => k);
-  if (missing.length) throw new ConfigError(`invalid configuration: ${missing.map((k) => `${k}: required for keylatch edge`).join('; ')}`);
-  return { secret: config.sip.drachtio.secret!, pbx: config.sip.pbx!, advertised: config.sip.advertisedAddress! };
+/** Settings the SIP edge cannot run without, with an example of what to set for each. */
+const REQUIRED: Array<{ key: string; get: (c: Config) => string | null | undefined; example: string }> = [
+  { key: 'sip.drachtio.secret', get: (c) => c.sip.drachtio.secret, example: "SECRET, drachtio-server's <admin> secret" },
+  // Only when a second drachtio-server faces the PBX (sip.pbxDrachtio set): then it needs its secret too.
+  { key: 'sip.pbxDrachtio.secret', get: (c) => (c.sip.pbxDrachtio ? c.sip.pbxDrachtio.secret : undefined), example: "SECRET, the PBX-side drachtio-server's <admin> secret" },
+  { key: 'sip.pbx', get: (c) => c.sip.pbx, example: 'sip:HOST:PORT' },
+  { key: 'sip.advertisedAddress', get: (c) => c.sip.advertisedAddress, example: "HOST:PORT, keylatch's SIP address as the PBX reaches it" },
+];
+
+/** Checked up front: one problem per missing setting, each naming its key and variable. */
+function requireEdgeSettings(config: Config): { secret: string } {
+  const problems: ConfigProblem[] = REQUIRED.filter((r) => r.get(config) === null || r.get(config) === '').map((r) => ({
+    key: r.key,
+    message: 'required for keylatch edge',
+    hint: `${envName(r.key)}=${r.example}`,
+  }));
+  if (problems.length) throw new ConfigError(describeProblems(problems), problems);
+  return { secret: config.sip.drachtio.secret! };
 }
 
-/** The whole product: relay, SIP edge on drachtio, binding store and metrics. */
+/** The SIP listeners drachtio-server reported when keylatch connected, e.g. ["udp/198.18.0.1:5060"]. */
+export function drachtioListeners(srf: Srf): string[] {
+  // drachtio-srf keeps what the server said on connect per socket, but has no accessor for it.
+  const client = (srf as unknown as { _app?: { client?: { mapServer?: Map<unknown, { hostport?: unknown }> } } })._app?.client;
+  const out: string[] = [];
+  for (const server of client?.mapServer?.values() ?? []) if (typeof server.hostport === 'string') out.push(...server.hostport.split(',').filter(Boolean));
+  return out;
+}
+
+/** A Redis URL without its password, fit for a log line or a status page. */
+export function redactUrl(url: string): string {
+  if (url === 'memory') return 'memory (this instance only; lost on restart)';
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
+/** drachtio-srf's connect errors, said in terms of the settings that cause them. */
+function explainDrachtioFailure(err: Error & { code?: string }, config: Config): Error {
+  const at = `drachtio-server at ${config.sip.drachtio.host}:${config.sip.drachtio.port}`;
+  if (/authenticate/i.test(err.message)) {
+    const message = `${at} refused the secret`;
+    return new ConfigError(`invalid configuration: sip.drachtio.secret: ${message}`, [{ key: 'sip.drachtio.secret', message }]);
+  }
+  if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT') {
+    return new Error(`cannot reach ${at} (${err.code}): is it running? (sip.drachtio.host/port: set ${envName('sip.drachtio.host')}, ${envName('sip.drachtio.port')})`);
+  }
+  return err;
+}
+
+/** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
 export async function startEdgeService(config: Config, log: Logger): Promise<EdgeService> {
   const { secret } = requireEdgeSettings(config);
-  const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });
+  const startedAt = Date.now();
   const relay = new Relay(config.media, { logger: log });
-  let edge: SipEdge;
+  const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });
+  let edge: SipEdge | null = null;
+  let listeners: HttpListeners | null = null;
+  const registry = relayMetrics(relay);
+  const summary = (): Record<string, string> => ({
+    'SIP listeners': edge ? drachtioListeners(edge.srf).join(', ') || '(drachtio-server reported none)' : '(not connected)',
+    'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}` +
+      (config.sip.pbxDrachtio ? `; toward the PBX ${config.sip.pbxDrachtio.host}:${config.sip.pbxDrachtio.port}` : ''),
+    PBX: `${config.sip.pbx} (registrations upstream by ${config.sip.registration.upstreamMode}, keylatch as ${config.sip.advertisedAddress})`,
+    'media relay': `${config.media.interface} ports ${config.media.portMin}-${config.media.portMax}` +
+      (relay.advertisedAddress !== config.media.interface ? `, advertised as ${relay.advertisedAddress}` : ''),
+    'leg key': config.sip.requireKey ? 'required (calls without a key are refused)' : 'optional (plain softphones get guarded latching)',
+    'binding store': redactUrl(config.sip.bindingStore),
+    metrics: listeners?.urls['/metrics'] ?? 'off (metrics.listen)',
+    admin: listeners?.urls['/status'] ? `${listeners.urls['/status']} (keylatch status)` : 'off (admin.listen)',
+  });
   try {
+    listeners = await startHttpListeners(config, {
+      metrics: metricsRoute(registry),
+      status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000 }),
+    });
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, logger: log });
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, logger: log }).catch((err: Error) => {
+      throw explainDrachtioFailure(err, config);
+    });
+    registerKeepaliveMetrics(edge.keepalive, registry);
   } catch (err) {
+    listeners?.close();
     await relay.close();
     await store.close();
     throw err;
   }
-  let httpServer: http.Server | null = null;
-  if (config.metrics.listen) {
-    const { host, port } = splitHostPort(config.metrics.listen);
-    const registry = relayMetrics(relay);
-    registerKeepaliveMetrics(edge.keepalive, registry);
-    httpServer = await serveMetrics(registry, port, host);
-  }
+  const running = edge;
   return {
     relay,
-    edge,
+    edge: running,
+    summary,
     async close() {
-      httpServer?.close();
-      await edge.close();
+      listeners?.close();
+      await running.close();
       await relay.close();
     },
   };

@@ -18,6 +18,7 @@ export const mediaSchema = z
       learnWindowMs: z.number().int().positive(),
       lockAfterPackets: z.number().int().min(1).max(100),
       strictSourceIp: z.boolean(),
+      soleStreamLearning: z.boolean().default(true),
     }),
     key: z.object({
       nonceTtlMs: z.number().int().min(100).max(60000),
@@ -76,6 +77,7 @@ export const configSchema = z.object({
   sip: sipSchema,
   control: z.object({ ng: hostPort.nullable().default(null) }),
   metrics: z.object({ listen: hostPort.nullable().default(null) }),
+  admin: z.object({ listen: hostPort.nullable().default(null) }),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -2,19 +2,45 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 
-/** Serves /metrics for Prometheus; nothing else. */
-export async function serveMetrics(registry: Registry, port: number, address: string): Promise<http.Server> {
+/** What one GET path answers: a content type and a body, computed per request. */
+export type Route = () => Promise<{ contentType: string; body: string }>;
+
+/**
+ * A read-only HTTP listener: GET on a known path, 404 for anything else, 405 for other methods.
+ * A route that fails answers 500 with its message; the listener and the process go on.
+ */
+export async function serveRoutes(routes: Record<string, Route>, port: number, address: string): Promise<http.Server> {
   const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url !== '/metrics') {
+    const route = Object.hasOwn(routes, pathOf(req.url)) ? routes[pathOf(req.url)] : undefined;
+    if (!route) {
       res.writeHead(404).end();
       return;
     }
-    registry.metrics().then(
-      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
-      (err: Error) => res.writeHead(500).end(err.message),
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    route().then(
+      ({ contentType, body }) => res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' }).end(req.method === 'HEAD' ? undefined : body),
+      (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
     );
   });
   server.listen(port, address);
   await once(server, 'listening');
   return server;
+}
+
+function pathOf(url: string | undefined): string {
+  const q = (url ?? '/').indexOf('?');
+  return q === -1 ? (url ?? '/') : (url ?? '/').slice(0, q);
+}
+
+/** The Prometheus route for a registry. */
+export function metricsRoute(registry: Registry): Route {
+  return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
+}
+
+/** Serves /metrics for Prometheus; nothing else. */
+export async function serveMetrics(registry: Registry, port: number, address: string): Promise<http.Server> {
+  return serveRoutes({ '/metrics': metricsRoute(registry) }, port, address);
 }

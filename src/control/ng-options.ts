@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { LegOptions } from '../media/call';
+import type { LegHints, LegOptions } from '../media/call';
 import { RelayError } from '../media/relay';
 
 /** A decoded ng request: bencode dictionaries with strings already decoded. */
@@ -38,12 +38,41 @@ function option(d: NgDict, name: string): string | undefined {
 
 /** rtpengine's "received-from": ["IP4", "203.0.113.5"]: where the signalling came from. */
 export function receivedFrom(d: NgDict): string | undefined {
-  const v = d['received-from'];
+  const v = d['received-from'] ?? d['received from'];
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.length !== 2 || typeof v[1] !== 'string' || isIP(v[1]) === 0) {
     throw new RelayError('bad-request', '"received-from" must be ["IP4"|"IP6", address]');
   }
   return v[1];
+}
+
+/** rtpengine spells flags with spaces or dashes, in any case ("SIP source address", "SIP-source-address"). */
+const normalised = (flag: string): string => flag.toLowerCase().replace(/[\s_]+/g, '-');
+
+function hasFlag(d: NgDict, name: string): boolean {
+  for (const f of flags(d).keys()) if (normalised(f) === name) return true;
+  return false;
+}
+
+/**
+ * What an offer or answer tells about where the media of the side that sent its SDP comes
+ * from, in rtpengine's own terms: received-from (the SIP source), media-address (overrides
+ * both SDP and SIP source), trust-address (the SDP names the endpoint, the SIP source is a
+ * hop), SIP-source-address (the reverse), strict-source (only named IPs may lock).
+ */
+export function legHints(d: NgDict): LegHints {
+  const mediaAddress = str(d, 'media-address') ?? str(d, 'media address') ?? flags(d).get('media-address');
+  if (mediaAddress !== undefined && isIP(mediaAddress) === 0) throw new RelayError('bad-request', '"media-address" must be an IP address');
+  const sipSource = hasFlag(d, 'sip-source-address');
+  const trustSdp = hasFlag(d, 'trust-address');
+  if (sipSource && trustSdp) throw new RelayError('bad-request', '"trust-address" and "SIP-source-address" contradict each other');
+  const signallingAddress = receivedFrom(d);
+  return {
+    ...(signallingAddress ? { signallingAddress } : {}),
+    ...(mediaAddress ? { mediaAddress } : {}),
+    ...(sipSource ? { trust: 'sip-source' as const } : trustSdp ? { trust: 'sdp' as const } : {}),
+    ...(hasFlag(d, 'strict-source') ? { strictSource: true } : {}),
+  };
 }
 
 /**

@@ -6,7 +6,7 @@ import { PortPoolExhausted } from '../media/port-pool';
 import { RelayError, type Relay } from '../media/relay';
 import { SdpError } from '../sdp/session';
 import { silentLogger, type Logger } from '../log';
-import { legOptions, optional, receivedFrom, required, type NgDict } from './ng-options';
+import { legHints, legOptions, optional, required, type NgDict } from './ng-options';
 
 const MAX_REQUEST = 65507;
 const REPLY_CACHE_MS = 30000;
@@ -87,7 +87,7 @@ export class NgServer {
           fromTag: required(req, 'from-tag'),
           toTag: optional(req, 'to-tag'),
           sdp: required(req, 'sdp'),
-          offerer: { ...legOptions(req, 'offerer'), signallingAddress: receivedFrom(req) },
+          offerer: { ...legOptions(req, 'offerer'), ...legHints(req) },
           answerer: legOptions(req, 'answerer'),
         });
         return { result: 'ok', sdp };
@@ -98,7 +98,7 @@ export class NgServer {
           fromTag: required(req, 'from-tag'),
           toTag: required(req, 'to-tag'),
           sdp: required(req, 'sdp'),
-          answerer: { signallingAddress: receivedFrom(req) },
+          answerer: legHints(req),
         });
         return { result: 'ok', sdp };
       }

@@ -1,5 +1,6 @@
 import { formatLegKey, newLegId, newLegKey, type Endpoint } from './challenge';
 import type { LatchPolicy } from './latch/latch';
+import { rankSource, type AddressTrust, type LegEvidence, type SourceRank } from './latch/source-rank';
 import type { SocketStats } from './media-socket';
 import type { PortCounters, RelayPort } from './relay-port';
 import type { MediaDescription } from '../sdp/session';
@@ -11,7 +12,16 @@ export interface LegOptions {
   secure: boolean;
   /** Where this leg's signalling came from: guarded latching prefers this IP. */
   signallingAddress?: string;
+  /** The ng caller's own word on where this leg's media comes from (rtpengine's media-address). */
+  mediaAddress?: string;
+  /** Which of the SDP and the SIP source name the endpoint (rtpengine's trust-address / SIP-source-address). */
+  trust?: AddressTrust;
+  /** Only named IPs may lock, never the sole plausible stream (rtpengine's strict-source). */
+  strictSource?: boolean;
 }
+
+/** The per-message hints an ng caller may give about a leg; each replaces the last one given. */
+export type LegHints = Pick<LegOptions, 'signallingAddress' | 'mediaAddress' | 'trust' | 'strictSource'>;
 
 /** One m-line of one leg: the relay ports that leg sends to, and what its SDP said. */
 export class Stream {
@@ -52,13 +62,20 @@ export class Stream {
   }
 }
 
-export class Leg {
+export class Leg implements LegEvidence {
   readonly legId = newLegId();
   readonly streams: Array<Stream | null> = [];
   policy!: LatchPolicy;
   key!: Buffer | null;
   secure!: boolean;
   signallingAddress!: string | null;
+  mediaAddress!: string | null;
+  trust!: AddressTrust;
+  strictSource!: boolean;
+  /** The IP this leg first locked onto; from then on it is named, and nothing unnamed may lock. */
+  learnedIp: string | null = null;
+  /** Set when two plausible unnamed streams competed for this leg: it trusts neither any more. */
+  contested = false;
   /** Set while a hairpinned call's client owns this leg: SDP that merely points back at it is an echo. */
   adopted = false;
 
@@ -72,14 +89,43 @@ export class Leg {
     this.key = opts.policy === 'key' ? newLegKey() : null;
     this.secure = opts.secure;
     this.signallingAddress = opts.signallingAddress ?? null;
+    this.mediaAddress = opts.mediaAddress ?? null;
+    this.trust = opts.trust ?? 'both';
+    this.strictSource = opts.strictSource ?? false;
+    this.learnedIp = null;
+    this.contested = false;
   }
 
-  /** IPs guarded latching prefers: the signalling source, and the SDP's own addresses. */
-  preferredIps(): Set<string> {
-    const ips = new Set<string>();
-    if (this.signallingAddress) ips.add(this.signallingAddress);
-    for (const s of this.streams) if (s?.sdp) ips.add(s.sdp.address).add(s.sdp.rtcpAddress);
-    return ips;
+  /** Takes in what one offer or answer says about this leg; hints it leaves out stay as they were. */
+  hint(h: LegHints): void {
+    if (h.signallingAddress) this.signallingAddress = h.signallingAddress;
+    if (h.mediaAddress) this.mediaAddress = h.mediaAddress;
+    if (h.trust) this.trust = h.trust;
+    if (h.strictSource !== undefined) this.strictSource = h.strictSource;
+  }
+
+  /** The leg's first lock names its IP for the rest of the call (unless it was contested). */
+  learned(ip: string): void {
+    if (this.learnedIp === null && !this.contested) this.learnedIp = ip;
+  }
+
+  contest(): void {
+    this.contested = true;
+    this.learnedIp = null;
+  }
+
+  /** May a source nobody named still lock onto this leg as the sole plausible stream? */
+  soleStreamOpen(): boolean {
+    return !this.strictSource && this.mediaAddress === null && this.learnedIp === null && !this.contested;
+  }
+
+  get sdpAddresses(): string[] {
+    return this.streams.flatMap((s) => (s?.sdp ? [s.sdp.address, s.sdp.rtcpAddress] : []));
+  }
+
+  /** How far signalling vouches for `ip` as this leg's media source. */
+  rankOf(ip: string): SourceRank {
+    return rankSource(this, ip);
   }
 
   /** The value of our a=keylatch attribute for this leg's SDP, if it holds a key. */

@@ -5,9 +5,10 @@ import { silentLogger, type Logger } from '../log';
 import { parseSdp, rewriteSdp, type SessionDescription } from '../sdp/session';
 import { isPrivateAddress } from '../nat/private-address';
 import { AddressPolicy } from './address-policy';
-import { Call, Leg, Stream, legStats, type LegOptions, type LegStats } from './call';
+import { Call, Leg, Stream, legStats, type LegHints, type LegOptions, type LegStats } from './call';
 import { GuardedLatch } from './latch/guarded-latch';
 import { KeyLatch } from './latch/key-latch';
+import { SourceSpread } from './latch/source-spread';
 import type { DropReason, Latch } from './latch/latch';
 import { PortPool, PortPoolExhausted } from './port-pool';
 import { RelayPort, emptyCounters, type PortCounters } from './relay-port';
@@ -34,7 +35,7 @@ export interface AnswerRequest {
   fromTag: string;
   toTag: string;
   sdp: string;
-  answerer?: Pick<Partial<LegOptions>, 'signallingAddress'>;
+  answerer?: LegHints;
 }
 
 /** One leg of one call, named by its stable leg id (tags change as forks answer). */
@@ -70,6 +71,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     'unlatched-source': 0,
     'outside-learning-window': 0,
     'unexpected-source-ip': 0,
+    'ambiguous-source': 0,
+    'spraying-source': 0,
     'stun-invalid': 0,
     'unknown-leg': 0,
     'proof-rejected': 0,
@@ -83,6 +86,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private retiredNoDestination = 0;
   private readonly family: 4 | 6;
   private readonly calls = new Map<string, Call>();
+  /** Which streams each unlatched source has sent to: how guarded latching tells a sprayer from a phone. */
+  private readonly spread = new SourceSpread();
   private readonly policy: AddressPolicy;
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
@@ -132,7 +137,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       call.legs.push(...created);
       this.calls.set(call.id, call);
     }
-    if (req.offerer?.signallingAddress && !offerer.adopted) offerer.signallingAddress = req.offerer.signallingAddress;
+    if (req.offerer && !offerer.adopted) offerer.hint(req.offerer);
     this.describe(offerer, session);
     reopenLearning(offerer);
     this.log.info({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
@@ -150,7 +155,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const answerer = call.other(offerer)!;
     // A later answer with another to-tag is another fork winning: the last answer decides.
     answerer.tag = req.toTag;
-    if (req.answerer?.signallingAddress && !answerer.adopted) answerer.signallingAddress = req.answerer.signallingAddress;
+    if (req.answerer && !answerer.adopted) answerer.hint(req.answerer);
     session.media.forEach((m, i) => {
       if (m.port === 0) this.disable(offerer, answerer, i);
     });
@@ -379,6 +384,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       },
       onLatch: (p: RelayPort, source: { address: string; port: number } | null) => {
         this.latchEvents++;
+        if (source) leg.learned(source.address);
         this.log.info({ callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy }, source ? 'latched' : 'unlatched');
         this.emit('latch', { callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy });
       },
@@ -389,7 +395,16 @@ export class Relay extends EventEmitter<RelayEvents> {
         ? new KeyLatch(p, { legId: leg.legId, key: leg.key!, ...this.config.key })
         : new GuardedLatch(p, {
             ...this.config.guarded,
-            preferredIps: () => leg.preferredIps(),
+            rankOf: (ip) => leg.rankOf(ip),
+            soleStream: {
+              open: () => this.config.guarded.soleStreamLearning && leg.soleStreamOpen(),
+              contest: () => {
+                if (!leg.contested) this.log.warn({ callId: call.id, tag: leg.tag }, 'two plausible streams for a leg no signalling named: neither may lock');
+                leg.contest();
+              },
+            },
+            // A stream is known by its RTP port, so a source on both of its ports is still on one stream.
+            spraying: (from, now) => this.spread.note(from, p.kind === 'rtp' ? p.port : p.port - 1, now),
             lockedStream: () => {
               if (!p.latched) return null;
               const s = p.socket.stats();

@@ -13,8 +13,16 @@ export interface BindingStore {
   /** Every binding whose expiry has passed, for the sweeper to unregister upstream. */
   expired(now: number): Promise<Binding[]>;
   all(): Promise<Binding[]>;
+  /**
+   * Up to `limit` bindings, soonest to expire first (ties by id), and how many there are in
+   * all: what an operator's status page needs without loading every binding of a large site.
+   */
+  list(opts: { limit: number }): Promise<{ total: number; bindings: Binding[] }>;
   close(): Promise<void>;
 }
+
+/** The order list() returns bindings in, shared by every store so they list alike. */
+export const byExpiry = (a: Binding, b: Binding): number => a.expires - b.expires || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 export class MemoryBindingStore implements BindingStore {
   private readonly byId = new Map<string, Binding>();
@@ -42,6 +50,11 @@ export class MemoryBindingStore implements BindingStore {
 
   async all(): Promise<Binding[]> {
     return [...this.byId.values()].map((b) => structuredClone(b));
+  }
+
+  async list(opts: { limit: number }): Promise<{ total: number; bindings: Binding[] }> {
+    const sorted = [...this.byId.values()].sort(byExpiry);
+    return { total: sorted.length, bindings: sorted.slice(0, Math.max(0, opts.limit)).map((b) => structuredClone(b)) };
   }
 
   async close(): Promise<void> {}

@@ -2,7 +2,7 @@ import Redis from 'ioredis';
 import { z } from 'zod';
 import { silentLogger, type Logger } from '../log';
 import type { Binding } from './binding';
-import type { BindingStore } from './binding-store';
+import { byExpiry, type BindingStore } from './binding-store';
 
 const bindingSchema = z.object({
   id: z.string(),
@@ -90,6 +90,16 @@ export class RedisBindingStore implements BindingStore {
 
   async all(): Promise<Binding[]> {
     return this.load(await this.redis.zrange(`${this.prefix}exp`, 0, -1));
+  }
+
+  async list(opts: { limit: number }): Promise<{ total: number; bindings: Binding[] }> {
+    if (opts.limit <= 0) return { total: await this.redis.zcard(`${this.prefix}exp`), bindings: [] };
+    const [ids, total] = await Promise.all([this.redis.zrange(`${this.prefix}exp`, 0, opts.limit - 1), this.redis.zcard(`${this.prefix}exp`)]);
+    const found = await this.load(ids);
+    // Ids whose record Redis already expired are stale index entries: dropped, and not counted.
+    const gone = ids.filter((id) => !found.some((b) => b.id === id));
+    if (gone.length) await this.redis.zrem(`${this.prefix}exp`, ...gone);
+    return { total: total - gone.length, bindings: found.sort(byExpiry) };
   }
 
   async close(): Promise<void> {

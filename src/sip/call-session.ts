@@ -54,6 +54,15 @@ function identityHeaders(req: SipRequest): Record<string, string> {
   return { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To') };
 }
 
+/** Sends an UPDATE with an offer down a dialog; resolves with the answer SDP. */
+async function updateOn(dialog: Dialog, offer: string): Promise<string> {
+  // drachtio-srf's typings want a whole SrfRequest here; it reads method, headers and body.
+  const request = dialog.request.bind(dialog) as unknown as (opts: { method: string; body: string; headers: Record<string, string> }) => Promise<SipResponse>;
+  const res = await request({ method: 'UPDATE', body: offer, headers: { 'Content-Type': 'application/sdp' } });
+  if (res.status !== 200 || !res.body) throw new Error(`UPDATE answered ${res.status}${res.body ? '' : ' without SDP'}`);
+  return res.body;
+}
+
 const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<string, unknown> } }, header: 'To' | 'From'): string =>
   String(msg.getParsedHeader(header).params?.tag ?? '');
 
@@ -180,7 +189,9 @@ export class CallSession {
           return;
         }
         const offer = await this.media!.reoffer(side, req.body, req.source_address);
-        const answer = await to.modify(offer);
+        // An UPDATE goes on as an UPDATE: it may come before the answer's ACK, or from a phone
+        // that keeps its re-INVITEs for other things, and a re-INVITE there would surprise.
+        const answer = req.method === 'UPDATE' ? await updateOn(to, offer) : await to.modify(offer);
         res.send(200, { body: await this.media!.reanswer(side, answer) });
       } catch (err) {
         this.deps.log.warn({ callId: this.callId, err: (err as Error).message }, 're-offer failed');

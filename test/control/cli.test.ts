@@ -1,6 +1,7 @@
 /** The standalone relay as users start it: the real CLI in a child process, driven over ng. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import net from 'node:net';
 import path from 'node:path';
 import { Client } from 'rtpengine-client';
 import { drachtioBinary, startDrachtio } from '../helpers/drachtio';
@@ -60,11 +61,50 @@ describe('keylatch edge (CLI)', () => {
     const out = output(child);
     const [code] = await once(child, 'exit');
     expect(code).toBe(2);
-    expect(out.text()).toMatch(/sip\.drachtio\.secret: required/);
-    expect(out.text()).toMatch(/sip\.pbx: required/);
-    expect(out.text()).toMatch(/sip\.advertisedAddress: required/);
+    // One line per setting, each naming the key and the variable that sets it.
+    const lines = out.text().split('\n').filter((l) => l.includes('required for keylatch edge'));
+    expect(lines.map((l) => /: (sip\.[\w.]+): .*\(set (KEYLATCH_\w+)=/.exec(l)?.slice(1))).toEqual([
+      ['sip.drachtio.secret', 'KEYLATCH_SIP__DRACHTIO__SECRET'],
+      ['sip.pbx', 'KEYLATCH_SIP__PBX'],
+      ['sip.advertisedAddress', 'KEYLATCH_SIP__ADVERTISED_ADDRESS'],
+    ]);
+  });
+
+  const edgeEnv = { KEYLATCH_SIP__DRACHTIO__SECRET: 's', KEYLATCH_SIP__PBX: 'sip:127.0.0.2:5060', KEYLATCH_SIP__ADVERTISED_ADDRESS: '127.0.0.1:5060' };
+
+  it('says which drachtio-server it cannot reach, and how to point it elsewhere', async () => {
+    const closed = await freePort();
+    const child = run(['edge', '--ports', '38200-38299'], { ...edgeEnv, KEYLATCH_SIP__DRACHTIO__PORT: String(closed), KEYLATCH_ADMIN__LISTEN: 'null' });
+    const out = output(child);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(1);
+    expect(out.text()).toContain(`keylatch: cannot reach drachtio-server at 127.0.0.1:${closed} (ECONNREFUSED): is it running? (sip.drachtio.host/port: set KEYLATCH_SIP__DRACHTIO__HOST, KEYLATCH_SIP__DRACHTIO__PORT)\n`);
+  });
+
+  it('names the admin listener when its port is taken, before connecting anywhere', async () => {
+    const busy = net.createServer().listen(0, '127.0.0.1');
+    await once(busy, 'listening');
+    const port = (busy.address() as net.AddressInfo).port;
+    try {
+      const child = run(['edge', '--ports', '38200-38299'], { ...edgeEnv, KEYLATCH_ADMIN__LISTEN: `127.0.0.1:${port}` });
+      const out = output(child);
+      const [code] = await once(child, 'exit');
+      expect(code).toBe(2);
+      expect(out.text()).toContain(`keylatch: invalid configuration: admin.listen: 127.0.0.1:${port} is already in use (set KEYLATCH_ADMIN__LISTEN=HOST:PORT, or null to turn it off)\n`);
+    } finally {
+      busy.close();
+    }
   });
 });
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 const noSipTools = !drachtioBinary() || sippUnavailable() !== null;
 if (noSipTools) console.warn('!!! SKIPPED keylatch edge CLI end-to-end test: needs drachtio-server (DRACHTIO_BIN or PATH) and sipp');
@@ -73,18 +113,30 @@ if (noSipTools) console.warn('!!! SKIPPED keylatch edge CLI end-to-end test: nee
   it('connects to drachtio-server from its configuration and answers SIP', async () => {
     const sipPort = 15060 + (process.pid % 500);
     const drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp`], adminPort: 14022 + (process.pid % 500) });
+    const admin = `127.0.0.1:${19465 + (process.pid % 500)}`;
     const child = run(['edge', '--interface', '127.0.0.1', '--ports', '38100-38199'], {
       KEYLATCH_SIP__DRACHTIO__PORT: String(drachtio.admin.port),
       KEYLATCH_SIP__DRACHTIO__SECRET: drachtio.admin.secret,
       KEYLATCH_SIP__PBX: 'sip:127.0.0.2:5060',
       KEYLATCH_SIP__ADVERTISED_ADDRESS: `127.0.0.1:${sipPort}`,
+      KEYLATCH_ADMIN__LISTEN: admin,
     });
     const out = output(child);
     try {
-      for (let i = 0; i < 50 && !out.text().includes('keylatch edge started'); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 50 && !out.text().includes('keylatch edge is up'); i++) await new Promise((r) => setTimeout(r, 100));
       expect(out.text()).toContain('connected to drachtio-server');
+      // The start-up summary names the SIP listener drachtio-server reported and the admin endpoint.
+      expect(out.text()).toMatch(new RegExp(`^ {2}SIP listeners +\\S*127\\.0\\.0\\.1:${sipPort}`, 'm'));
+      expect(out.text()).toMatch(new RegExp(`^ {2}admin +http://${admin.replace(/\./g, '\\.')}/status`, 'm'));
       const r = await runSipp(['-sf', path.join(SCENARIOS, 'options.xml'), '-m', '1', '-i', '127.0.0.1', '-p', '0', `127.0.0.1:${sipPort}`]);
       expect(r.code).toBe(0);
+      const status = run(['status', '--json', '--admin', admin]);
+      const statusOut = output(status);
+      const [statusCode] = await once(status, 'exit');
+      expect(statusCode).toBe(0);
+      const snap = JSON.parse(statusOut.text()) as { service: string; summary: Record<string, string>; bindings: { total: number }; calls: unknown[] };
+      expect(snap).toMatchObject({ service: 'edge', bindings: { total: 0 }, calls: [] });
+      expect(snap.summary['SIP listeners']).toContain(`127.0.0.1:${sipPort}`);
       child.kill('SIGTERM');
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);

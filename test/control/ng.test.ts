@@ -4,7 +4,8 @@ import { once } from 'node:events';
 import { Client } from 'rtpengine-client';
 import { NgServer } from '../../src/control/ng-server';
 import type { Relay } from '../../src/media/relay';
-import { Peer, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, waitFor } from '../helpers/peers';
+import { legHints } from '../../src/control/ng-options';
+import { Peer, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, sleep, waitFor } from '../helpers/peers';
 
 let relay: Relay;
 let server: NgServer;
@@ -120,5 +121,35 @@ describe('ng control', () => {
     await waitFor(() => replies.length === 2);
     expect(replies[0]).toBe(replies[1]);
     expect(relay.pool.inUse).toBe(2);
+  });
+
+  it("reads rtpengine's media hints in either spelling, and refuses contradictory or malformed ones", () => {
+    expect(legHints({ 'received-from': ['IP4', '198.51.100.7'], flags: ['SIP source address', 'strict-source'] }))
+      .toEqual({ signallingAddress: '198.51.100.7', trust: 'sip-source', strictSource: true });
+    expect(legHints({ flags: ['trust-address'], 'media-address': '203.0.113.9' })).toEqual({ trust: 'sdp', mediaAddress: '203.0.113.9' });
+    expect(legHints({ flags: ['media-address=203.0.113.9'] })).toEqual({ mediaAddress: '203.0.113.9' });
+    expect(() => legHints({ 'media-address': 'phone.example' })).toThrow(/media-address/);
+    expect(() => legHints({ flags: ['trust-address', 'SIP-source-address'] })).toThrow(/contradict/);
+  });
+
+  it('behind a proxy: the callee latches as the sole stream, or only at media-address, or not at all with strict-source', async () => {
+    // The answer as Kamailio sends it from the core side: received-from is the PBX, the SDP private.
+    const callee = await Peer.open('127.0.0.2');
+    peers.push(callee);
+    const latchedAfter = async (callId: string, extra: Record<string, unknown>): Promise<unknown> => {
+      const offer = await client.offer(ng, { 'call-id': callId, 'from-tag': 'ta', sdp: sdp('127.0.0.1', 4000), 'received-from': ['IP4', '127.0.0.1'] });
+      const answer = await client.answer(ng, { 'call-id': callId, 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp('10.0.0.5', 4000), 'received-from': ['IP4', '127.0.0.9'], ...extra });
+      expect(answer.result).toBe('ok');
+      const toRelay = { address: '127.0.0.1', port: mediaPorts(offer.sdp)[0]! };
+      for (let i = 0; i < 12; i++) callee.send(rtp(i, i * 160, 0xb), toRelay);
+      await sleep(50);
+      return (await client.query(ng, { 'call-id': callId })).tags.tb.latched ?? null;
+    };
+    expect(await latchedAfter('px1', {})).toEqual(callee.endpoint);
+    expect(await latchedAfter('px2', { flags: ['strict-source'] })).toBeNull();
+    expect(await latchedAfter('px3', { 'media-address': '127.0.0.2' })).toEqual(callee.endpoint);
+    expect(await latchedAfter('px4', { 'media-address': '127.0.0.4' })).toBeNull();
+    const bad = await client.answer(ng, { 'call-id': 'px1', 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp('10.0.0.5', 4000), 'media-address': 'x' });
+    expect(bad).toMatchObject({ result: 'error' });
   });
 });

@@ -171,6 +171,15 @@ export async function waitFor(cond: () => boolean, timeoutMs = 2000, stepMs = 5)
   }
 }
 
+/** waitFor for a condition that must ask something asynchronous, such as a binding store. */
+export async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(stepMs);
+  }
+}
+
 export function newRelay(over: Parameters<typeof testMediaConfig>[0] = {}): Relay {
   return new Relay(testMediaConfig(over));
 }

@@ -20,24 +20,29 @@ export function skipSipSuite(suite: string): boolean {
 
 export interface SipFixture {
   drachtio: RunningDrachtio;
+  /** The PBX-facing drachtio-server, when the fixture was asked for one (pbxContacts). */
+  pbxDrachtio: RunningDrachtio | null;
   relay: Relay;
   edge: SipEdge;
   /** The live configuration object: a test may change a switch on the running edge. */
   sip: SipConfig;
 }
 
-export function sipEdgeFixture(opts: { contacts: string[]; adminPort: number; sip?: Partial<SipConfig>; media?: MediaOverrides; tls?: boolean }): SipFixture {
+/** pbxContacts: also run a PBX-facing drachtio-server (sip.pbxDrachtio), its admin port adminPort + 1. */
+export function sipEdgeFixture(opts: { contacts: string[]; pbxContacts?: string[]; adminPort: number; sip?: Partial<SipConfig>; media?: MediaOverrides; tls?: boolean }): SipFixture {
   const f = {} as SipFixture;
   beforeAll(async () => {
     f.drachtio = await startDrachtio({ contacts: opts.contacts, adminPort: opts.adminPort, ...(opts.tls ? { tls: selfSignedCert() } : {}) });
+    f.pbxDrachtio = opts.pbxContacts ? await startDrachtio({ contacts: opts.pbxContacts, adminPort: opts.adminPort + 1 }) : null;
     f.relay = new Relay(testMediaConfig(opts.media));
     f.sip = { ...loadConfig({ env: {} }).sip, ...opts.sip };
-    f.edge = await startSipEdge({ drachtio: f.drachtio.admin, relay: f.relay, sip: f.sip });
+    f.edge = await startSipEdge({ drachtio: f.drachtio.admin, pbxDrachtio: f.pbxDrachtio?.admin ?? null, relay: f.relay, sip: f.sip });
   });
   afterAll(async () => {
     await f.edge?.close();
     await f.relay?.close();
     await f.drachtio?.stop();
+    await f.pbxDrachtio?.stop();
   });
   return f;
 }

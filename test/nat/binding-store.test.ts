@@ -63,6 +63,19 @@ describe.each(stores)('%s binding store', (_name, make) => {
     got.source.port = 1;
     expect((await store.get(a.id))!.source.port).toBe(40112);
   });
+
+  it('lists a page of bindings, soonest to expire first, with the total', async () => {
+    const now = Date.now();
+    const late = binding({ expires: now + 90000 });
+    const soon = binding({ expires: now + 10000, aor: 'sip:bob@example.com' });
+    const mid = binding({ expires: now + 50000, transport: 'tls', secure: true });
+    await Promise.all([store.put(late), store.put(soon), store.put(mid)]);
+    expect(await store.list({ limit: 10 })).toEqual({ total: 3, bindings: [soon, mid, late] });
+    expect(await store.list({ limit: 2 })).toEqual({ total: 3, bindings: [soon, mid] });
+    expect(await store.list({ limit: 0 })).toEqual({ total: 3, bindings: [] });
+    await store.remove(soon.id);
+    expect(await store.list({ limit: 1 })).toEqual({ total: 2, bindings: [mid] });
+  });
 });
 
 (noRedis ? describe.skip : describe)('redis binding store across instances', () => {
@@ -98,6 +111,17 @@ describe.each(stores)('%s binding store', (_name, make) => {
     await store.put(a);
     await new Promise((r) => setTimeout(r, 400));
     expect(await store.get(a.id)).toBeNull();
+    await store.close();
+  });
+
+  it('does not list or count a binding Redis has already dropped', async () => {
+    const store = new RedisBindingStore(redis!.url, { prefix: 'ttl-list:', graceMs: 100 });
+    const gone = binding({ expires: Date.now() + 100 });
+    const kept = binding({ expires: Date.now() + 60000 });
+    await store.put(gone);
+    await store.put(kept);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await store.list({ limit: 10 })).toEqual({ total: 1, bindings: [kept] });
     await store.close();
   });
 });

@@ -15,7 +15,7 @@ import { Baresip, baresipUnavailable, wavRms } from '../helpers/baresip';
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { LiveEvents, RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
-import { sleep, waitFor } from '../helpers/peers';
+import { sleep, waitFor, waitForAsync } from '../helpers/peers';
 
 const PHONE = path.join(__dirname, 'nat-phone.ts');
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable();
@@ -155,12 +155,4 @@ for (const mode of ['contact', 'path'] as const) {
       expect(wavRms(carol.recordings()[1]!, 0.5)).toBeGreaterThan(1000);
     }, 30000);
   });
-}
-
-async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(50);
-  }
 }

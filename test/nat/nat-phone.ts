@@ -37,15 +37,20 @@ interface Dialog {
   outgoing: boolean;
   remoteRtp: { address: string; port: number } | null;
   direction: 'sendrecv' | 'sendonly';
+  /** Route headers for in-dialog requests: the Record-Route set a record-routing proxy built. */
+  routes: string[];
 }
 let dialog: Dialog | null = null;
 let pendingInvite: { callId: string; cseq: number; branch: string; to: string; sdp: string } | null = null;
-const heard = { packets: 0, loudPackets: 0, lastRms: 0, sources: new Set<string>() };
+const heard = { packets: 0, loudPackets: 0, lastRms: 0, sources: new Set<string>(), ssrcs: new Set<number>() };
 
 const header = (msg: string, name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, 'im').exec(msg)?.[1]?.trim() ?? '';
 const uriOf = (v: string): string => (/<([^>]*)>/.exec(v)?.[1] ?? v.split(';')[0]!).trim();
 const tagOf = (v: string): string => /;tag=([^;>\s]+)/.exec(v)?.[1] ?? '';
 const bodyOf = (msg: string): string => msg.slice(msg.indexOf('\r\n\r\n') + 4);
+const recordRouteLines = (msg: string): string[] => msg.split('\r\n').filter((l) => /^Record-Route:/i.test(l));
+/** Every Record-Route entry in order (several per header line allowed). */
+const recordRoutes = (msg: string): string[] => recordRouteLines(msg).flatMap((l) => l.slice(l.indexOf(':') + 1).split(',').map((r) => r.trim()));
 const contact = `<sip:${args.user}@${args.localIp}:${args.port}>`;
 const send = (text: string): void => void socket.send(text, args.edge.port, args.edge.address);
 
@@ -62,8 +67,8 @@ function remoteRtpOf(body: string): { address: string; port: number } | null {
   return c && m && c !== '0.0.0.0' ? { address: c, port: Number(m) } : null;
 }
 
-function request(method: string, ruri: string, headers: string[], body = ''): string {
-  const lines = [`${method} ${ruri} SIP/2.0`, `Via: SIP/2.0/UDP ${args.localIp}:${args.port};branch=z9hG4bK${Date.now()}${++cseq};rport`, 'Max-Forwards: 70', ...headers];
+function request(method: string, ruri: string, headers: string[], body = '', routes: string[] = []): string {
+  const lines = [`${method} ${ruri} SIP/2.0`, `Via: SIP/2.0/UDP ${args.localIp}:${args.port};branch=z9hG4bK${Date.now()}${++cseq};rport`, 'Max-Forwards: 70', ...routes.map((r) => `Route: ${r}`), ...headers];
   if (body) lines.push('Content-Type: application/sdp');
   return `${lines.join('\r\n')}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
@@ -79,7 +84,7 @@ function inDialog(method: string, body = ''): void {
   if (!dialog) return;
   dialog.cseq++;
   const [from, to] = [`${dialog.local};tag=${dialog.localTag}`, `${dialog.remote};tag=${dialog.remoteTag}`];
-  send(request(method, dialog.target, [`From: ${from}`, `To: ${to}`, `Call-ID: ${dialog.callId}`, `CSeq: ${dialog.cseq} ${method}`, `Contact: ${contact}`], body));
+  send(request(method, dialog.target, [`From: ${from}`, `To: ${to}`, `Call-ID: ${dialog.callId}`, `CSeq: ${dialog.cseq} ${method}`, `Contact: ${contact}`], body, dialog.routes));
 }
 
 function call(to: string): void {
@@ -95,6 +100,7 @@ function reply(req: string, status: string, body = ''): void {
   const lines = [
     `SIP/2.0 ${status}`, ...req.split('\r\n').filter((l) => /^Via:/i.test(l)), `From: ${header(req, 'From')}`,
     `To: ${tagOf(to) ? to : `${to};tag=${myTag}`}`, `Call-ID: ${header(req, 'Call-ID')}`, `CSeq: ${header(req, 'CSeq')}`, `Contact: ${contact}`,
+    ...recordRouteLines(req), // a UAS copies the Record-Route set into its responses
   ];
   if (body) lines.push('Content-Type: application/sdp');
   socket.send(`${lines.join('\r\n')}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, lastFrom[0], lastFrom[1]);
@@ -110,12 +116,13 @@ function onResponse(msg: string, status: number): void {
   const callId = header(msg, 'Call-ID');
   const ack = (d: Dialog): void => {
     const [from, to] = [`${d.local};tag=${d.localTag}`, `${d.remote};tag=${d.remoteTag}`];
-    send(request('ACK', d.target, [`From: ${from}`, `To: ${to}`, `Call-ID: ${d.callId}`, `CSeq: ${header(msg, 'CSeq').split(/\s+/)[0]} ACK`]));
+    send(request('ACK', d.target, [`From: ${from}`, `To: ${to}`, `Call-ID: ${d.callId}`, `CSeq: ${header(msg, 'CSeq').split(/\s+/)[0]} ACK`], '', d.routes));
   };
   if (pendingInvite && callId === pendingInvite.callId) {
     const d: Dialog = {
       callId, localTag: myTag, remoteTag: tagOf(header(msg, 'To')), local: `<sip:${args.user}@keylatch.test>`, remote: `<${pendingInvite.to}>`,
       target: uriOf(header(msg, 'Contact')) || pendingInvite.to, cseq: 1, outgoing: true, remoteRtp: null, direction: 'sendrecv',
+      routes: recordRoutes(msg).reverse(), // the caller's route set is the Record-Route of the answer, backwards
     };
     pendingInvite = null;
     ack(d);
@@ -141,6 +148,7 @@ function onRequest(msg: string, verb: string, ruri: string): void {
       dialog = {
         callId: header(msg, 'Call-ID'), localTag: myTag, remoteTag: tagOf(header(msg, 'From')), local: header(msg, 'To').replace(/;tag=[^;]*/, ''),
         remote: header(msg, 'From').replace(/;tag=[^;]*/, ''), target: uriOf(header(msg, 'Contact')), cseq: 100, outgoing: false, remoteRtp: null, direction: 'sendrecv',
+        routes: recordRoutes(msg),
       };
     }
     dialog!.remoteRtp = remoteRtpOf(bodyOf(msg));
@@ -168,11 +176,12 @@ media.on('message', (buf, r) => {
   if (buf.length < 12 || buf[0]! >> 6 !== 2) return;
   heard.packets++;
   heard.sources.add(`${r.address}:${r.port}`);
+  heard.ssrcs.add(buf.readUInt32BE(8));
   heard.lastRms = rms(decodeG711('PCMU', buf.subarray(12)));
   if (heard.lastRms > 1000) heard.loudPackets++;
 });
 
-const summary = () => ({ packets: heard.packets, loudPackets: heard.loudPackets, lastRms: Math.round(heard.lastRms), sources: [...heard.sources] });
+const summary = () => ({ packets: heard.packets, loudPackets: heard.loudPackets, lastRms: Math.round(heard.lastRms), sources: [...heard.sources], ssrcs: [...heard.ssrcs] });
 
 let seq = 0;
 const ssrc = (process.pid * 2654435761) >>> 0;

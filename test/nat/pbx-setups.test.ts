@@ -19,7 +19,7 @@ import { Baresip, baresipUnavailable, wavClosed, wavToneShare, type BaresipAccou
 import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
-import { sleep, waitFor } from '../helpers/peers';
+import { sleep, waitFor, waitForAsync } from '../helpers/peers';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable();
 if (why) console.warn(`!!! SKIPPED PBX setup tests: ${why}`);
@@ -257,11 +257,3 @@ SETUPS.forEach((setup, i) => {
     await waitFor(() => relay.callCount === 0 && edge.calls.size === 0, 5000);
   }, 30000);
 });
-
-async function waitForAsync(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}

@@ -18,6 +18,8 @@ export type DropReason =
   | 'unlatched-source'
   | 'outside-learning-window'
   | 'unexpected-source-ip'
+  | 'ambiguous-source'
+  | 'spraying-source'
   | 'stun-invalid'
   | 'unknown-leg'
   | 'proof-rejected'
