@@ -12,6 +12,7 @@
 import { appendFileSync, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { readWav } from '../../plugins/sipjs/src';
+import { STATUS_PATH, type LegStatus, type StatusSnapshot } from '../../src/control/status';
 import { dominantTone, heardTone, type ToneFinding } from './tone';
 
 const env = (name: string, fallback: string): string => process.env[name] || fallback;
@@ -29,14 +30,8 @@ const calleeDir = path.join(DEMO_DIR, CALLEE_USER);
 
 type Event = Record<string, unknown> & { event: string };
 
-export interface LegReport {
-  tag: string | null;
-  policy: string;
-  latchState: string;
-  latched: string | null;
-  packetsIn: number;
-  packetsOut: number;
-}
+/** What the test call reports of a leg: the part of /status's legs that /metrics can also give. */
+export type LegReport = Pick<LegStatus, 'tag' | 'policy' | 'latchState' | 'latched' | 'packetsIn' | 'packetsOut'>;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -80,17 +75,12 @@ async function getText(url: string): Promise<{ status: number; body: string } | 
   }
 }
 
-interface StatusJson {
-  bindings: { shown: Array<{ aor: string; transport: string; source: string }> } | null;
-  calls: Array<{ callId: string; legs: LegReport[] }>;
-}
-
 /** keylatch's admin /status, or null when this keylatch has none (or it is not reachable). */
-async function status(): Promise<StatusJson | null> {
-  const res = await getText(`${ADMIN_URL}/status`);
+async function status(): Promise<StatusSnapshot | null> {
+  const res = await getText(`${ADMIN_URL}${STATUS_PATH}`);
   if (!res || res.status !== 200) return null;
   try {
-    return JSON.parse(res.body) as StatusJson;
+    return JSON.parse(res.body) as StatusSnapshot;
   } catch {
     return null;
   }
@@ -182,7 +172,7 @@ async function main(): Promise<number> {
   await sleep(TALK_MS);
 
   // The relay's view, mid-call: /status when this keylatch has it, else /metrics.
-  let source = `${ADMIN_URL}/status`;
+  let source = `${ADMIN_URL}${STATUS_PATH}`;
   let legs: LegReport[] = [];
   const s = await status();
   const legsFromStatus = s !== null;
