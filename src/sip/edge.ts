@@ -6,7 +6,7 @@ import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
 import { CallSession } from './call-session';
-import { forwardToPbx } from './forward';
+import { forwardRequest } from './forward';
 import { LocalNames } from './local-names';
 import { PbxPeer } from './pbx-peer';
 import { registrar } from './registrar';
@@ -77,10 +77,11 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const names = new LocalNames(opts.sip);
   const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx) : null;
   const handlers = router(srf);
-  const toPbx = forwardToPbx({ srf, store, sip: opts.sip, names, log });
+  const forwardDeps = { srf, store, sip: opts.sip, names, pbx, log };
+  const forward = forwardRequest(forwardDeps);
   const localOptions = answerOptions(store, log);
-  handlers.options(guard(log, (req, res) => (isKeepalive(req, pbx) ? localOptions(req, res) : toPbx(req, res))));
-  handlers.message(guard(log, toPbx));
+  handlers.options(guard(log, (req, res) => (isKeepalive(req, pbx) ? localOptions(req, res) : forward(req, res))));
+  handlers.message(guard(log, forward));
   handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, names, log })));
   const calls = new Map<string, CallSession>();
   // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back.
@@ -110,6 +111,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     const pbxHandlers = router(pbxSrf);
     pbxHandlers.invite(onInvite(pbxSrf));
     pbxHandlers.options(guard(log, localOptions));
+    pbxHandlers.message(guard(log, forwardRequest(forwardDeps, true)));
   }
   const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
   opts.relay.on('media-timeout', onDeadMedia);

@@ -4,6 +4,8 @@ import type { Logger } from '../log';
 import type { BindingStore } from '../nat/binding-store';
 import { refreshBinding } from './binding-refresh';
 import type { LocalNames } from './local-names';
+import type { PbxPeer } from './pbx-peer';
+import { bindingIdOf, contactUri } from './registration';
 import type { SipRequest, SipResponse } from './srf';
 import { requestWithTimeout } from './upstream';
 
@@ -12,31 +14,59 @@ const UPSTREAM_TIMEOUT_MS = 32_000;
 const PASSED_REQUEST_HEADERS = ['Authorization', 'Proxy-Authorization', 'Content-Type', 'User-Agent', 'Accept', 'Expires', 'P-Asserted-Identity'];
 const PASSED_RESPONSE_HEADERS = ['WWW-Authenticate', 'Proxy-Authenticate', 'Retry-After', 'Allow', 'Accept', 'Supported'];
 
+export interface ForwardDeps {
+  srf: Srf;
+  store: BindingStore;
+  sip: SipConfig;
+  names: LocalNames;
+  pbx: PbxPeer | null;
+  log: Logger;
+}
+
 /**
- * A client's out-of-dialog request for someone behind the PBX (MESSAGE, an OPTIONS to a user):
- * sent on to the PBX as a new transaction with the caller's identity, credentials and body,
- * and the PBX's answer (digest challenges included) handed back.
+ * An out-of-dialog request that is not a call or a registration (MESSAGE, an OPTIONS to a
+ * user): a client's goes on to the PBX; one from the PBX (or arriving on its side) for a
+ * binding goes down that client's flow. Each is a new transaction carrying the sender's
+ * identity, credentials and body, and the answer (digest challenges included) is handed back.
+ * Max-Forwards counts down, so a PBX that routes a request back to keylatch cannot loop it.
  */
-export function forwardToPbx(deps: { srf: Srf; store: BindingStore; sip: SipConfig; names: LocalNames; log: Logger }) {
-  const { srf, store, sip, names, log } = deps;
+export function forwardRequest(deps: ForwardDeps, fromPbxSide = false) {
+  const { srf, store, sip, names, pbx, log } = deps;
   return async (req: SipRequest, res: SipResponse): Promise<void> => {
     if (!sip.pbx) {
       res.send(503, 'No PBX configured', {});
       return;
     }
-    await refreshBinding(store, req, log);
-    const headers: Record<string, string> = { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To') };
+    const hops = req.has('Max-Forwards') ? Number(req.get('Max-Forwards')) : 70;
+    if (!(hops > 0)) {
+      res.send(483, 'Too Many Hops', {});
+      return;
+    }
+    const headers: Record<string, string> = { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To'), 'Max-Forwards': String(Math.min(hops, 70) - 1) };
     for (const h of PASSED_REQUEST_HEADERS) if (req.has(h)) headers[h] = req.get(h);
-    let upstream: SipResponse;
+    let target: { uri: string; proxy: string };
+    if (fromPbxSide || pbx?.sent(req)) {
+      const id = bindingIdOf(req.uri, req.has('Route') ? req.get('Route') : null);
+      const b = id ? await store.get(id) : null;
+      if (!b || b.expires < Date.now()) {
+        res.send(404, 'Not Found', {});
+        return;
+      }
+      target = { uri: contactUri(b.contact), proxy: `sip:${b.source.address}:${b.source.port}${b.transport === 'udp' ? '' : `;transport=${b.transport}`}` };
+    } else {
+      await refreshBinding(store, req, log);
+      target = { uri: names.towardPbx(req.uri), proxy: sip.pbx };
+    }
+    let answer: SipResponse;
     try {
-      upstream = await requestWithTimeout(srf, names.towardPbx(req.uri), { method: req.method, headers, body: req.body || undefined, proxy: sip.pbx }, UPSTREAM_TIMEOUT_MS);
+      answer = await requestWithTimeout(srf, target.uri, { method: req.method, headers, body: req.body || undefined, proxy: target.proxy }, UPSTREAM_TIMEOUT_MS);
     } catch (err) {
-      log.warn({ err: (err as Error).message, method: req.method }, 'PBX unreachable');
-      res.send(504, 'PBX did not answer', {});
+      log.warn({ err: (err as Error).message, method: req.method, to: target.proxy }, 'no answer to a forwarded request');
+      res.send(504, 'No answer', {});
       return;
     }
     const back: Record<string, string> = {};
-    for (const h of PASSED_RESPONSE_HEADERS) if (upstream.has(h)) back[h] = upstream.get(h);
-    res.send(upstream.status, upstream.reason, { headers: back });
+    for (const h of PASSED_RESPONSE_HEADERS) if (answer.has(h)) back[h] = answer.get(h);
+    res.send(answer.status, answer.reason, { headers: back });
   };
 }

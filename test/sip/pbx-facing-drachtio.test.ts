@@ -79,6 +79,22 @@ const skip = skipSipSuite('PBX-facing drachtio-server tests');
     await waitFor(() => f.relay.callCount === 0 && f.relay.pool.inUse === 0 && f.edge.calls.size === 0, 3000);
   }, 30000);
 
+  it('forwards MESSAGE both ways: a phone\'s for sip:bob@<keylatch> to the PBX, the PBX\'s down the binding\'s flow', async () => {
+    const pbxGets = runSipp(['-sf', path.join(SCENARIOS, 'message-recv-pbx.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 10000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const sent = await runSipp(['-sf', path.join(SCENARIOS, 'message-send.xml'), '-i', '127.0.0.1', '-p', '0', '-m', '1', '-s', 'bob', `127.0.0.1:${sipPort}`], { timeoutMs: 10000 });
+    expect(ok(sent)).toEqual({ code: 0, out: '' });
+    expect(ok(await pbxGets)).toEqual({ code: 0, out: '' });
+
+    const phonePort = 28860 + (process.pid % 100);
+    const id = await register(phonePort);
+    const phoneGets = runSipp(['-sf', path.join(SCENARIOS, 'message-recv-phone.xml'), '-i', '127.0.0.1', '-p', String(phonePort), '-m', '1'], { timeoutMs: 10000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const fromPbx = await runSipp(['-sf', path.join(SCENARIOS, 'message-send.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', id, `127.0.0.1:${pbxSidePort}`], { timeoutMs: 10000 });
+    expect(ok(fromPbx)).toEqual({ code: 0, out: '' });
+    expect(ok(await phoneGets)).toEqual({ code: 0, out: '' });
+  }, 30000);
+
   it('answers the PBX\'s OPTIONS on the PBX-facing side', async () => {
     const r = await runSipp(['-sf', path.join(SCENARIOS, 'options.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', `127.0.0.1:${pbxSidePort}`], { timeoutMs: 5000 });
     expect(ok(r)).toEqual({ code: 0, out: '' });
