@@ -1,5 +1,5 @@
 import type Srf from 'drachtio-srf';
-import type { SipRequest, SipResponse } from './srf';
+import { destroyQuietly, sendStatus, type SipRequest, type SipResponse } from './srf';
 
 export interface BridgeOptions {
   /** Request-URI of the B leg, and where to send it. */
@@ -19,7 +19,7 @@ export interface Bridged {
   uac: Srf.Dialog;
 }
 
-type Uac = Srf.Dialog & { res: SipResponse; remote: { sdp: string } };
+type Uac = Srf.Dialog & { res: SipResponse; remote: { sdp: string }; queueRequests: boolean };
 type SentInvite = SipRequest & { cancel(opts?: object): void };
 type SipFailure = Error & { status?: number; reason?: string; res?: SipResponse };
 
@@ -61,25 +61,41 @@ export async function bridgeAcross(uasSrf: Srf, uacSrf: Srf, req: SipRequest, re
     })) as unknown as Uac;
   } catch (err) {
     const e = err as SipFailure;
-    if (!res.finalResponseSent) res.send(e.status ?? 500, e.reason ?? 'Call failed', { headers: copyHeaders(e.res, opts.proxyResponseHeaders) });
+    if (!res.finalResponseSent) sendStatus(res, e.status ?? 500, e.reason ?? 'Call failed', { headers: copyHeaders(e.res, opts.proxyResponseHeaders) });
     throw err;
   }
-  if (canceled) {
-    uac.destroy();
-    throw Object.assign(new Error('caller canceled'), { status: 487 });
+  // As createB2BUA does: B's re-INVITEs wait until A has ACKed our 200.
+  uac.queueRequests = true;
+  try {
+    const sdpA = await opts.localSdpA(uac.remote.sdp ?? '', uac.res);
+    // A CANCEL may also have come while the relay worked on B's answer.
+    if (canceled) throw Object.assign(new Error('caller canceled'), { status: 487 });
+    const uas = await uasSrf.createUAS(req, res, { localSdp: sdpA, headers: copyHeaders(uac.res, opts.proxyResponseHeaders) });
+    uas.once('ack', () => (uac.queueRequests = false));
+    return { uas, uac };
+  } catch (err) {
+    // B answered and A will not be (canceled, or its answer refused): hang B up rather than
+    // leave the far end in a call nobody hears.
+    destroyQuietly(uac);
+    if (!res.finalResponseSent) res.send(500, 'Call failed', {});
+    throw err;
   }
-  const sdpA = await opts.localSdpA(uac.remote.sdp ?? '', uac.res);
-  const uas = await uasSrf.createUAS(req, res, { localSdp: sdpA, headers: copyHeaders(uac.res, opts.proxyResponseHeaders) });
-  return { uas, uac };
 
   async function forwardProvisional(p: SipResponse): Promise<void> {
     if (p.status <= 100 || res.finalResponseSent) return;
+    // drachtio-srf refuses to send a status code it has no reason phrase for (a phone's 189).
+    const status = [180, 181, 182, 183].includes(p.status) ? p.status : 183;
     const headers = copyHeaders(p, opts.proxyResponseHeaders);
+    let body: string | undefined;
     try {
-      res.send(p.status, p.reason, p.body ? { headers, body: await opts.localSdpA(p.body, p) } : { headers });
+      body = p.body ? await opts.localSdpA(p.body, p) : undefined;
     } catch {
       // Early media SDP the relay refused: A still hears the ringing without it.
-      res.send(p.status, p.reason, { headers });
+    }
+    try {
+      sendStatus(res, status, p.reason, body ? { headers, body } : { headers });
+    } catch {
+      // A's transaction is gone (CANCEL): nothing to tell it.
     }
   }
 }

@@ -13,7 +13,7 @@ import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-m
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
 import { bindingIdOf, contactUri, hostPortOf } from './registration';
-import { transportOf, type SipRequest, type SipResponse } from './srf';
+import { destroyQuietly, fromWithoutTag, transportOf, type SipRequest, type SipResponse } from './srf';
 
 export interface CallDeps {
   /** The drachtio-server facing the phones: every request toward a phone or the PBX leaves here. */
@@ -38,10 +38,12 @@ export interface CallDeps {
 type Dialog = Srf.Dialog & { connected: boolean };
 
 /** Where the B leg goes: the PBX for calls from clients, a client's learned flow for calls from the PBX. */
-type Route = { uri: string; proxy: string; toClient: Binding | null } | { reject: number; reason: string };
+type Route = { uri: string; proxy: string; toClient: Binding | null; hops: number } | { reject: number; reason: string };
 
 /** Headers a B2BUA passes through so that authentication and identity stay end to end. */
-const PASSED_REQUEST_HEADERS = ['Proxy-Authorization', 'Authorization', 'P-Asserted-Identity', 'User-Agent', 'Alert-Info'];
+const PASSED_REQUEST_HEADERS = ['Proxy-Authorization', 'Authorization', 'User-Agent', 'Alert-Info'];
+/** Asserted identity is the PBX's to give (RFC 3325's trust domain); a phone's is dropped. */
+const PASSED_FROM_PBX = ['P-Asserted-Identity'];
 const PASSED_RESPONSE_HEADERS = ['Proxy-Authenticate', 'WWW-Authenticate', 'Retry-After', 'Warning'];
 
 type CreateB2BUA = (req: SipRequest, res: SipResponse, uri: string, opts: object, cbs: { cbRequest: (err: unknown, sent?: SipRequest) => void }) => Promise<{ uas: Srf.Dialog; uac: Srf.Dialog }>;
@@ -51,7 +53,7 @@ type CreateB2BUA = (req: SipRequest, res: SipResponse, uri: string, opts: object
  * end to end, and a PBX that takes its digest realm from the From domain sees the phone's.
  */
 function identityHeaders(req: SipRequest): Record<string, string> {
-  return { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To') };
+  return { From: fromWithoutTag(req), To: req.get('To') };
 }
 
 /** Sends an UPDATE with an offer down a dialog; resolves with the answer SDP. */
@@ -117,7 +119,8 @@ export class CallSession {
         localSdpA: (sdp: string, res: SipResponse) => media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address),
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       };
-      for (const h of PASSED_REQUEST_HEADERS) if (this.req.has(h)) common.headers[h] = this.req.get(h);
+      for (const h of [...PASSED_REQUEST_HEADERS, ...(route.toClient ? PASSED_FROM_PBX : [])]) if (this.req.has(h)) common.headers[h] = this.req.get(h);
+      common.headers['Max-Forwards'] = String(route.hops);
       const onUacSent = (_err: unknown, sent?: SipRequest): void => {
         if (sent && !route.toClient) this.deps.onOwnLeg?.(sent.get('Call-ID'));
       };
@@ -138,6 +141,8 @@ export class CallSession {
       this.wire(this.uac, this.uas, 'b');
     } catch (err) {
       // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
+      // B's answer SDP refused by the relay is the one failure that leaves A unanswered.
+      if (!this.res.finalResponseSent) this.res.send(err instanceof SdpError ? 488 : 500, {});
       log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null }, 'call not connected');
       this.end();
     }
@@ -165,8 +170,8 @@ export class CallSession {
   hangUp(why: string): void {
     this.deps.log.info({ callId: this.callId, why }, 'ending call');
     this.end();
-    if (this.uas?.connected) this.uas.destroy();
-    if (this.uac?.connected) this.uac.destroy();
+    if (this.uas?.connected) destroyQuietly(this.uas);
+    if (this.uac?.connected) destroyQuietly(this.uac);
   }
 
   private end(): void {
@@ -180,7 +185,7 @@ export class CallSession {
   private wire(from: Dialog, to: Dialog, side: Side): void {
     from.on('destroy', () => {
       this.end();
-      to.destroy();
+      destroyQuietly(to);
     });
     const reoffer = async (req: SipRequest, res: SipResponse): Promise<void> => {
       try {
@@ -230,15 +235,20 @@ export class CallSession {
   private async route(): Promise<Route> {
     const { sip, store, pbx, names, log } = this.deps;
     if (!sip.pbx || !sip.advertisedAddress || !pbx) return { reject: 503, reason: 'No PBX configured' };
+    // A B2BUA starts each leg afresh, so it counts Max-Forwards down itself: a PBX that sends
+    // a call back for someone it does not know then ends in 483, not in a loop.
+    const mf = this.req.has('Max-Forwards') ? Number(this.req.get('Max-Forwards')) : 70;
+    if (!(mf > 0)) return { reject: 483, reason: 'Too Many Hops' };
+    const hops = Math.min(mf, 70) - 1;
+    const onPbxSide = this.arrivedOn !== this.deps.srf;
+    if (pbx.strangerOnPbxSide(this.req, onPbxSide)) return { reject: 403, reason: 'Forbidden' };
     // Our Path (now the PBX's Route) or the Contact we registered names the binding.
     const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
     const named = id ? await store.get(id) : null;
-    // A PBX may also call from another port of its host (a second profile, a separate UAC);
-    // from there, a Request-URI naming one of our bindings marks the PBX, as no phone knows one.
-    const fromPbx = this.arrivedOn !== this.deps.srf || pbx.sent(this.req) || (named !== null && pbx.host === this.req.source_address);
+    const fromPbx = pbx.owns(this.req, onPbxSide, named !== null);
     if (!fromPbx) {
       await refreshBinding(store, this.req, log);
-      return { uri: names.towardPbx(this.req.uri), proxy: sip.pbx, toClient: null };
+      return { uri: names.towardPbx(this.req.uri), proxy: sip.pbx, toClient: null, hops };
     }
     if (this.arrivedOn === this.deps.srf && this.deps.isOwnLeg(this.callId)) {
       // A record-routing PBX sent our own leg back to us: one drachtio-server cannot hold both
@@ -249,7 +259,7 @@ export class CallSession {
     const binding = named;
     if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
     const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
-    return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding };
+    return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding, hops };
   }
 
   private refuse(err: unknown): void {

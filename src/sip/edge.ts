@@ -9,6 +9,7 @@ import { CallSession } from './call-session';
 import { forwardRequest } from './forward';
 import { LocalNames } from './local-names';
 import { PbxPeer } from './pbx-peer';
+import { contactUri } from './registration';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
 
@@ -61,8 +62,14 @@ function connect(srf: Srf, admin: DrachtioAdmin, log: Logger): Promise<string> {
   });
 }
 
-/** A request from the PBX, or one a client addressed to keylatch itself (no user part): a keepalive, answered here. */
-const isKeepalive = (req: SipRequest, pbx: PbxPeer | null): boolean => !!pbx?.sent(req) || !/^sips?:[^@;>]+@/i.test(req.uri);
+/**
+ * An OPTIONS answered here as a keepalive: the PBX's, one to keylatch itself (no user part), or
+ * one a phone sends to its own AOR (some softphones ping themselves). Others go on.
+ */
+function isKeepalive(req: SipRequest, pbx: PbxPeer | null): boolean {
+  const user = /^sips?:([^@;>]+)@/i.exec(req.uri)?.[1];
+  return !!pbx?.sent(req) || user === undefined || user === /^<?sips?:([^@;>]+)@/i.exec(contactUri(req.get('From')))?.[1];
+}
 
 /**
  * The SIP edge: a drachtio-srf connection with a handler per method, wired here and nowhere
@@ -122,6 +129,12 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
       listeners.push(await connect(pbxSrf, opts.pbxDrachtio, log));
     } catch (err) {
       srf.disconnect();
+      // Stop its reconnecting too (it may never have had a socket).
+      try {
+        pbxSrf.disconnect();
+      } catch {
+        /* nothing to close */
+      }
       throw err;
     }
   }

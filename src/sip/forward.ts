@@ -6,12 +6,14 @@ import { refreshBinding } from './binding-refresh';
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
 import { bindingIdOf, contactUri } from './registration';
-import type { SipRequest, SipResponse } from './srf';
+import { fromWithoutTag, type SipRequest, type SipResponse } from './srf';
 import { requestWithTimeout } from './upstream';
 
 /** Timer F: how long a non-INVITE transaction may take. */
 const UPSTREAM_TIMEOUT_MS = 32_000;
-const PASSED_REQUEST_HEADERS = ['Authorization', 'Proxy-Authorization', 'Content-Type', 'User-Agent', 'Accept', 'Expires', 'P-Asserted-Identity'];
+const PASSED_REQUEST_HEADERS = ['Authorization', 'Proxy-Authorization', 'Content-Type', 'User-Agent', 'Accept', 'Expires'];
+/** Asserted identity is the PBX's to give (RFC 3325); a phone's is dropped. */
+const PASSED_FROM_PBX = ['P-Asserted-Identity'];
 const PASSED_RESPONSE_HEADERS = ['WWW-Authenticate', 'Proxy-Authenticate', 'Retry-After', 'Allow', 'Accept', 'Supported'];
 
 export interface ForwardDeps {
@@ -42,16 +44,22 @@ export function forwardRequest(deps: ForwardDeps, fromPbxSide = false) {
       res.send(483, 'Too Many Hops', {});
       return;
     }
-    const headers: Record<string, string> = { From: req.get('From').replace(/;\s*tag=[^;>\s]*/i, ''), To: req.get('To'), 'Max-Forwards': String(Math.min(hops, 70) - 1) };
-    for (const h of PASSED_REQUEST_HEADERS) if (req.has(h)) headers[h] = req.get(h);
+    if (pbx?.strangerOnPbxSide(req, fromPbxSide)) {
+      res.send(403, 'Forbidden', {});
+      return;
+    }
+    const id = bindingIdOf(req.uri, req.has('Route') ? req.get('Route') : null);
+    const named = id ? await store.get(id) : null;
+    const fromPbx = pbx?.owns(req, fromPbxSide, named !== null) ?? false;
+    const headers: Record<string, string> = { From: fromWithoutTag(req), To: req.get('To'), 'Max-Forwards': String(Math.min(hops, 70) - 1) };
+    for (const h of [...PASSED_REQUEST_HEADERS, ...(fromPbx ? PASSED_FROM_PBX : [])]) if (req.has(h)) headers[h] = req.get(h);
     let target: { uri: string; proxy: string };
-    if (fromPbxSide || pbx?.sent(req)) {
-      const id = bindingIdOf(req.uri, req.has('Route') ? req.get('Route') : null);
-      const b = id ? await store.get(id) : null;
-      if (!b || b.expires < Date.now()) {
+    if (fromPbx) {
+      if (!named || named.expires < Date.now()) {
         res.send(404, 'Not Found', {});
         return;
       }
+      const b = named;
       target = { uri: contactUri(b.contact), proxy: `sip:${b.source.address}:${b.source.port}${b.transport === 'udp' ? '' : `;transport=${b.transport}`}` };
     } else {
       await refreshBinding(store, req, log);

@@ -24,6 +24,20 @@ export class PbxPeer {
     if (isIP(host) === 0) throw new Error(`sip.pbx must name the PBX by IP address to recognise its requests: ${pbxUri}`);
   }
 
+  /**
+   * Whether a request is the PBX's. Besides sent(): everything on the PBX-facing
+   * drachtio-server, and, from the PBX's host, a request naming one of our bindings (a PBX may
+   * send from a second profile or a separate UAC; no phone knows a binding id but its own).
+   */
+  owns(req: SipRequest, arrivedOnPbxSide: boolean, namesBinding: boolean): boolean {
+    return arrivedOnPbxSide || this.sent(req) || (namesBinding && req.source_address === this.host);
+  }
+
+  /** The PBX-facing drachtio-server is for the PBX alone: anyone else there is refused. */
+  strangerOnPbxSide(req: SipRequest, arrivedOnPbxSide: boolean): boolean {
+    return arrivedOnPbxSide && req.source_address !== this.host;
+  }
+
   sent(req: SipRequest): boolean {
     if (req.source_address !== this.host) return false;
     const transport = transportOf(req);

@@ -44,3 +44,35 @@ export function transportOf(req: SipRequest): SipTransport {
   if (matches.length > 0) return matches.includes(reported) ? reported : matches[0]!;
   return TRANSPORTS.has(reported) ? reported : 'udp';
 }
+
+/**
+ * Ends a dialog without caring whether it still exists: drachtio-srf's destroy() returns a
+ * promise (its typings say void) that rejects for a dialog already gone, and an unhandled
+ * rejection would end the process.
+ */
+export function destroyQuietly(dialog: Srf.Dialog): void {
+  void Promise.resolve(dialog.destroy() as unknown).catch(() => undefined);
+}
+
+/** The caller's From, less its tag (the new leg gets a tag of its own), rebuilt from the parsed header. */
+export function fromWithoutTag(req: SipRequest): string {
+  const from = req.getParsedHeader('From') as { name?: string; uri: string; params?: Record<string, unknown> };
+  const params = Object.entries(from.params ?? {})
+    .filter(([k]) => k.toLowerCase() !== 'tag')
+    .map(([k, v]) => (v === null || v === undefined || v === '' ? `;${k}` : `;${k}=${String(v)}`))
+    .join('');
+  return `${from.name ? `${from.name} ` : ''}<${from.uri}>${params}`;
+}
+
+/**
+ * What a B2BUA may send for a status another hop gave it: drachtio-srf refuses codes it has no
+ * reason phrase for, so an unusual one becomes its class's x00 (RFC 3261 8.1.3.2 lets a UA
+ * treat it so anyway).
+ */
+export function sendStatus(res: SipResponse, status: number, reason: string, opts: object): void {
+  try {
+    res.send(status, reason, opts);
+  } catch {
+    res.send(Math.floor(status / 100) * 100, reason, opts);
+  }
+}

@@ -95,6 +95,16 @@ const skip = skipSipSuite('PBX-facing drachtio-server tests');
     expect(ok(await phoneGets)).toEqual({ code: 0, out: '' });
   }, 30000);
 
+  it('refuses anyone but the PBX on the PBX-facing side with 403, even for a real binding', async () => {
+    const id = await register(28960 + (process.pid % 30));
+    const stranger = await runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.3', '-p', String(pbxPort), '-m', '1', '-s', id,
+      '-key', 'mport', '4000', `127.0.0.1:${pbxSidePort}`], { timeoutMs: 5000 });
+    expect(stranger.out).toMatch(/403/);
+    const message = await runSipp(['-sf', path.join(SCENARIOS, 'message-send.xml'), '-i', '127.0.0.3', '-p', String(pbxPort), '-m', '1', '-s', id, `127.0.0.1:${pbxSidePort}`], { timeoutMs: 5000 });
+    expect(message.out).toMatch(/403/);
+    expect(f.relay.callCount).toBe(0);
+  });
+
   it('answers the PBX\'s OPTIONS on the PBX-facing side', async () => {
     const r = await runSipp(['-sf', path.join(SCENARIOS, 'options.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', `127.0.0.1:${pbxSidePort}`], { timeoutMs: 5000 });
     expect(ok(r)).toEqual({ code: 0, out: '' });
