@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config/load';
 import { Relay } from '../../src/media/relay';
 import type { LatchPolicy } from '../../src/media/latch/latch';
 import { keyFromSdp, mediaPorts, sdp, sleep } from '../helpers/peers';
-import { RELAY_IP, Topology, jsonLines, netnsUnavailable } from '../helpers/netns';
+import { LiveEvents, RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 
 const unavailable = netnsUnavailable();
 if (unavailable) console.warn(`!!! SKIPPED real-NAT tests: ${unavailable} (needs root, iproute2, iptables, conntrack)`);
@@ -16,8 +16,11 @@ const describeNat = unavailable ? describe.skip : describe;
 
 const PORT_MIN = 35000;
 const PORT_MAX = 35099;
-const CALL_MS = 4000;
-const FLUSH_AT_MS = 2000;
+/** Media flows both ways this long before the flush, and this long after it. */
+const BEFORE_FLUSH_MS = 2000;
+const AFTER_FLUSH_MS = 2000;
+/** Starting node and compiling TypeScript in a child takes seconds on a loaded machine. */
+const START_TIMEOUT_MS = 15000;
 const CLIENT = path.join(__dirname, 'media-client.ts');
 const SPRAYER = path.join(__dirname, 'sprayer.ts');
 
@@ -51,8 +54,28 @@ describeNat('through real NATs', () => {
   });
   afterEach(() => relay.close());
 
+  /**
+   * One call, phased by what the peers report rather than by the clock: the call starts once
+   * the sprayer is at it and both clients are up, and the NATs are flushed only after media has
+   * flowed both ways for a while. On a loaded machine a child can take seconds to start; timed
+   * from the spawn, the "mid-call" flush used to land before the first packet.
+   */
   async function call(policy: LatchPolicy) {
-    const sprayer = jsonLines(topo.spawnTs(attacker.ns, SPRAYER, { target: RELAY_IP, portMin: PORT_MIN, portMax: PORT_MAX, durationMs: CALL_MS + 1500 }));
+    const children = [
+      topo.spawnTs(attacker.ns, SPRAYER, { target: RELAY_IP, portMin: PORT_MIN, portMax: PORT_MAX, durationMs: 60000 }),
+      topo.spawnTs(a.clientNs, CLIENT, { localPort: 4000, ssrc: 0xa, peerSsrc: 0xb }),
+      topo.spawnTs(b.clientNs, CLIENT, { localPort: 4000, ssrc: 0xb, peerSsrc: 0xa }),
+    ];
+    try {
+      return await run(policy, ...(children.map((c) => new LiveEvents(c)) as [LiveEvents, LiveEvents, LiveEvents]));
+    } finally {
+      // A failed call must not leave a client holding port 4000 for the next one.
+      for (const c of children) Topology.killGroup(c);
+    }
+  }
+
+  async function run(policy: LatchPolicy, sprayer: LiveEvents, ca: LiveEvents, cb: LiveEvents) {
+    await Promise.all([sprayer.next('spraying', START_TIMEOUT_MS, 0), ca.next('ready', START_TIMEOUT_MS, 0), cb.next('ready', START_TIMEOUT_MS, 0)]);
     await sleep(500); // the sprayer is already at it before the call exists
     const legs = { policy, secure: true };
     const offer = await relay.offer({
@@ -62,26 +85,27 @@ describeNat('through real NATs', () => {
     const answer = await relay.answer({
       callId: `nat-${policy}`, fromTag: 'a', toTag: 'b', sdp: sdp(b.privateIp, 4000), answerer: { signallingAddress: b.publicIp },
     });
-    const keyA = policy === 'key' ? keyFromSdp(answer.sdp)! : null;
-    const keyB = policy === 'key' ? keyFromSdp(offer.sdp)! : null;
-    const client = (ns: string, port: number, ssrc: number, peerSsrc: number, k: { legId: string; key: Buffer } | null) =>
-      jsonLines(topo.spawnTs(ns, CLIENT, {
-        relay: { address: RELAY_IP, port }, localPort: 4000, ssrc, peerSsrc, durationMs: CALL_MS,
-        ...(k ? { legId: k.legId, key: k.key.toString('base64url') } : {}),
-      }));
-    const ca = client(a.clientNs, mediaPorts(answer.sdp)[0]!, 0xa, 0xb, keyA);
-    const cb = client(b.clientNs, mediaPorts(offer.sdp)[0]!, 0xb, 0xa, keyB);
-    await sleep(FLUSH_AT_MS);
+    // Each phone starts sending once it has the answer, as a real one does.
+    const start = (c: LiveEvents, port: number, k: { legId: string; key: Buffer } | null) =>
+      c.command({ cmd: 'start', relay: { address: RELAY_IP, port }, ...(k ? { legId: k.legId, key: k.key.toString('base64url') } : {}) });
+    start(ca, mediaPorts(answer.sdp)[0]!, policy === 'key' ? keyFromSdp(answer.sdp)! : null);
+    start(cb, mediaPorts(offer.sdp)[0]!, policy === 'key' ? keyFromSdp(offer.sdp)! : null);
+    await Promise.all([ca.next('first-media', START_TIMEOUT_MS, 0), cb.next('first-media', START_TIMEOUT_MS, 0)]);
+    await sleep(BEFORE_FLUSH_MS);
     const before = relay.stats(`nat-${policy}`)!.map((l) => l.latched);
     topo.flushConntrack(a.natNs);
     topo.flushConntrack(b.natNs);
-    const [linesA, linesB, spray] = await Promise.all([ca, cb, sprayer]);
+    await sleep(AFTER_FLUSH_MS);
+    for (const c of [ca, cb, sprayer]) c.command({ cmd: 'stop' });
+    const [linesA, linesB, spray] = await Promise.all([ca.done, cb.done, sprayer.done]);
     const after = relay.stats(`nat-${policy}`)!;
     const done = (lines: Array<Record<string, unknown>>) => lines.find((l) => l.event === 'done') as unknown as Done;
     return { linesA, linesB, doneA: done(linesA), doneB: done(linesB), spray: spray.find((l) => l.event === 'done')!, before, after };
   }
 
   function expectMediaBothWays(r: Awaited<ReturnType<typeof call>>): void {
+    // The flush hit a call in progress: both legs were latched.
+    expect(r.before).toEqual([expect.objectContaining({ address: a.publicIp }), expect.objectContaining({ address: b.publicIp })]);
     // Both sides send ~200 packets in 4 s; allow for start-up and one handover.
     expect(r.doneA.received[String(0xb)]).toBeGreaterThan(r.doneB.sent * 0.8);
     expect(r.doneB.received[String(0xa)]).toBeGreaterThan(r.doneA.sent * 0.8);
@@ -110,7 +134,7 @@ describeNat('through real NATs', () => {
     expect(bAfter.port).not.toBe(bBefore!.port);
     expect(r.linesB.some((l) => l.event === 'latched' && l.changed === true)).toBe(true);
     expect(relay.drops['proof-rejected']).toBe(0);
-  }, 20000);
+  }, 40000);
 
   it('guarded policy: clients without keys lock by signalling IP; the sprayer gets nothing and reaches nobody', async () => {
     const r = await call('guarded');
@@ -121,5 +145,5 @@ describeNat('through real NATs', () => {
     expect(r.spray.stunIn).toBe(0);
     // The symmetric NAT moved B to a new port on the flush; the rebinding rule followed it.
     expect(r.after.find((l) => l.tag === 'b')!.latched!.port).not.toBe(r.before[1]!.port);
-  }, 20000);
+  }, 40000);
 });

@@ -1,8 +1,11 @@
 /**
  * The RTP Bleed attacker: sprays every port of the relay's range with RTP, RTCP, hellos for
- * made-up legs and garbage, and reports everything it gets back.
+ * made-up legs and garbage, and reports everything it gets back. It says `spraying` after its
+ * first round, so a test can start the call only once the attack is really on (a loaded machine
+ * takes seconds to start it), and stops after durationMs or on a `stop` line on stdin.
  */
 import dgram from 'node:dgram';
+import readline from 'node:readline';
 import { encodeHello, looksLikeStun, newLegId } from '../../src/media/challenge';
 
 const { target, portMin, portMax, durationMs } = JSON.parse(process.argv[2]!) as { target: string; portMin: number; portMax: number; durationMs: number };
@@ -26,13 +29,17 @@ const garbage = Buffer.from('\x00\x01garbage that is not STUN');
 socket.bind(0, () => {
   const started = Date.now();
   let seq = 0;
+  let finished = false;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    clearInterval(timer);
+    process.stdout.write(`${JSON.stringify({ event: 'done', sent, mediaIn, stunIn, answeringPorts: from.size })}\n`);
+    socket.close();
+    process.stdin.destroy();
+  };
   const timer = setInterval(() => {
-    if (Date.now() - started > durationMs) {
-      clearInterval(timer);
-      process.stdout.write(`${JSON.stringify({ event: 'done', sent, mediaIn, stunIn, answeringPorts: from.size })}\n`);
-      socket.close();
-      return;
-    }
+    if (Date.now() - started > durationMs) return finish();
     rtp.writeUInt16BE(seq++ & 0xffff, 2);
     // RTP to every port every round (enough to win a naive latch), plus one other kind in turn.
     const extra = [rtcp, encodeHello(newLegId()), garbage][seq % 3]!;
@@ -41,5 +48,9 @@ socket.bind(0, () => {
       socket.send(extra, p, target);
       sent += 2;
     }
+    if (seq === 1) process.stdout.write(`${JSON.stringify({ event: 'spraying' })}\n`);
   }, 20);
+  readline.createInterface({ input: process.stdin }).on('line', (line) => {
+    if ((JSON.parse(line) as { cmd?: string }).cmd === 'stop') finish();
+  });
 });
