@@ -3,7 +3,7 @@
  * edge itself must exit 0, and the edge it then starts must load and name each setting it is
  * missing. (keylatch edge against a real drachtio-server is test/control/cli.test.ts.)
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, checkoutUnavailable, copyFiles, emulateNpmCi, envWithoutKeylatch, run, tempDir, trackedFiles } from './checkout';
 
@@ -40,6 +40,9 @@ if (why) console.warn(`!!! SKIPPED README first command test: ${why}`);
       expect({ step, code: r.code, output: (r.stdout + r.stderr).slice(-3000) }).toEqual({ step, code: 0, output: expect.any(String) });
     }
     const pkg = JSON.parse(readFileSync(path.join(copy.dir, 'package.json'), 'utf8')) as { bin: Record<string, string>; main: string };
+    // npm ci links node_modules/.bin/keylatch to the bin before the build writes it, so the
+    // build must leave it executable: otherwise `npx keylatch` is "Permission denied".
+    expect((statSync(path.join(copy.dir, pkg.bin.keylatch!)).mode & 0o111) !== 0).toBe(true);
     const help = await run(process.execPath, [path.join(copy.dir, pkg.bin.keylatch!), '--help'], { cwd: copy.dir, env: envWithoutKeylatch() });
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^usage: keylatch /m);
