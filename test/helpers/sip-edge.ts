@@ -8,7 +8,7 @@ import type { SipConfig } from '../../src/config/schema';
 import { Relay } from '../../src/media/relay';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { drachtioBinary, selfSignedCert, startDrachtio, type RunningDrachtio } from './drachtio';
-import { testMediaConfig, type MediaOverrides } from './peers';
+import { rtp, testMediaConfig, waitFor, type MediaOverrides, type Peer } from './peers';
 import { sippUnavailable } from './sipp';
 
 /** True (after printing why) when a SIP suite cannot run here. */
@@ -45,4 +45,20 @@ export function sipEdgeFixture(opts: { contacts: string[]; pbxContacts?: string[
     await f.pbxDrachtio?.stop();
   });
   return f;
+}
+
+/**
+ * With the relay's one call up, sends 10 RTP packets each way, phone (SSRC 0xa) and PBX (0xb)
+ * to their own legs, and waits until 8 have crossed each way. The PBX's leg is the one whose
+ * tag has a 'p' (the sipp PBX scenarios' tags).
+ */
+export async function exchangeRtp(f: SipFixture, phoneMedia: Peer, pbxMedia: Peer): Promise<void> {
+  const legs = f.relay.stats(f.relay.callIds()[0]!)!;
+  const pbxLeg = legs.find((l) => l.tag!.includes('p'))!;
+  const phoneLeg = legs.find((l) => l !== pbxLeg)!;
+  for (let i = 0; i < 10; i++) {
+    phoneMedia.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: phoneLeg.streams[0]!.rtp.port });
+    pbxMedia.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: pbxLeg.streams[0]!.rtp.port });
+  }
+  await waitFor(() => pbxMedia.media().length >= 8 && phoneMedia.media().length >= 8, 2000);
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { newBindingId } from '../../src/nat/binding';
 import { Peer, rtp, waitFor } from '../helpers/peers';
 import { SCENARIOS, runSipp } from '../helpers/sipp';
-import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
+import { exchangeRtp, sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
 
 const skip = skipSipSuite('SIP call tests');
 
@@ -72,14 +72,7 @@ const skip = skipSipSuite('SIP call tests');
       const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', bindingId,
         '-key', 'mport', String(pbxMedia.port), '-d', '1500', `127.0.0.1:${sipPort}`], { timeoutMs: 15000 });
       await waitFor(() => f.relay.callCount === 1 && (f.relay.stats(f.relay.callIds()[0]!)?.every((l) => l.tag) ?? false), 5000);
-      const legs = f.relay.stats(f.relay.callIds()[0]!)!;
-      const pbxLeg = legs.find((l) => l.tag!.includes('p'))!;
-      const phoneLeg = legs.find((l) => l !== pbxLeg)!;
-      for (let i = 0; i < 10; i++) {
-        phoneMedia.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: phoneLeg.streams[0]!.rtp.port });
-        pbxMedia.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: pbxLeg.streams[0]!.rtp.port });
-      }
-      await waitFor(() => pbxMedia.media().length >= 8 && phoneMedia.media().length >= 8, 2000);
+      await exchangeRtp(f, phoneMedia, pbxMedia);
       const [x, p] = await Promise.all([pbx, phone]);
       expect({ pbx: x.code, out: x.code === 0 ? '' : x.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
       expect({ phone: p.code, out: p.code === 0 ? '' : p.out.slice(-2000) }).toEqual({ phone: 0, out: '' });

@@ -7,9 +7,9 @@
  */
 import path from 'node:path';
 import { newBindingId, type Binding } from '../../src/nat/binding';
-import { Peer, rtp, waitFor } from '../helpers/peers';
+import { Peer, waitFor } from '../helpers/peers';
 import { SCENARIOS, runSipp } from '../helpers/sipp';
-import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
+import { exchangeRtp, sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
 
 const skip = skipSipSuite('PBX-facing drachtio-server tests');
 
@@ -49,14 +49,7 @@ const skip = skipSipSuite('PBX-facing drachtio-server tests');
       // Past the 200 (the phone answers 500 ms after its 183, and holds 1.5 s after the ACK).
       await waitFor(() => f.relay.callCount === 1 && (f.relay.stats(f.relay.callIds()[0]!)?.every((l) => l.tag) ?? false), 5000);
       await new Promise((r) => setTimeout(r, 700));
-      const legs = f.relay.stats(f.relay.callIds()[0]!)!;
-      const pbxLeg = legs.find((l) => l.tag!.includes('p'))!;
-      const phoneLeg = legs.find((l) => l !== pbxLeg)!;
-      for (let i = 0; i < 10; i++) {
-        phoneMedia.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: phoneLeg.streams[0]!.rtp.port });
-        pbxMedia.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: pbxLeg.streams[0]!.rtp.port });
-      }
-      await waitFor(() => pbxMedia.media().length >= 8 && phoneMedia.media().length >= 8, 2000);
+      await exchangeRtp(f, phoneMedia, pbxMedia);
       expect(pbxMedia.media().every((m) => m.readUInt32BE(8) === 0xa)).toBe(true);
       const [x, p] = await Promise.all([pbx, phone]);
       expect(ok(x)).toEqual({ code: 0, out: '' });
