@@ -7,13 +7,12 @@ import { RelayError, type Relay } from '../media/relay';
 import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
-import { refreshBinding } from './binding-refresh';
 import { bridgeAcross } from './bridge';
 import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-media';
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
-import { bindingIdOf, contactUri, hostPortOf } from './registration';
-import { destroyQuietly, fromWithoutTag, transportOf, type SipRequest, type SipResponse } from './srf';
+import { routeRequest, routedHeaders, type Route } from './route';
+import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from './srf';
 
 export interface CallDeps {
   /** The drachtio-server facing the phones: every request toward a phone or the PBX leaves here. */
@@ -37,24 +36,11 @@ export interface CallDeps {
 /** drachtio-srf keeps `connected` on its Dialog; its typings leave it out. */
 type Dialog = Srf.Dialog & { connected: boolean };
 
-/** Where the B leg goes: the PBX for calls from clients, a client's learned flow for calls from the PBX. */
-type Route = { uri: string; proxy: string; toClient: Binding | null; hops: number } | { reject: number; reason: string };
-
 /** Headers a B2BUA passes through so that authentication and identity stay end to end. */
 const PASSED_REQUEST_HEADERS = ['Proxy-Authorization', 'Authorization', 'User-Agent', 'Alert-Info'];
-/** Asserted identity is the PBX's to give (RFC 3325's trust domain); a phone's is dropped. */
-const PASSED_FROM_PBX = ['P-Asserted-Identity'];
 const PASSED_RESPONSE_HEADERS = ['Proxy-Authenticate', 'WWW-Authenticate', 'Retry-After', 'Warning'];
 
 type CreateB2BUA = (req: SipRequest, res: SipResponse, uri: string, opts: object, cbs: { cbRequest: (err: unknown, sent?: SipRequest) => void }) => Promise<{ uas: Srf.Dialog; uac: Srf.Dialog }>;
-
-/**
- * From and To as the caller sent them, less the tag the B leg gets its own of. Identity stays
- * end to end, and a PBX that takes its digest realm from the From domain sees the phone's.
- */
-function identityHeaders(req: SipRequest): Record<string, string> {
-  return { From: fromWithoutTag(req), To: req.get('To') };
-}
 
 /** Sends an UPDATE with an offer down a dialog; resolves with the answer SDP. */
 async function updateOn(dialog: Dialog, offer: string): Promise<string> {
@@ -114,13 +100,11 @@ export class CallSession {
       const media = this.media;
       const common = {
         proxy: route.proxy,
-        headers: identityHeaders(this.req),
+        headers: routedHeaders(this.req, route, PASSED_REQUEST_HEADERS),
         localSdpB: offer,
         localSdpA: (sdp: string, res: SipResponse) => media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address),
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       };
-      for (const h of [...PASSED_REQUEST_HEADERS, ...(route.toClient ? PASSED_FROM_PBX : [])]) if (this.req.has(h)) common.headers[h] = this.req.get(h);
-      common.headers['Max-Forwards'] = String(route.hops);
       const onUacSent = (_err: unknown, sent?: SipRequest): void => {
         if (sent && !route.toClient) this.deps.onOwnLeg?.(sent.get('Call-ID'));
       };
@@ -224,42 +208,20 @@ export class CallSession {
     };
     const answerer: LegOptions = toClient
       ? { policy: toClient.keylatch && toClient.secure ? 'key' : 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address }
-      : { policy: 'guarded', secure: false, signallingAddress: this.pbxHost() };
+      : { policy: 'guarded', secure: false, signallingAddress: this.deps.pbx!.host };
     return { offerer, answerer };
   }
 
-  private pbxHost(): string {
-    return hostPortOf(this.deps.sip.pbx!).host;
-  }
-
   private async route(): Promise<Route> {
-    const { sip, store, pbx, names, log } = this.deps;
+    const { sip, pbx, log } = this.deps;
     if (!sip.pbx || !sip.advertisedAddress || !pbx) return { reject: 503, reason: 'No PBX configured' };
-    // A B2BUA starts each leg afresh, so it counts Max-Forwards down itself: a PBX that sends
-    // a call back for someone it does not know then ends in 483, not in a loop.
-    const mf = this.req.has('Max-Forwards') ? Number(this.req.get('Max-Forwards')) : 70;
-    if (!(mf > 0)) return { reject: 483, reason: 'Too Many Hops' };
-    const hops = Math.min(mf, 70) - 1;
-    const onPbxSide = this.arrivedOn !== this.deps.srf;
-    if (pbx.strangerOnPbxSide(this.req, onPbxSide)) return { reject: 403, reason: 'Forbidden' };
-    // Our Path (now the PBX's Route) or the Contact we registered names the binding.
-    const id = bindingIdOf(this.req.uri, this.req.has('Route') ? this.req.get('Route') : null);
-    const named = id ? await store.get(id) : null;
-    const fromPbx = pbx.owns(this.req, onPbxSide, named !== null);
-    if (!fromPbx) {
-      await refreshBinding(store, this.req, log);
-      return { uri: names.towardPbx(this.req.uri), proxy: sip.pbx, toClient: null, hops };
-    }
     if (this.arrivedOn === this.deps.srf && this.deps.isOwnLeg(this.callId)) {
       // A record-routing PBX sent our own leg back to us: one drachtio-server cannot hold both
       // dialogs (it keys them by Call-ID and From tag), so say so instead of half-connecting.
       log.error({ callId: this.callId }, 'the PBX looped our own call back (a record-routing proxy): configure sip.pbxDrachtio');
       return { reject: 482, reason: 'Loop Detected (keylatch needs sip.pbxDrachtio for a proxy PBX)' };
     }
-    const binding = named;
-    if (!binding || binding.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
-    const via = binding.transport === 'udp' ? '' : `;transport=${binding.transport}`;
-    return { uri: contactUri(binding.contact), proxy: `sip:${binding.source.address}:${binding.source.port}${via}`, toClient: binding, hops };
+    return routeRequest(this.req, { ...this.deps, pbx }, this.arrivedOn !== this.deps.srf);
   }
 
   private refuse(err: unknown): void {

@@ -9,7 +9,7 @@ import { CallSession } from './call-session';
 import { forwardRequest } from './forward';
 import { LocalNames } from './local-names';
 import { PbxPeer } from './pbx-peer';
-import { contactUri } from './registration';
+import { contactUri, userOf } from './registration';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
 
@@ -67,8 +67,8 @@ function connect(srf: Srf, admin: DrachtioAdmin, log: Logger): Promise<string> {
  * one a phone sends to its own AOR (some softphones ping themselves). Others go on.
  */
 function isKeepalive(req: SipRequest, pbx: PbxPeer | null): boolean {
-  const user = /^sips?:([^@;>]+)@/i.exec(req.uri)?.[1];
-  return !!pbx?.sent(req) || user === undefined || user === /^<?sips?:([^@;>]+)@/i.exec(contactUri(req.get('From')))?.[1];
+  const user = userOf(req.uri);
+  return !!pbx?.sent(req) || user === null || user === userOf(contactUri(req.get('From')));
 }
 
 /**

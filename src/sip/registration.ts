@@ -95,6 +95,8 @@ export function upstreamRegistration(b: Pick<Binding, 'id' | 'contact'>, sip: Pi
 
 /** The binding a request from the PBX is for: named by the user part of our Path (Route) or registered Contact (Request-URI). */
 export function bindingIdOf(requestUri: string, route: string | null): string | null {
-  const user = (uri: string): string | null => /^<?sips?:([^@;>]+)@/.exec(uri.trim())?.[1] ?? null;
-  return (route ? user(route.split(',')[0]!) : null) ?? user(requestUri);
+  return (route ? userOf(route.split(',')[0]!) : null) ?? userOf(requestUri);
 }
+
+/** The user part of a SIP URI (bare or in angle brackets), or null when it has none. */
+export const userOf = (uri: string): string | null => /^<?sips?:([^@;>]+)@/i.exec(uri.trim())?.[1] ?? null;
