@@ -26,6 +26,7 @@ export const mediaSchema = z
       consentTimeoutMs: z.number().int().min(100),
       challengesPerSecondPerSource: z.number().positive().max(1000),
     }),
+    direct: z.object({ enabled: z.boolean() }).default({ enabled: true }),
     timeouts: z.object({
       mediaSec: z.number().positive(),
       holdSec: z.number().positive(),

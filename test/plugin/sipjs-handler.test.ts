@@ -172,13 +172,15 @@ describe('SIP.js plugin handler through the relay', () => {
 });
 
 describe('SIP.js plugin handler: refusals are typed and reported', () => {
-  it('reports a wrong key as challenge-failed, and never latches', async () => {
+  it('a wrong key draws no reply at all (the relay is silent to what it cannot authenticate): reported, never latched', async () => {
     const a = handler({ proveTimeoutMs: 600 });
     const errors = failures(a);
     const flip = (sdp: string) => sdp.replace(/key=(\S)/, (_m, c: string) => `key=${c === 'A' ? 'B' : 'A'}`);
     await call(a, handler(), { modifyAnswer: flip });
     await waitFor(() => errors.length === 1, 3000);
-    expect(errors[0]!.code).toBe('challenge-failed');
+    expect(errors[0]!.code).toBe('relay-unreachable');
+    expect(errors[0]!.message).toMatch(/key is not the one it issued/);
+    expect(relay.drops['hello-rejected']).toBeGreaterThan(0);
     expect(a.media.state).toBe('failed');
     expect(relay.stats('c1')!.find((l) => l.tag === 'ta')!.authenticated).toBe(false);
   });
