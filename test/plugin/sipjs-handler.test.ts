@@ -57,9 +57,10 @@ afterEach(async () => {
 });
 
 describe('SIP.js plugin handler through the relay', () => {
-  it('proves the key on both legs before media, then carries G.711 both ways', async () => {
-    const a = handler();
-    const b = handler();
+  it('proves the key on both legs before media, then carries G.711 both ways (through the relay when direct media is off)', async () => {
+    // Two plugin clients would move their media to the direct path (test/plugin/direct-media.test.ts); this is the relay's path.
+    const a = handler({ direct: false });
+    const b = handler({ direct: false });
     const aHeard = heard(a);
     const bHeard = heard(b);
     a.media.play({ toneHz: 1000 }, { loop: true });

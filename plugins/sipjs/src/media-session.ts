@@ -3,7 +3,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { looksLikeStun, sameEndpoint, type Endpoint } from '../../../src/media/challenge';
+import { HELLO_FLAG_DIRECT, ProtocolError, decode, looksLikeStun, sameEndpoint, type Endpoint, type PairGrant } from '../../../src/media/challenge';
+import { PeerPath, type PeerPathStats, type PeerPathTiming } from '../../../src/direct/peer-path';
 import { isNullAddress } from '../../../src/sdp/session';
 import { decodeG711, encodeG711 } from '../../../src/codec/g711';
 import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
@@ -34,6 +35,9 @@ export interface MediaSessionOptions {
   /** After this long without sending on a socket, send something so the NAT keeps its mapping. */
   keepaliveMs: number;
   rtcpIntervalMs: number;
+  /** Take media straight to the other client when keylatch names one (docs/direct-media.md). */
+  direct: boolean;
+  directTiming?: Partial<PeerPathTiming>;
 }
 
 export const DEFAULT_MEDIA_OPTIONS: MediaSessionOptions = {
@@ -48,6 +52,7 @@ export const DEFAULT_MEDIA_OPTIONS: MediaSessionOptions = {
   proveTimeoutMs: 5000,
   keepaliveMs: 10000,
   rtcpIntervalMs: 5000,
+  direct: true,
 };
 
 export type MediaState = 'idle' | 'proving' | 'authenticated' | 'guarded' | 'failed' | 'closed';
@@ -69,6 +74,8 @@ export interface MediaStats {
   /** Every source RTP came from, with its count: nothing but the relay should be here. */
   sources: Record<string, number>;
   ssrcs: number[];
+  /** Which path our media takes: through the relay, or straight to the other client. */
+  path: PeerPathStats;
 }
 
 export interface FrameInfo {
@@ -84,6 +91,8 @@ export interface MediaSessionEvents {
   authenticated: [mapping: { rtp: Endpoint | null; rtcp: Endpoint | null }];
   mapping: [socket: 'rtp' | 'rtcp', mapping: Endpoint, changed: boolean];
   'first-media': [ms: number];
+  /** Media moved to the direct path (peer is where it goes) or back to the relay (peer null). */
+  path: [path: 'relay' | 'direct', peer: Endpoint | null, reason: string | null];
   failed: [error: KeylatchPluginError];
 }
 
@@ -98,6 +107,9 @@ const key = (e: Endpoint): string => (isIPv6(e.address) ? `[${e.address}]:${e.po
 export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private readonly sockets: Partial<Record<Which, Socket>> = {};
   private readonly proofs: Partial<Record<Which, KeyProof>> = {};
+  /** Direct media with the other client, once the relay has named it. */
+  private peerPath: PeerPath | null = null;
+  private readonly createdAt = Date.now();
   private readonly lastSentAt: Record<Which, number> = { rtp: 0, rtcp: 0 };
   private remote: RemoteMedia | null = null;
   private codec: { codec: Codec; pt: number } | null = null;
@@ -183,6 +195,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       this.proofs[which]?.close();
       delete this.proofs[which];
     }
+    this.endDirect();
     this.startTimers();
     if (!remote.legKey) {
       this.state_ = 'guarded';
@@ -202,6 +215,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       });
       proof.on('latched', (mapping, changed) => this.onLatched(which, mapping, changed));
       proof.on('failed', (error) => this.fail(error));
+      if (which === 'rtp') proof.on('rendezvous', (grant) => this.onRendezvous(grant));
       this.proofs[which] = proof;
       proof.start();
     }
@@ -289,6 +303,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       firstMediaMs: this.firstMediaMs,
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
+      path: this.peerPath?.stats() ?? { path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null, firstDirectMs: null, lastFallback: null },
     };
   }
 
@@ -299,6 +314,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.stopRecording();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.endDirect();
     for (const which of ['rtp', 'rtcp'] as const) {
       this.proofs[which]?.close();
       this.sockets[which]?.close();
@@ -333,7 +349,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private sendRtp(p: RtpPacket): void {
-    const to = this.relayEndpoint('rtp');
+    const to = this.peerPath?.target ?? this.relayEndpoint('rtp');
     if (!to) return;
     const b = encodeRtp(p);
     this.transmit('rtp', b, to);
@@ -348,12 +364,15 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private onDatagram(which: Which, buf: Buffer, from: Endpoint): void {
+    const expected = this.relayEndpoint(which);
+    const fromRelay = expected !== null && sameEndpoint(expected, from);
     if (looksLikeStun(buf)) {
-      this.proofs[which]?.onDatagram(buf, from);
+      if (fromRelay || !this.peerPath || which !== 'rtp') this.proofs[which]?.onDatagram(buf, from);
+      else this.toPeerPath(buf, from);
       return;
     }
-    const expected = this.relayEndpoint(which);
-    if (!expected || !sameEndpoint(expected, from)) {
+    // Media is ours from the relay, or from the one source that proved the pair key to us.
+    if (!fromRelay && !(which === 'rtp' && this.peerPath?.accepts(from))) {
       this.received.foreign++;
       return;
     }
@@ -404,6 +423,43 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.emit('authenticated', { rtp: this.proofs.rtp?.mapping ?? null, rtcp: this.proofs.rtcp?.mapping ?? null });
   }
 
+  /**
+   * The relay named the other client of the call. We punch toward it and prove the pair key;
+   * media moves over once both directions are proved, and back to the relay when the direct
+   * path stops proving. The relay path stays proved throughout, as the fallback.
+   */
+  private onRendezvous(grant: PairGrant): void {
+    if (!this.options.direct || this.state_ === 'closed') return;
+    if (this.peerPath) return this.peerPath.update(grant);
+    const path = new PeerPath(grant, (buf, to) => this.transmit('rtp', buf, to), { timing: this.options.directTiming });
+    path.on('direct', (peer) => this.onPath('direct', peer, null));
+    path.on('relay', (reason) => this.onPath('relay', null, reason));
+    this.peerPath = path;
+    path.start();
+  }
+
+  private onPath(path: 'relay' | 'direct', peer: Endpoint | null, reason: string | null): void {
+    // Tell the relay at once (under the leg key): its stats and metrics count direct calls.
+    this.proofs.rtp?.sendHello(path === 'direct' ? HELLO_FLAG_DIRECT : 0);
+    this.emit('path', path, peer, reason);
+  }
+
+  private toPeerPath(buf: Buffer, from: Endpoint): void {
+    try {
+      this.peerPath?.onMessage(decode(buf), from, buf.length);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+    }
+  }
+
+  private endDirect(): void {
+    if (!this.peerPath) return;
+    const wasDirect = this.peerPath.target !== null;
+    this.peerPath.close();
+    this.peerPath = null;
+    if (wasDirect) this.onPath('relay', null, 'path renegotiated');
+  }
+
   /** A refused description: the application hears of it, and the media keeps the state it had. */
   report(error: KeylatchPluginError): void {
     if (this.state_ !== 'closed') this.emit('failed', error);
@@ -436,7 +492,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   private sendReport(): void {
     if (!(this.state_ === 'authenticated' || this.state_ === 'guarded')) return;
-    const to = this.relayEndpoint('rtcp');
+    // Muxed RTCP follows the RTP: straight to the peer while media goes direct.
+    const to = (this.remote?.rtcpMux ? this.peerPath?.target : null) ?? this.relayEndpoint('rtcp');
     if (!to) return;
     const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
     this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
