@@ -16,6 +16,12 @@ import { WavWriter } from './wav';
 
 export const SAMPLES_PER_FRAME = (8000 * PTIME_MS) / 1000;
 const COMFORT_NOISE_PT = 13;
+/**
+ * While media goes direct nothing else reaches the relay: a keyed hello this often keeps our NAT
+ * mapping toward it open and, after a rebinding, moves its latch to the new mapping, so the
+ * fallback path is there when the direct one fails.
+ */
+const DIRECT_RELAY_HELLO_MS = 1000;
 
 export interface MediaSessionOptions {
   /** Where the RTP and RTCP sockets bind. */
@@ -75,7 +81,7 @@ export interface MediaStats {
   sources: Record<string, number>;
   ssrcs: number[];
   /** Which path our media takes: through the relay, or straight to the other client. */
-  path: PeerPathStats;
+  path: PeerPathStats & { firstDirectRtpMs: number | null };
 }
 
 export interface FrameInfo {
@@ -109,6 +115,9 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private readonly proofs: Partial<Record<Which, KeyProof>> = {};
   /** Direct media with the other client, once the relay has named it. */
   private peerPath: PeerPath | null = null;
+  private relayHelloTimer: NodeJS.Timeout | null = null;
+  /** From the answer taking effect to the first RTP from the proved peer. */
+  private firstDirectRtpMs: number | null = null;
   private readonly createdAt = Date.now();
   private readonly lastSentAt: Record<Which, number> = { rtp: 0, rtcp: 0 };
   private remote: RemoteMedia | null = null;
@@ -191,6 +200,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (samePath && this.state_ !== 'failed') return;
     this.answeredAt = Date.now();
     this.firstMediaMs = null;
+    this.firstDirectRtpMs = null;
     for (const which of ['rtp', 'rtcp'] as const) {
       this.proofs[which]?.close();
       delete this.proofs[which];
@@ -303,7 +313,10 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       firstMediaMs: this.firstMediaMs,
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
-      path: this.peerPath?.stats() ?? { path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null, firstDirectMs: null, lastFallback: null },
+      path: {
+        ...(this.peerPath?.stats() ?? { path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null, firstDirectMs: null, lastFallback: null }),
+        firstDirectRtpMs: this.firstDirectRtpMs,
+      },
     };
   }
 
@@ -372,7 +385,9 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       return;
     }
     // Media is ours from the relay, or from the one source that proved the pair key to us.
-    if (!fromRelay && !(which === 'rtp' && this.peerPath?.accepts(from))) {
+    const fromPeer = !fromRelay && which === 'rtp' && (this.peerPath?.accepts(from) ?? false);
+    if (fromPeer && this.firstDirectRtpMs === null && this.answeredAt !== null) this.firstDirectRtpMs = Date.now() - this.answeredAt;
+    if (!fromRelay && !fromPeer) {
       this.received.foreign++;
       return;
     }
@@ -441,6 +456,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private onPath(path: 'relay' | 'direct', peer: Endpoint | null, reason: string | null): void {
     // Tell the relay at once (under the leg key): its stats and metrics count direct calls.
     this.proofs.rtp?.sendHello(path === 'direct' ? HELLO_FLAG_DIRECT : 0);
+    if (this.relayHelloTimer) clearInterval(this.relayHelloTimer);
+    this.relayHelloTimer = path === 'direct' ? setInterval(() => this.proofs.rtp?.sendHello(), DIRECT_RELAY_HELLO_MS) : null;
     this.emit('path', path, peer, reason);
   }
 
@@ -457,7 +474,10 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     const wasDirect = this.peerPath.target !== null;
     this.peerPath.close();
     this.peerPath = null;
-    if (wasDirect) this.onPath('relay', null, 'path renegotiated');
+    // A renegotiated path is news; a closed session is not (nothing more is sent or said).
+    if (wasDirect && this.state_ !== 'closed') this.onPath('relay', null, 'path renegotiated');
+    if (this.relayHelloTimer) clearInterval(this.relayHelloTimer);
+    this.relayHelloTimer = null;
   }
 
   /** A refused description: the application hears of it, and the media keeps the state it had. */
