@@ -201,6 +201,8 @@ export interface LegStats {
   latched: Endpoint | null;
   /** Where this leg's client says its media goes: through us, or straight to the other client. */
   mediaPath: 'relay' | 'direct';
+  /** Signalling (config, header or ng flag) lets this leg go direct, if it is a key leg. */
+  directAllowed: boolean;
   streams: StreamStats[];
 }
 
@@ -238,6 +240,7 @@ export function legStats(leg: Leg): LegStats {
     lastSeen: streams.reduce((m, s) => Math.max(m, s.rtp.lastSeen, s.rtcp.lastSeen), 0),
     latched: streams[0]?.rtp.latched ?? null,
     mediaPath: leg.reportedDirect ? 'direct' : 'relay',
+    directAllowed: leg.directAllowed,
     streams,
   };
 }

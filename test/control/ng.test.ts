@@ -79,6 +79,20 @@ describe('ng control', () => {
     expect(keyFromSdp(answer.sdp)).toBeNull(); // the offerer is guarded: no key toward it
   });
 
+  it.each([[[], true], [['direct=no'], false]])('two key legs over ng with flags %j: a rendezvous is sent = %s', async (extra, expected) => {
+    const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
+    peers.push(a, b);
+    const callId = `ng-direct-${expected}`;
+    const keyFlags = ['keylatch-offerer=key', 'secure-offerer', 'keylatch-answerer=key', 'secure-answerer', ...extra];
+    const offer = await client.offer(ng, { 'call-id': callId, 'from-tag': 'ta', sdp: sdp(a.address, a.port), flags: keyFlags });
+    const answer = await client.answer(ng, { 'call-id': callId, 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port) });
+    const [kb, ka] = [keyFromSdp(offer.sdp)!, keyFromSdp(answer.sdp)!];
+    await prove(a, { address: '127.0.0.1', port: mediaPorts(answer.sdp)[0]! }, ka.legId, ka.key);
+    await prove(b, { address: '127.0.0.1', port: mediaPorts(offer.sdp)[0]! }, kb.legId, kb.key);
+    await sleep(100);
+    expect(relay.rendezvousSent > 0).toBe(expected);
+  });
+
   it('refuses the key policy without a secure signalling path', async () => {
     const r = await client.offer(ng, { 'call-id': 'ng3', 'from-tag': 'ta', sdp: sdp('192.168.1.2', 4000), 'keylatch-answerer': 'key' });
     expect(r).toMatchObject({ result: 'error' });
