@@ -12,6 +12,7 @@
 import { loadConfig } from '../src/config/load';
 import { Relay } from '../src/media/relay';
 import type { MediaStats } from '../plugins/sipjs/src';
+import { DEFAULT_PEER_PATH_TIMING } from '../src/direct/peer-path';
 import { LiveEvents, RELAY_IP, Topology, netnsUnavailable, type NatKind } from '../test/helpers/netns';
 import path from 'node:path';
 
@@ -67,10 +68,13 @@ async function main(): Promise<void> {
       const direct: number[] = [];
       const proved: number[] = [];
       const gaps: number[] = [];
+      const switchGaps: number[] = [];
       let relayAfter = 0;
       let attempts = 0;
       let probes = 0;
       let wentDirect = 0;
+      let birthdayTried = 0;
+      let birthdayWon = 0;
       for (let i = 0; i < CALLS; i++) {
         // Alternate who calls, so both directions are in every row.
         const [x, y] = i % 2 === 0 ? [clients.get(xn)!, clients.get(yn)!] : [clients.get(yn)!, clients.get(xn)!];
@@ -83,7 +87,7 @@ async function main(): Promise<void> {
         await ask(x, { cmd: 'apply', sdp: toX.sdp }, 'applied');
         const stats = async (): Promise<[MediaStats, MediaStats]> =>
           [(await ask(x, { cmd: 'stats' }, 'stats')) as unknown as MediaStats, (await ask(y, { cmd: 'stats' }, 'stats')) as unknown as MediaStats];
-        const until = Date.now() + 3000;
+        const until = Date.now() + 6000; // a birthday attempt starts at 0.5 s and runs ~3.5 s
         let s = await stats();
         while (!(s[0].path.path === 'direct' && s[1].path.path === 'direct') && Date.now() < until) {
           await sleep(50);
@@ -98,27 +102,30 @@ async function main(): Promise<void> {
           s = await stats();
           wentDirect++;
           direct.push(Math.max(s[0].path.firstDirectRtpMs ?? Infinity, s[1].path.firstDirectRtpMs ?? Infinity));
+          switchGaps.push(Math.max(s[0].path.gapAtSwitchMs ?? 0, s[1].path.gapAtSwitchMs ?? 0));
           proved.push(Math.max(s[0].path.firstDirectMs ?? Infinity, s[1].path.firstDirectMs ?? Infinity));
         } else {
-          await sleep(500);
           s = await stats();
         }
         gaps.push(Math.max(s[0].received.maxGapMs, s[1].received.maxGapMs));
         attempts += s[0].path.attempts + s[1].path.attempts;
+        if (s[0].path.birthday.tried || s[1].path.birthday.tried) birthdayTried++;
+        if (isDirect && (s[0].path.birthday.succeeded || s[1].path.birthday.succeeded)) birthdayWon++;
         probes += s[0].path.probesSent + s[1].path.probesSent;
         await Promise.all([ask(x, { cmd: 'close' }, 'closed'), ask(y, { cmd: 'close' }, 'closed')]);
         relay.delete({ callId });
       }
       const [x, y] = [clients.get(xn)!, clients.get(yn)!];
       rows.push([`${x.kind} ${xn} / ${y.kind} ${yn}`, String(CALLS), `${wentDirect}/${CALLS}`, (attempts / CALLS / 2).toFixed(1),
-        pct(direct, 50), pct(direct, 90), pct(proved, 50), pct(proved, 90), pct(gaps, 100), String(relayAfter), String(Math.round(probes / CALLS / 2))]);
+        pct(direct, 50), pct(direct, 90), pct(proved, 50), pct(proved, 90), pct(switchGaps, 50), pct(switchGaps, 100), pct(gaps, 100), String(relayAfter), String(Math.round(probes / CALLS / 2)), `${birthdayWon}/${birthdayTried}`]);
     }
-    const head = ['pair', 'calls', 'direct', 'attempts', 'answer→direct RTP p50', 'p90', 'rendezvous→proved p50', 'p90', 'max gap ms', 'relay pkts after switch', 'probes/side'];
+    const head = ['pair', 'calls', 'direct', 'attempts', 'answer→direct RTP p50', 'p90', 'rendezvous→proved p50', 'p90', 'gap at switch p50', 'max', 'max gap in call', 'relay pkts after switch', 'probes/side', 'birthday won/tried'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     console.log(line(head));
     for (const r of rows) console.log(line(r));
-    console.log('\nbirthday probing for symmetric NATs: not built (those pairs stay on the relay)');
+    console.log('\nprobes/side counts every hello a side sent toward its peer (punching, birthday and consent); a birthday attempt is at most');
+    console.log(`${DEFAULT_PEER_PATH_TIMING.birthdaySockets} extra sockets and ${DEFAULT_PEER_PATH_TIMING.birthdayProbes} random-port probes per side, once per pair.`);
     for (const c of clients.values()) c.io.command({ cmd: 'close' });
   } finally {
     await relay.close();

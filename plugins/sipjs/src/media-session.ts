@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HELLO_FLAG_DIRECT, ProtocolError, decode, looksLikeStun, sameEndpoint, type Endpoint, type PairGrant } from '../../../src/media/challenge';
-import { PeerPath, type PeerPathStats, type PeerPathTiming } from '../../../src/direct/peer-path';
+import { PeerPath, type PeerPathStats, type PeerPathTiming, type SocketPool } from '../../../src/direct/peer-path';
 import { isNullAddress } from '../../../src/sdp/session';
 import { decodeG711, encodeG711 } from '../../../src/codec/g711';
 import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
@@ -22,6 +22,8 @@ const COMFORT_NOISE_PT = 13;
  * fallback path is there when the direct one fails.
  */
 const DIRECT_RELAY_HELLO_MS = 1000;
+/** Packets on either side of the first direct one over which the switch's gap is measured. */
+const SWITCH_WINDOW_PACKETS = 5;
 
 export interface MediaSessionOptions {
   /** Where the RTP and RTCP sockets bind. */
@@ -81,7 +83,11 @@ export interface MediaStats {
   sources: Record<string, number>;
   ssrcs: number[];
   /** Which path our media takes: through the relay, or straight to the other client. */
-  path: PeerPathStats & { firstDirectRtpMs: number | null };
+  path: PeerPathStats & {
+    firstDirectRtpMs: number | null;
+    /** The longest silence among the packets around the first direct one: what the switch cost us. */
+    gapAtSwitchMs: number | null;
+  };
 }
 
 export interface FrameInfo {
@@ -116,8 +122,15 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   /** Direct media with the other client, once the relay has named it. */
   private peerPath: PeerPath | null = null;
   private relayHelloTimer: NodeJS.Timeout | null = null;
+  /** Sockets opened for the birthday attempt (id → socket); id 0 is the RTP socket. */
+  private readonly extraSockets = new Map<number, Socket>();
+  private nextExtraId = 1;
   /** From the answer taking effect to the first RTP from the proved peer. */
   private firstDirectRtpMs: number | null = null;
+  /** Arrival times of the last packets, to measure the gap around the switch to the direct path. */
+  private readonly arrivals: number[] = [];
+  private switchWindow = -1;
+  private gapAtSwitchMs: number | null = null;
   private readonly createdAt = Date.now();
   private readonly lastSentAt: Record<Which, number> = { rtp: 0, rtcp: 0 };
   private remote: RemoteMedia | null = null;
@@ -314,8 +327,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
       path: {
-        ...(this.peerPath?.stats() ?? { path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null, firstDirectMs: null, lastFallback: null }),
+        ...(this.peerPath?.stats() ?? {
+          path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null,
+          firstDirectMs: null, lastFallback: null, birthday: { tried: false, sockets: 0, probes: 0, succeeded: false }, via: 0,
+        }),
         firstDirectRtpMs: this.firstDirectRtpMs,
+        gapAtSwitchMs: this.gapAtSwitchMs,
       },
     };
   }
@@ -362,10 +379,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private sendRtp(p: RtpPacket): void {
-    const to = this.peerPath?.target ?? this.relayEndpoint('rtp');
+    const direct = this.peerPath?.target ?? null;
+    const to = direct ?? this.relayEndpoint('rtp');
     if (!to) return;
     const b = encodeRtp(p);
-    this.transmit('rtp', b, to);
+    if (direct) this.sendVia(this.peerPath!.via, b, direct);
+    else this.transmit('rtp', b, to);
     this.seq = (this.seq + 1) & 0xffff;
     this.sent.packets++;
     this.sent.octets += p.payload.length;
@@ -376,17 +395,20 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     return false;
   }
 
-  private onDatagram(which: Which, buf: Buffer, from: Endpoint): void {
+  private onDatagram(which: Which, buf: Buffer, from: Endpoint, via = 0): void {
     const expected = this.relayEndpoint(which);
-    const fromRelay = expected !== null && sameEndpoint(expected, from);
+    const fromRelay = via === 0 && expected !== null && sameEndpoint(expected, from);
     if (looksLikeStun(buf)) {
       if (fromRelay || !this.peerPath || which !== 'rtp') this.proofs[which]?.onDatagram(buf, from);
       else this.toPeerPath(buf, from);
       return;
     }
     // Media is ours from the relay, or from the one source that proved the pair key to us.
-    const fromPeer = !fromRelay && which === 'rtp' && (this.peerPath?.accepts(from) ?? false);
-    if (fromPeer && this.firstDirectRtpMs === null && this.answeredAt !== null) this.firstDirectRtpMs = Date.now() - this.answeredAt;
+    const fromPeer = !fromRelay && which === 'rtp' && (this.peerPath?.accepts(from, via) ?? false);
+    if (fromPeer && this.firstDirectRtpMs === null && this.answeredAt !== null) {
+      this.firstDirectRtpMs = Date.now() - this.answeredAt;
+      this.switchWindow = SWITCH_WINDOW_PACKETS;
+    }
     if (!fromRelay && !fromPeer) {
       this.received.foreign++;
       return;
@@ -405,6 +427,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     // The longest silence between two packets: how long a NAT rebinding or handover cost us.
     if (this.lastRtpAt) this.received.maxGapMs = Math.max(this.received.maxGapMs, now - this.lastRtpAt);
     this.lastRtpAt = now;
+    this.noteArrival(now);
     this.recv.onPacket(p, now);
     this.emit('rtp', p);
     if (p.pt === this.dtmfPt) return this.onDtmf(p);
@@ -417,6 +440,17 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     }
     this.recorder?.write(pcm);
     this.emit('frame', pcm, { seq: p.seq, timestamp: p.timestamp, ssrc: p.ssrc });
+  }
+
+  /** Keeps the last arrivals; SWITCH_WINDOW_PACKETS after the first direct one, the gap around the switch is known. */
+  private noteArrival(now: number): void {
+    this.arrivals.push(now);
+    if (this.arrivals.length > 2 * SWITCH_WINDOW_PACKETS) this.arrivals.shift();
+    if (this.switchWindow < 0 || --this.switchWindow > 0) return;
+    this.switchWindow = -1;
+    let gap = 0;
+    for (let i = 1; i < this.arrivals.length; i++) gap = Math.max(gap, this.arrivals[i]! - this.arrivals[i - 1]!);
+    this.gapAtSwitchMs = gap;
   }
 
   private onDtmf(p: RtpPacket): void {
@@ -446,7 +480,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private onRendezvous(grant: PairGrant): void {
     if (!this.options.direct || this.state_ === 'closed') return;
     if (this.peerPath) return this.peerPath.update(grant);
-    const path = new PeerPath(grant, (buf, to) => this.transmit('rtp', buf, to), { timing: this.options.directTiming });
+    const path = new PeerPath(grant, (buf, to, via) => this.sendVia(via, buf, to), { timing: this.options.directTiming, sockets: this.socketPool() });
     path.on('direct', (peer) => this.onPath('direct', peer, null));
     path.on('relay', (reason) => this.onPath('relay', null, reason));
     this.peerPath = path;
@@ -461,15 +495,64 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.emit('path', path, peer, reason);
   }
 
-  private toPeerPath(buf: Buffer, from: Endpoint): void {
+  private toPeerPath(buf: Buffer, from: Endpoint, via = 0): void {
     try {
-      this.peerPath?.onMessage(decode(buf), from, buf.length);
+      this.peerPath?.onMessage(decode(buf), from, buf.length, via);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
     }
   }
 
+  /** From the RTP socket (0) or one the birthday attempt opened. */
+  private sendVia(via: number, buf: Buffer, to: Endpoint): void {
+    if (via === 0) return this.transmit('rtp', buf, to);
+    const socket = this.extraSockets.get(via);
+    if (socket && this.state_ !== 'closed') socket.send(buf, to.port, to.address);
+  }
+
+  /** Extra sockets on request: what arrives on them is the peer path's (STUN) or, once it chose one, media. */
+  private socketPool(): SocketPool {
+    return {
+      open: async (count) => {
+        const ids: number[] = [];
+        for (let i = 0; i < count && this.state_ !== 'closed'; i++) {
+          const id = this.nextExtraId++;
+          const socket = await this.bindExtra(id);
+          this.extraSockets.set(id, socket);
+          ids.push(id);
+        }
+        return ids;
+      },
+      close: (keep) => {
+        for (const [id, socket] of this.extraSockets) {
+          if (id === keep) continue;
+          socket.close();
+          this.extraSockets.delete(id);
+        }
+      },
+    };
+  }
+
+  private bindExtra(id: number): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = createSocket(isIPv6(this.options.bindAddress) ? 'udp6' : 'udp4');
+      socket.once('error', reject);
+      socket.bind(0, this.options.bindAddress, () => {
+        socket.off('error', reject);
+        socket.on('error', () => undefined);
+        socket.on('message', (buf, rinfo) => {
+          const from = { address: rinfo.address, port: rinfo.port };
+          if (looksLikeStun(buf)) this.toPeerPath(buf, from, id);
+          else this.onDatagram('rtp', buf, from, id);
+        });
+        resolve(socket);
+      });
+    });
+  }
+
   private endDirect(): void {
+    for (const socket of this.extraSockets.values()) socket.close();
+    this.extraSockets.clear();
     if (!this.peerPath) return;
     const wasDirect = this.peerPath.target !== null;
     this.peerPath.close();
@@ -512,10 +595,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   private sendReport(): void {
     if (!(this.state_ === 'authenticated' || this.state_ === 'guarded')) return;
-    // Muxed RTCP follows the RTP: straight to the peer while media goes direct.
-    const to = (this.remote?.rtcpMux ? this.peerPath?.target : null) ?? this.relayEndpoint('rtcp');
-    if (!to) return;
     const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
-    this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
+    const report = encodeRtcpReport(this.ssrc, this.cname, sent);
+    // Muxed RTCP follows the RTP: straight to the peer, from the same socket, while media goes direct.
+    const direct = this.remote?.rtcpMux ? (this.peerPath?.target ?? null) : null;
+    if (direct) return this.sendVia(this.peerPath!.via, report, direct);
+    const to = this.relayEndpoint('rtcp');
+    if (to) this.transmit('rtcp', report, to);
   }
 }
