@@ -4,6 +4,7 @@
  * API server would only find at run time, and the keylatch YAML in the ConfigMap through
  * keylatch's own loader, with each container's environment resolved as the kubelet would.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,8 @@ import { loadConfig } from '../../src/config/load';
 import type { Config } from '../../src/config/schema';
 import { STATUS_PATH } from '../../src/control/status';
 import { requireEdgeSettings } from '../../src/edge-service';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { hasCommand } from '../helpers/tools';
 import {
   KUBE_DIR, allContainers, flag, loadFile, loadKustomization, loadKustomized, mountedFile, objectData, probeTarget, resolveEnv,
   schemaErrors, unknownFieldErrors, workloads, type Container, type KubeObject, type Manifest, type Workload,
@@ -82,6 +84,18 @@ describe('deploy/kubernetes: against the Kubernetes API schemas', () => {
     const errs = b.caughtBy === 'schema' ? schemaErrors(b.obj) : fieldErrors.get(`broken: ${b.why}`)!;
     expect(errs.length).toBeGreaterThan(0);
     if (b.caughtBy === 'fields') expect(errs.join('\n')).toMatch(/hostnetwork/);
+  });
+
+  const kubectl = hasCommand('kubectl');
+  if (!kubectl) console.warn('!!! SKIPPED the kubectl kustomize check in test/deploy/kubernetes.test.ts: kubectl not installed (Debian: kubernetes-client)');
+  (kubectl ? it : it.skip)('kubectl kustomize renders exactly the objects these tests check', () => {
+    const out = spawnSync('kubectl', ['kustomize', KUBE_DIR], { encoding: 'utf8', timeout: 60_000 });
+    // stderr only as the reason for a failure: some kubectl builds print notices there.
+    expect({ status: out.status, stderr: out.status === 0 ? '' : out.stderr }).toEqual({ status: 0, stderr: '' });
+    const key = (o: KubeObject): string => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const rendered = parseAllDocuments(out.stdout).map((d) => d.toJS() as KubeObject);
+    const sorted = (list: KubeObject[]): KubeObject[] => [...list].sort((a, b) => key(a).localeCompare(key(b)));
+    expect(sorted(rendered)).toEqual(sorted(applied.map((m) => m.obj)));
   });
 
   it('rejects a kind the API does not have', () => {
