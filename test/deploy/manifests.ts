@@ -158,6 +158,7 @@ export interface Container {
   readinessProbe?: Probe;
   volumeMounts?: Array<{ name: string; mountPath: string; subPath?: string }>;
   restartPolicy?: string;
+  securityContext?: { runAsUser?: number; runAsGroup?: number };
 }
 
 export interface Volume {
@@ -168,6 +169,7 @@ export interface Volume {
 }
 
 export interface PodSpec {
+  securityContext?: { runAsUser?: number; runAsGroup?: number; fsGroup?: number };
   hostNetwork?: boolean;
   dnsPolicy?: string;
   nodeSelector?: Record<string, string>;

@@ -22,7 +22,7 @@ import { drachtioBinary, selfSignedCert } from '../helpers/drachtio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { redisUnavailable } from '../helpers/redis';
 import { hasCommand } from '../helpers/tools';
-import { materializeMounts, probeOnce, startIn, waitStarted } from './kubelet';
+import { asUser, materializeMounts, probeOnce, runAs, startIn, waitStarted, withEnv } from './kubelet';
 import { KUBE_DIR, ROOT, allContainers, loadFile, loadKustomized, resolveEnv, workloads, type Container, type KubeObject, type Probe, type Workload } from './manifests';
 
 const why = netnsUnavailable() ?? (drachtioBinary() ? null : 'drachtio-server not found (DRACHTIO_BIN or PATH)') ?? redisUnavailable() ?? (hasCommand('openssl') ? null : 'openssl not installed');
@@ -39,7 +39,7 @@ function entryPoint(c: Container, args: string[], drachtioConf: string): string[
 
 (why ? describe.skip : describe)('deploy/kubernetes: the pods on a host-network node', () => {
   const topo = new Topology();
-  const running: Array<{ pod: string; c: Container; env: Record<string, string>; mapPaths: (p: string) => string; alive: () => boolean; log: () => string }> = [];
+  const running: Array<{ pod: string; c: Container; pid: number; user: ReturnType<typeof runAs>; env: Record<string, string>; mapPaths: (p: string) => string; alive: () => boolean; log: () => string }> = [];
   let node: { ns: string; ip: string };
   let dir = '';
   let etcNetns = '';
@@ -81,11 +81,12 @@ function entryPoint(c: Container, args: string[], drachtioConf: string): string[
       const expandVars = (a: string): string => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name: string) => env[name] ?? all);
       const args = (c.args ?? []).map(expandVars).map(mapPaths);
       const cmd = c.command ? { ...c, command: c.command.map(expandVars).map(mapPaths) } : c;
-      const { child, log } = startIn(topo, node.ns, env, entryPoint(cmd, args, drachtioConf));
+      const user = runAs(c, w.pod);
+      const { child, log } = startIn(topo, node.ns, user, env, entryPoint(cmd, args, drachtioConf));
       let exited = false;
       child.on('exit', () => (exited = true));
-      running.push({ pod: w.name, c, env, mapPaths, alive: () => !exited, log });
-      if (!(await waitStarted(node.ns, node.ip, c, env, () => !exited))) throw new Error(`${w.name}/${c.name} did not start:\n${log().slice(-3000)}`);
+      running.push({ pod: w.name, c, pid: child.pid!, user, env, mapPaths, alive: () => !exited, log });
+      if (!(await waitStarted(node.ns, node.ip, c, env, user, () => !exited))) throw new Error(`${w.name}/${c.name} did not start:\n${log().slice(-3000)}`);
     };
     // Redis first (a StatefulSet the DaemonSets need), then each pod: native sidecars in order, each
     // started before the next (the kubelet waits for a sidecar's startup probe), then its containers.
@@ -99,10 +100,13 @@ function entryPoint(c: Container, args: string[], drachtioConf: string): string[
       for (const kind of ['livenessProbe', 'readinessProbe'] as const) {
         const p = r.c[kind] as Probe | undefined;
         if (!p) continue;
-        const ok = await probeOnce(node.ns, node.ip, r.c, p, r.env);
+        const ok = await probeOnce(node.ns, node.ip, r.c, p, r.env, r.user);
         expect({ container: `${r.pod}/${r.c.name}`, probe: kind, ok, log: ok ? '' : r.log().slice(-2000) }).toEqual({ container: `${r.pod}/${r.c.name}`, probe: kind, ok: true, log: '' });
       }
       expect({ container: `${r.pod}/${r.c.name}`, alive: r.alive() }).toEqual({ container: `${r.pod}/${r.c.name}`, alive: true });
+      // `ip netns exec`, setpriv and env each exec the next: the pid is the container's process, running as its securityContext says.
+      const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${r.pid}/status`, 'utf8'))?.[1];
+      expect({ container: `${r.pod}/${r.c.name}`, uid: Number(uid) }).toEqual({ container: `${r.pod}/${r.c.name}`, uid: r.user?.uid ?? 0 });
     }
   }, 240_000);
 
@@ -112,8 +116,9 @@ function entryPoint(c: Container, args: string[], drachtioConf: string): string[
     const documented = /kubectl -n keylatch exec ds\/keylatch-sip -c edge -- node dist\/src\/cli\.js (.+)/.exec(readFileSync(path.join(ROOT, 'docs/kubernetes.md'), 'utf8'));
     expect(documented).not.toBeNull();
     const args = documented![1]!.trim().split(/\s+/).map(edge.mapPaths);
-    const vars = Object.entries({ PATH: process.env.PATH ?? '', ...edge.env }).map(([k, v]) => `${k}=${v}`);
-    const out = spawnSync('ip', ['netns', 'exec', node.ns, 'env', '-i', ...vars, process.execPath, '-r', path.join(ROOT, 'test/helpers/ts-register.js'), path.join(ROOT, 'src/cli.ts'), ...args], { encoding: 'utf8', timeout: 30_000 });
+    // kubectl exec runs as the container's user, in its environment.
+    const argv = [...asUser(edge.user), ...withEnv(edge.env, [process.execPath, '-r', path.join(ROOT, 'test/helpers/ts-register.js'), path.join(ROOT, 'src/cli.ts'), ...args])];
+    const out = spawnSync('ip', ['netns', 'exec', node.ns, ...argv], { encoding: 'utf8', timeout: 30_000 });
     expect({ status: out.status, stderr: out.stderr }).toEqual({ status: 0, stderr: '' });
     for (const listener of [`udp/${node.ip}:5060`, `tcp/${node.ip}:5060`, `tls/${node.ip}:5061`, `wss/${node.ip}:5063`]) expect(out.stdout).toContain(listener);
     expect(out.stdout).toContain('redis://:***@keylatch-redis:6379');
