@@ -30,7 +30,7 @@ const REQUIRED: Array<{ key: string; get: (c: Config) => string | null | undefin
 ];
 
 /** Checked up front: one problem per missing setting, each naming its key and variable. */
-function requireEdgeSettings(config: Config): { secret: string } {
+export function requireEdgeSettings(config: Config): { secret: string } {
   const problems: ConfigProblem[] = REQUIRED.filter((r) => r.get(config) === null || r.get(config) === '').map((r) => ({
     key: r.key,
     message: 'required for keylatch edge',
