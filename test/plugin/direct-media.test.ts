@@ -4,34 +4,20 @@
  * relay. Real NATs, rebinding and attackers are in test/nat/direct-media.test.ts.
  */
 import { toneShare } from '../../src/codec/goertzel';
-import type { Relay } from '../../src/media/relay';
-import { DEFAULT_MEDIA_OPTIONS, KeylatchSessionDescriptionHandler, type MediaSessionOptions } from '../../plugins/sipjs/src';
 import type { LegOptions } from '../../src/media/call';
-import { newRelay, sleep, waitFor } from '../helpers/peers';
+import { sleep, waitFor } from '../helpers/peers';
+import { heard, pluginHandlers, type Handler } from '../helpers/plugin-handlers';
 
-type Handler = KeylatchSessionDescriptionHandler;
-const open: Handler[] = [];
-let relay: Relay;
-
-function handler(over: Partial<MediaSessionOptions> = {}): Handler {
-  const h = new KeylatchSessionDescriptionHandler({ ...DEFAULT_MEDIA_OPTIONS, bindAddress: '127.0.0.1', sdpAddress: '127.0.0.1', secureSignalling: true, transportName: 'WSS', ...over });
-  open.push(h);
-  return h;
-}
+const ctx = pluginHandlers();
+const { handler } = ctx;
 
 /** The SIP edge's part, for an INVITE from a to b with both legs on the key policy. */
 async function call(a: Handler, b: Handler, legs: Partial<LegOptions> = {}): Promise<void> {
   const opts: LegOptions = { policy: 'key', secure: true, signallingAddress: '127.0.0.1', ...legs };
-  const toB = await relay.offer({ callId: 'c1', fromTag: 'ta', sdp: (await a.getDescription()).body, offerer: opts, answerer: opts });
+  const toB = await ctx.relay.offer({ callId: 'c1', fromTag: 'ta', sdp: (await a.getDescription()).body, offerer: opts, answerer: opts });
   await b.setDescription(toB.sdp);
-  const toA = await relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: (await b.getDescription()).body });
+  const toA = await ctx.relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: (await b.getDescription()).body });
   await a.setDescription(toA.sdp);
-}
-
-function heard(h: Handler): Int16Array[] {
-  const frames: Int16Array[] = [];
-  h.media.on('frame', (pcm) => frames.push(pcm));
-  return frames;
 }
 
 const joined = (frames: Int16Array[]): Int16Array => {
@@ -39,15 +25,6 @@ const joined = (frames: Int16Array[]): Int16Array => {
   frames.forEach((f, i) => out.set(f, i * 160));
   return out;
 };
-
-beforeEach(() => {
-  relay = newRelay();
-});
-
-afterEach(async () => {
-  for (const h of open.splice(0)) h.close();
-  await relay.close();
-});
 
 describe('direct media between two plugin clients', () => {
   it('moves media off the relay once both directions are proved, with each tone heard by the other', async () => {
@@ -62,16 +39,16 @@ describe('direct media between two plugin clients', () => {
     await call(a, b);
     await waitFor(() => a.media.stats().path.path === 'direct' && b.media.stats().path.path === 'direct', 3000);
     // The relay heard of it through the clients' keyed hellos.
-    await waitFor(() => relay.directCallCount === 1, 2000);
-    expect(relay.stats('c1')!.map((l) => l.mediaPath)).toEqual(['direct', 'direct']);
+    await waitFor(() => ctx.relay.directCallCount === 1, 2000);
+    expect(ctx.relay.stats('c1')!.map((l) => l.mediaPath)).toEqual(['direct', 'direct']);
 
-    const forwardedAtSwitch = relay.totals().packetsOut;
+    const forwardedAtSwitch = ctx.relay.totals().packetsOut;
     const heardAtSwitch = [aHeard.length, bHeard.length];
     await sleep(1000);
     // About 50 frames a second each way, none of them through the relay.
     expect(aHeard.length - heardAtSwitch[0]!).toBeGreaterThan(35);
     expect(bHeard.length - heardAtSwitch[1]!).toBeGreaterThan(35);
-    expect(relay.totals().packetsOut - forwardedAtSwitch).toBe(0);
+    expect(ctx.relay.totals().packetsOut - forwardedAtSwitch).toBe(0);
     expect(toneShare(joined(aHeard.slice(-25)), 600)).toBeGreaterThan(0.5);
     expect(toneShare(joined(aHeard.slice(-25)), 1000)).toBeLessThan(0.1);
     expect(toneShare(joined(bHeard.slice(-25)), 1000)).toBeGreaterThan(0.5);
@@ -86,7 +63,7 @@ describe('direct media between two plugin clients', () => {
     expect(s.received.maxGapMs).toBeLessThan(100);
     expect(paths).toEqual(['direct']);
     // The relay's ports stay until the call ends, and the relay path stays proved as the fallback.
-    expect(relay.stats('c1')!.every((l) => l.authenticated)).toBe(true);
+    expect(ctx.relay.stats('c1')!.every((l) => l.authenticated)).toBe(true);
   });
 
   it('stays on the relay when signalling says no (direct=no for the call): no rendezvous at all', async () => {
@@ -97,9 +74,9 @@ describe('direct media between two plugin clients', () => {
     await call(a, b, { direct: false });
     await waitFor(() => bHeard.length > 25, 3000);
     await sleep(300);
-    expect(relay.rendezvousSent).toBe(0);
+    expect(ctx.relay.rendezvousSent).toBe(0);
     expect(a.media.stats().path).toMatchObject({ path: 'relay', attempts: 0 });
-    expect(relay.totals().packetsOut).toBeGreaterThan(25);
+    expect(ctx.relay.totals().packetsOut).toBeGreaterThan(25);
   });
 
   it('stays on the relay when the other client keeps media on the relay: probes go unanswered, audio flows', async () => {
@@ -110,7 +87,7 @@ describe('direct media between two plugin clients', () => {
     await call(a, b);
     await waitFor(() => aHeard.length > 40, 3000);
     const s = a.media.stats();
-    expect(relay.rendezvousSent).toBeGreaterThan(0);
+    expect(ctx.relay.rendezvousSent).toBeGreaterThan(0);
     expect(s.path.path).toBe('relay');
     expect(s.path.probesSent).toBeGreaterThan(0);
     expect(s.path.probesSent).toBeLessThanOrEqual(40);

@@ -358,14 +358,18 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private bind(which: Which): Promise<Socket> {
+    return this.bindSocket((buf, from) => this.onDatagram(which, buf, from));
+  }
+
+  /** A UDP socket on our bind address; a send to an unreachable port surfaces as ICMP and must not end the process. */
+  private bindSocket(onMessage: (buf: Buffer, from: Endpoint) => void): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const socket = createSocket(isIPv6(this.options.bindAddress) ? 'udp6' : 'udp4');
       socket.once('error', reject);
       socket.bind(0, this.options.bindAddress, () => {
         socket.off('error', reject);
-        // A send to an unreachable port surfaces here as ICMP; it must not end the process.
         socket.on('error', () => undefined);
-        socket.on('message', (buf, rinfo) => this.onDatagram(which, buf, { address: rinfo.address, port: rinfo.port }));
+        socket.on('message', (buf, rinfo) => onMessage(buf, { address: rinfo.address, port: rinfo.port }));
         resolve(socket);
       });
     });
@@ -534,21 +538,9 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private bindExtra(id: number): Promise<Socket> {
-    return new Promise((resolve, reject) => {
-      const socket = createSocket(isIPv6(this.options.bindAddress) ? 'udp6' : 'udp4');
-      socket.once('error', reject);
-      socket.bind(0, this.options.bindAddress, () => {
-        socket.off('error', reject);
-        socket.on('error', () => undefined);
-        socket.on('message', (buf, rinfo) => {
-          const from = { address: rinfo.address, port: rinfo.port };
-          if (looksLikeStun(buf)) this.toPeerPath(buf, from, id);
-          else this.onDatagram('rtp', buf, from, id);
-        });
-        resolve(socket);
-      });
-    });
+    return this.bindSocket((buf, from) => (looksLikeStun(buf) ? this.toPeerPath(buf, from, id) : this.onDatagram('rtp', buf, from, id)));
   }
+
 
   private endDirect(): void {
     for (const socket of this.extraSockets.values()) socket.close();
