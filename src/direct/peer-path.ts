@@ -118,6 +118,19 @@ export interface PeerPathEvents {
   relay: [reason: string];
 }
 
+/** One birthday attempt: its extra sockets, the random-port probes still to send, and its timers. */
+interface Birthday {
+  state: 'idle' | 'opening' | 'running' | 'done';
+  extra: number[];
+  probesLeft: number;
+  refreshAt: number;
+  endsAt: number;
+  /** Random-port probes sent by all attempts of this pair so far. */
+  probes: number;
+}
+
+const idleBirthday = (probes = 0): Birthday => ({ state: 'idle', extra: [], probesLeft: 0, refreshAt: 0, endsAt: 0, probes });
+
 /** Never toward unspecified, multicast or broadcast addresses, whatever a rendezvous says. */
 const destinations = new AddressPolicy({ allowLoopback: true, isRelayEndpoint: () => false });
 
@@ -149,8 +162,7 @@ export class PeerPath extends EventEmitter<PeerPathEvents> {
   private lastFallback: string | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly sockets: SocketPool | null;
-  private birthday: { state: 'idle' | 'opening' | 'running' | 'done'; extra: number[]; probesLeft: number; refreshAt: number; endsAt: number; probes: number } =
-    { state: 'idle', extra: [], probesLeft: 0, refreshAt: 0, endsAt: 0, probes: 0 };
+  private birthday: Birthday = idleBirthday();
   private birthdayDueAt = 0;
   private birthdayRuns = 0;
 
@@ -192,7 +204,7 @@ export class PeerPath extends EventEmitter<PeerPathEvents> {
       this.acceptedBy = null;
       this.fallBack('new pair');
       this.endBirthday();
-      this.birthday = { state: 'idle', extra: [], probesLeft: 0, refreshAt: 0, endsAt: 0, probes: 0 };
+      this.birthday = idleBirthday();
       this.grantedAt = this.now();
       this.birthdayRuns = 0;
       this.birthdayDueAt = this.grantedAt + this.timing.birthdayAfterMs;
@@ -415,7 +427,7 @@ export class PeerPath extends EventEmitter<PeerPathEvents> {
     this.lastFallback = reason;
     // A path only the birthday attempt could find is lost to a rebinding: plain punching will not find it again.
     if (this.birthday.state === 'done' && this.birthdayRuns < MAX_BIRTHDAYS) {
-      this.birthday = { state: 'idle', extra: [], probesLeft: 0, refreshAt: 0, endsAt: 0, probes: this.birthday.probes };
+      this.birthday = idleBirthday(this.birthday.probes);
       this.birthdayDueAt = this.now() + this.timing.birthdayAfterMs;
     }
     this.emit('relay', reason);
