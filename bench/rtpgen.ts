@@ -3,6 +3,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { boosted } from './targets';
 
 const SOURCE = path.join(__dirname, 'rtpgen.c');
 const BINARY = path.join(__dirname, '..', '.bench-out', 'rtpgen');
@@ -60,7 +61,9 @@ export interface GenStep {
 export async function runGenerator(step: GenStep): Promise<GenResult> {
   const args = ['--calls', String(step.calls), '--addr', step.address, '--port-base', String(step.portBase), '--warmup-ms', String(step.warmupMs), '--measure-ms', String(step.measureMs)];
   const bin = buildGenerator();
-  const child = step.core === null ? spawn(bin, args) : spawn('taskset', ['-c', String(step.core), bin, ...args]);
+  const pinned = step.core === null ? [] : ['taskset', '-c', String(step.core)];
+  const [cmd, ...rest] = boosted([...pinned, bin, ...args]);
+  const child = spawn(cmd!, rest);
   child.stderr.on('data', (d: Buffer) => process.stderr.write(d));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const next = async (): Promise<string> => {

@@ -36,6 +36,25 @@ export function pinTo(core: number, pid: number): void {
   }
 }
 
+let renice: boolean | null = null;
+
+/**
+ * A command line run at nice -10 where that is allowed. The machine is shared with other work;
+ * at equal priority a relay pinned to one core gets only its fair share of it whenever others
+ * run there, and the bench would measure the neighbours. Every target and the generator get
+ * the same boost, so the comparison stays fair; CPU per packet (CPU time) does not change.
+ */
+export function boosted(argv: string[]): string[] {
+  if (renice === null) {
+    try {
+      renice = execFileSync('nice', ['-n', '-10', 'nice'], { encoding: 'utf8' }).trim() === '-10';
+    } catch {
+      renice = false;
+    }
+  }
+  return renice ? ['nice', '-n', '-10', ...argv] : argv;
+}
+
 /** A process and its children (keylatch's relay workers), from /proc. */
 export function processTree(pid: number): number[] {
   const out = [pid];
@@ -96,7 +115,8 @@ export async function keylatch(workers = 1): Promise<Target> {
   // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
   // with the flags of the bin's shebang (src/cli.ts).
   const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', MEDIA_ADDRESS, '--ports', '16000-35999', '--workers', String(workers)], {
+  const [cmd, ...args] = boosted([process.execPath, '--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', MEDIA_ADDRESS, '--ports', '16000-35999', '--workers', String(workers)]);
+  const child = spawn(cmd!, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn' },
   });
@@ -110,10 +130,11 @@ export async function rtpengine(): Promise<Target | null> {
   } catch {
     return null;
   }
-  const child = spawn('rtpengine', [
+  const [cmd, ...args] = boosted(['rtpengine',
     '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${MEDIA_ADDRESS}`,
     '--listen-ng=127.0.0.1:22291', '--table=-1', '--port-min=40000', '--port-max=59999',
-  ], { stdio: ['ignore', 'ignore', 'ignore'] });
+  ]);
+  const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'ignore'] });
   return ngTarget('rtpengine', child, 22291);
 }
 
