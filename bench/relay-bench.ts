@@ -9,13 +9,13 @@
  *
  * Starts rtpengine: run it under the global lock (flock /tmp/keylatch-it.lock npm run bench:relay).
  *
- *   BENCH_CALLS=250,500,1000,1500,2000,2500  BENCH_MEASURE_MS=4000  BENCH_WARMUP_MS=1500
- *   BENCH_TARGETS=direct,rtpengine,keylatch,keylatch2
+ *   BENCH_CALLS=500,1000,1500,2000  BENCH_MEASURE_MS=4000  BENCH_WARMUP_MS=1500
+ *   BENCH_TARGETS=direct,rtpengine,keylatch,keylatch-off,keylatch2
  */
 import { runGenerator, type GenResult } from './rtpgen';
 import { GENERATOR_PORT_BASE, MEDIA_ADDRESS, cpuSeconds, direct, keylatch, rssBytes, rtpengine, type Target } from './targets';
 
-const steps = (process.env.BENCH_CALLS ?? '250,500,1000,1500,2000,2500').split(',').map(Number);
+const steps = (process.env.BENCH_CALLS ?? '500,1000,1500,2000').split(',').map(Number);
 const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
 const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
 const LOSS_LIMIT = 0.001;
@@ -25,8 +25,10 @@ const TARGETS: Record<string, () => Promise<Target | null> | Target> = {
   rtpengine,
   keylatch: () => keylatch(1),
   keylatch2: () => keylatch(2),
+  // One worker with batched sends off (media.sendBatching: off): what batching is worth.
+  'keylatch-off': () => keylatch(1, 'off'),
 };
-const chosen = (process.env.BENCH_TARGETS ?? 'direct,rtpengine,keylatch,keylatch2').split(',');
+const chosen = (process.env.BENCH_TARGETS ?? 'direct,rtpengine,keylatch,keylatch-off,keylatch2').split(',');
 
 interface Row {
   target: string;
@@ -43,17 +45,21 @@ interface Row {
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
-/** The generator could not send at the nominal rate: the machine (shared, 2 cores) starved it, so the step measured nothing. */
-const starved = (r: Row) => r.gen.sent < r.gen.nominal * 0.99;
-const ATTEMPTS = 3;
+/** The generator could not send at the nominal rate: its own core was full, or others' load starved it. */
+const behind = (r: Row) => r.gen.sent < r.gen.nominal * 0.99;
+/** Behind without having used its core: starved by other load on the (shared) machine; the step measured nothing. */
+const starved = (r: Row) => behind(r) && r.gen.cpu_s < (measureMs / 1000) * 0.85;
+/** Lost, or so late (> 100 ms) that a phone's jitter buffer would have dropped it. */
+const lossOf = (g: GenResult) => (g.sent ? (g.sent - g.received + g.late) / g.sent : 0);
+const ATTEMPTS = 2;
 
-/** One step; repeated (up to ATTEMPTS) while the generator was starved by other load on the machine. */
+/** One step; repeated once if the generator was starved by other load on the machine. */
 async function step(make: () => Promise<Target | null> | Target, calls: number): Promise<Row | null> {
   let r: Row | null = null;
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     r = await attemptStep(make, calls);
     if (!r || !starved(r)) return r;
-    console.log(`  (${r.target} at ${calls} calls: the generator sent only ${r.gen.sent} of ${r.gen.nominal}, starved by other load; ${attempt < ATTEMPTS ? 'again' : 'giving up'})`);
+    console.log(`  (${r.target} at ${calls} calls: the generator sent only ${r.gen.sent} of ${r.gen.nominal} at ${fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0)} % CPU, starved by other load; ${attempt < ATTEMPTS ? 'again' : 'kept, flagged'})`);
   }
   return r;
 }
@@ -99,7 +105,7 @@ async function attemptStep(make: () => Promise<Target | null> | Target, calls: n
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 const COLUMNS: Array<[string, number]> = [
-  ['target', 12], ['calls', 5], ['pps', 7], ['loss%', 7], ['p50+us', 7], ['p99+us', 7], ['cpu%', 6], ['us/pkt', 7], ['KiB/call', 8], ['cpu split', 11], ['gen cpu%', 8],
+  ['target', 13], ['calls', 5], ['pps', 7], ['loss%', 7], ['p50+us', 7], ['p99+us', 7], ['cpu%', 6], ['us/pkt', 7], ['KiB/call', 8], ['cpu split', 11], ['gen cpu%', 8],
 ];
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(COLUMNS[i]![1]) : c.padStart(COLUMNS[i]![1]))).join(' ');
 
@@ -107,7 +113,7 @@ function printRow(r: Row, base: Row | undefined): void {
   const added = (p: 'p50_us' | 'p99_us') => (base && r !== base ? r.gen[p] - base.gen[p] : NaN);
   const split = r.split.length > 1 ? r.split.map((c) => `${Math.round((c / sum(r.split)) * 100)}`).join('/') : '-';
   console.log(line([
-    r.target, String(r.calls), String(r.pps), fmt(r.gen.loss * 100, 3), fmt(added('p50_us'), 0), fmt(added('p99_us'), 0), fmt(r.cpuPct), fmt(r.usPerPkt, 2),
+    r.target + (behind(r) ? '!' : ''), String(r.calls), String(r.pps), fmt(lossOf(r.gen) * 100, 3), fmt(added('p50_us'), 0), fmt(added('p99_us'), 0), fmt(r.cpuPct), fmt(r.usPerPkt, 2),
     fmt(r.kibPerCall), split, fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0),
   ]));
   if (process.env.BENCH_DEBUG) console.log(`  ${JSON.stringify(r.gen)}`);
@@ -118,15 +124,19 @@ async function main(): Promise<void> {
   // This script is not pinned: it only sets calls up, and whatever it spawns inherits its affinity.
   console.log(`keylatch relay benchmark: G.711 calls (2 x 50 pps x 172 B), C generator (bench/rtpgen.c) on core 0, warm-up ${warmupMs} ms, measured ${measureMs} ms per step`);
   console.log('p50+/p99+: latency added over the no-relay baseline at the same load; cpu: all relay processes; us/pkt: relay CPU per forwarded packet;');
-  console.log('cpu split: share of relay CPU per process (dispatcher, worker 0, worker 1); gen cpu%: the generator, of its one core');
+  console.log('loss: packets lost or more than 100 ms late; cpu split: share of relay CPU per process (dispatcher, worker 0, worker 1);');
+  console.log('gen cpu%: the generator, of its one core; a target marked ! is a step where the generator could not send at the nominal rate');
   console.log(line(COLUMNS.map(([h]) => h)));
   const all: Row[] = [];
   const active = new Set(chosen.filter((t) => t !== 'direct'));
   for (const calls of steps) {
     const base = chosen.includes('direct') ? await step(direct, calls) : null;
-    if (base) printRow(base, undefined);
-    if (base && (base.gen.loss > LOSS_LIMIT || starved(base))) {
-      console.log(`  ! without a relay the generator lost ${fmt(base.gen.loss * 100, 3)} % and sent ${base.gen.sent} of ${base.gen.nominal}: at ${calls} calls it, not a relay, sets the limit; sweep ends`);
+    if (base) {
+      printRow(base, undefined);
+      all.push(base);
+    }
+    if (base && (lossOf(base.gen) > LOSS_LIMIT || behind(base))) {
+      console.log(`  ! without a relay the generator lost ${fmt(lossOf(base.gen) * 100, 3)} % and sent ${base.gen.sent} of ${base.gen.nominal}: at ${calls} calls it, not a relay, sets the limit; sweep ends`);
       break;
     }
     for (const name of [...active]) {
@@ -137,8 +147,8 @@ async function main(): Promise<void> {
       }
       printRow(r, base ?? undefined);
       all.push(r);
-      if (r.gen.loss > LOSS_LIMIT && !starved(r)) {
-        console.log(`  ${r.target} lost ${fmt(r.gen.loss * 100, 3)} % at ${calls} calls: above 0.1 %, its sweep ends`);
+      if (lossOf(r.gen) > LOSS_LIMIT && !starved(r)) {
+        console.log(`  ${r.target} lost ${fmt(lossOf(r.gen) * 100, 3)} % at ${calls} calls: above 0.1 %, its sweep ends`);
         active.delete(name);
       }
     }
@@ -152,9 +162,9 @@ function summary(all: Row[]): void {
   console.log('\nsummary: at the most calls each carried at < 0.1 % loss');
   console.log('| target | calls at <0.1 % loss | pps | CPU per packet | p99 added latency | RSS per call | load split |');
   console.log('|---|---|---|---|---|---|---|');
-  const names = [...new Set(all.map((r) => r.target))];
+  const names = [...new Set(all.map((r) => r.target))].filter((n) => n !== 'no relay');
   for (const name of names) {
-    const ok = all.filter((r) => r.target === name && r.gen.loss <= LOSS_LIMIT);
+    const ok = all.filter((r) => r.target === name && lossOf(r.gen) <= LOSS_LIMIT && !behind(r));
     const best = ok[ok.length - 1];
     if (!best) {
       console.log(`| ${name} | none | | | | | |`);
@@ -163,20 +173,18 @@ function summary(all: Row[]): void {
     const base = all.find((r) => r.target === 'no relay' && r.calls === best.calls);
     const p99 = base ? best.gen.p99_us - base.gen.p99_us : best.gen.p99_us;
     const split = best.split.length > 1 ? best.split.map((c) => `${Math.round((c / sum(best.split)) * 100)} %`).join(' / ') : '-';
-    const more = all.some((r) => r.target === name && r.calls > best.calls) ? '' : ' (sweep end)';
+    const more = all.some((r) => r.target === name && r.calls > best.calls) ? '' : '+';
     console.log(`| ${name} | ${best.calls}${more} | ${best.pps} | ${fmt(best.usPerPkt, 2)} us | ${fmt(p99 / 1000, 2)} ms | ${fmt(best.kibPerCall)} KiB | ${split} |`);
   }
-  const common = [...new Set(all.map((r) => r.calls))].filter((c) => ['rtpengine', 'keylatch'].every((t) => all.some((r) => r.target === t && r.calls === c)));
-  const ratio = (t: string, c: number) => {
-    const k = all.find((r) => r.target === t && r.calls === c)!;
-    const e = all.find((r) => r.target === 'rtpengine' && r.calls === c)!;
-    return k.usPerPkt / e.usPerPkt;
+  console.log('N+: carried at the last step the sweep ran (the generator\'s limit or BENCH_CALLS), so maybe more');
+  const ratios = (t: string, over: string): string => {
+    const at = (name: string, c: number) => all.find((r) => r.target === name && r.calls === c && !behind(r));
+    const calls = [...new Set(all.map((r) => r.calls))].filter((c) => at(t, c) && at(over, c));
+    return calls.map((c) => `${c} calls ${fmt(at(t, c)!.usPerPkt / at(over, c)!.usPerPkt, 2)}`).join(', ') || '-';
   };
-  if (common.length) {
-    console.log(`CPU per packet / rtpengine's: keylatch ${common.map((c) => `${c} calls ${fmt(ratio('keylatch', c), 2)}`).join(', ')}`);
-    const two = common.filter((c) => all.some((r) => r.target === 'keylatch x2' && r.calls === c));
-    if (two.length) console.log(`                               keylatch x2 ${two.map((c) => `${c} calls ${fmt(ratio('keylatch x2', c), 2)}`).join(', ')}`);
-  }
+  console.log(`CPU per packet, keylatch / rtpengine: ${ratios('keylatch', 'rtpengine')}`);
+  console.log(`CPU per packet, keylatch x2 / keylatch: ${ratios('keylatch x2', 'keylatch')}`);
+  console.log(`CPU per packet, keylatch (sendBatching gso) / off: ${ratios('keylatch', 'keylatch off')}`);
 }
 
 main().then(

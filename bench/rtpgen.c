@@ -9,7 +9,8 @@
  * port, so every endpoint needs its own), each sending one RTP packet per ptime with a real
  * sequence number, timestamp and SSRC. Bytes 12..19 of the payload carry the send time
  * (CLOCK_MONOTONIC, ns) and byte 20 says whether the packet was sent in the measured window,
- * so every packet that comes back gives its own one-way latency through the relay.
+ * so every packet that comes back gives its own one-way latency through the relay; one more
+ * than 100 ms late is counted apart (`late`), as a phone's jitter buffer would drop it.
  *
  * Batching: sends cannot be batched across sockets (sendmmsg takes one fd, and each socket
  * has one packet per ptime), so sendmmsg batches only the packets one endpoint owes after a
@@ -45,6 +46,7 @@
 #define TX_BATCH 8
 #define EVENTS 1024
 #define DRAIN_MS 300
+#define LATE_US 100000 /* later than this is as good as lost to a phone's jitter buffer */
 #define MAX_PACKET 1500
 
 typedef struct {
@@ -193,6 +195,7 @@ int main(int argc, char **argv) {
     tx[b][1] = 0; /* PCMU */
   }
   struct epoll_event events[EVENTS];
+  uint64_t late = 0;
   uint64_t sent = 0, sent_warmup = 0, send_errors = 0, received = 0, misrouted = 0, late_sends = 0, rx_batches = 0, rx_packets = 0;
   uint64_t *per_endpoint = calloc((size_t)n, sizeof *per_endpoint);
   int64_t worst_lag = 0;
@@ -225,6 +228,7 @@ int main(int argc, char **argv) {
           if (get32(p + 8) != e->partner_ssrc) { misrouted++; continue; }
           int64_t us = (now - (int64_t)get64(p + 12)) / 1000;
           hist[us < 0 ? 0 : us > HIST_US ? HIST_US : us]++;
+          if (us > LATE_US) late++;
           received++;
           per_endpoint[idx]++;
         }
@@ -292,11 +296,11 @@ int main(int argc, char **argv) {
     if (per_endpoint[i] > hi) hi = per_endpoint[i];
   }
   printf("{\"calls\":%d,\"endpoints\":%d,\"measure_ms\":%d,\"nominal\":%llu,\"sent\":%llu,\"received\":%llu,\"loss\":%.6f,"
-         "\"send_errors\":%llu,\"misrouted\":%llu,\"late_sends\":%llu,\"worst_send_lag_us\":%lld,"
+         "\"late\":%llu,\"send_errors\":%llu,\"misrouted\":%llu,\"late_sends\":%llu,\"worst_send_lag_us\":%lld,"
          "\"p50_us\":%.0f,\"p99_us\":%.0f,\"p999_us\":%.0f,\"max_us\":%.0f,"
          "\"endpoint_min\":%llu,\"endpoint_max\":%llu,\"rx_per_batch\":%.2f,\"cpu_s\":%.3f}\n",
          calls, n, measure_ms, (unsigned long long)nominal, (unsigned long long)sent, (unsigned long long)received,
-         sent ? 1.0 - (double)received / (double)sent : 0.0, (unsigned long long)send_errors, (unsigned long long)misrouted,
+         sent ? 1.0 - (double)received / (double)sent : 0.0, (unsigned long long)late, (unsigned long long)send_errors, (unsigned long long)misrouted,
          (unsigned long long)late_sends, (long long)(worst_lag / 1000), percentile(received, 50), percentile(received, 99),
          percentile(received, 99.9), percentile(received, 100), (unsigned long long)lo, (unsigned long long)hi,
          rx_batches ? (double)rx_packets / (double)rx_batches : 0.0, cpu1 - cpu0);

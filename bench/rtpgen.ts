@@ -14,6 +14,8 @@ export interface GenResult {
   sent: number;
   received: number;
   loss: number;
+  /** Arrived, but more than 100 ms after it was sent. */
+  late: number;
   send_errors: number;
   misrouted: number;
   late_sends: number;

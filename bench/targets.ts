@@ -111,17 +111,17 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number, core:
  * itself, pinned to core 1 like rtpengine; several are left to the scheduler on every core,
  * sharing the machine with the generator (one per core is the product's default).
  */
-export async function keylatch(workers = 1): Promise<Target> {
+export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | 'off' = 'gso'): Promise<Target> {
   // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
   // with the flags of the bin's shebang (src/cli.ts).
   const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
   const [cmd, ...args] = boosted([process.execPath, '--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', MEDIA_ADDRESS, '--ports', '16000-35999', '--workers', String(workers)]);
   const child = spawn(cmd!, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn' },
+    env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn', KEYLATCH_MEDIA__SEND_BATCHING: sendBatching },
   });
-  const target = await ngTarget(workers === 1 ? 'keylatch' : `keylatch x${workers}`, child, 22290, workers === 1 ? 1 : null);
-  return target;
+  const name = `keylatch${workers === 1 ? '' : ` x${workers}`}${sendBatching === 'gso' ? '' : ` ${sendBatching}`}`;
+  return ngTarget(name, child, 22290, workers === 1 ? 1 : null);
 }
 
 export async function rtpengine(): Promise<Target | null> {
