@@ -31,6 +31,9 @@ export const mediaSchema = z
       mediaSec: z.number().positive(),
       holdSec: z.number().positive(),
     }),
+    // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
+    sendBatching: z.enum(['gso', 'sendmmsg', 'off']).default('gso'),
   })
   .refine((m) => m.portMin < m.portMax, { message: 'portMin must be below portMax', path: ['portMin'] })
   .refine((m) => m.key.consentTimeoutMs > m.key.rechallengeIntervalMs, {

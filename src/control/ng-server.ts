@@ -12,16 +12,23 @@ const MAX_REQUEST = 65507;
 const REPLY_CACHE_MS = 30000;
 const REPLY_CACHE_MAX = 10000;
 
+/** Executes one decoded ng request; what a relay, or a dispatcher in front of several, answers. */
+export type NgHandler = (req: NgDict) => Promise<NgDict>;
+
 /**
  * A subset of rtpengine's ng control protocol (bencode over UDP): ping, offer, answer,
- * delete, query. Enough for Kamailio's rtpengine module or rtpengine-client to drive keylatch.
+ * delete, query, list. Enough for Kamailio's rtpengine module or rtpengine-client to drive
+ * keylatch. The commands go to one Relay, or to any NgHandler (src/media/cluster routes them
+ * to relay workers).
  */
 export class NgServer {
   private readonly socket: dgram.Socket;
   /** ng clients retransmit; a repeated cookie gets the first reply, never a second execution. */
   private readonly replies = new Map<string, { reply: Buffer | Promise<Buffer>; at: number }>();
+  private readonly handler: NgHandler;
 
-  constructor(private readonly relay: Relay, private readonly log: Logger = silentLogger) {
+  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger) {
+    this.handler = typeof target === 'function' ? target : relayCommands(target);
     this.socket = dgram.createSocket('udp4');
     this.socket.on('message', (msg, rinfo) => void this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err: err.message }, 'ng socket error'));
@@ -66,23 +73,38 @@ export class NgServer {
   private async execute(body: Buffer): Promise<Buffer> {
     let reply: NgDict;
     try {
-      const req = decodeRequest(body);
-      reply = await this.dispatch(req);
+      reply = await answerNg(this.handler, decodeRequest(body), this.log);
     } catch (err) {
-      const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
-      if (!known) this.log.error({ err }, 'ng command failed unexpectedly');
-      reply = { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };
+      reply = errorReply(err, this.log); // a request that did not decode
     }
     return Buffer.from(bencode.encode(reply));
   }
+}
 
-  private async dispatch(req: NgDict): Promise<NgDict> {
+/** Runs a request; a failure becomes an ng error reply (its reason only when it is one of ours). */
+export async function answerNg(handler: NgHandler, req: NgDict, log: Logger = silentLogger): Promise<NgDict> {
+  try {
+    return await handler(req);
+  } catch (err) {
+    return errorReply(err, log);
+  }
+}
+
+function errorReply(err: unknown, log: Logger): NgDict {
+  const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
+  if (!known) log.error({ err }, 'ng command failed unexpectedly');
+  return { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };
+}
+
+/** The ng commands, executed against one Relay. */
+export function relayCommands(relay: Relay): NgHandler {
+  return async (req) => {
     const command = required(req, 'command');
     switch (command) {
       case 'ping':
         return { result: 'pong' };
       case 'offer': {
-        const { sdp } = await this.relay.offer({
+        const { sdp } = await relay.offer({
           callId: required(req, 'call-id'),
           fromTag: required(req, 'from-tag'),
           toTag: optional(req, 'to-tag'),
@@ -93,7 +115,7 @@ export class NgServer {
         return { result: 'ok', sdp };
       }
       case 'answer': {
-        const { sdp } = await this.relay.answer({
+        const { sdp } = await relay.answer({
           callId: required(req, 'call-id'),
           fromTag: required(req, 'from-tag'),
           toTag: required(req, 'to-tag'),
@@ -103,19 +125,31 @@ export class NgServer {
         return { result: 'ok', sdp };
       }
       case 'delete': {
-        const stats = this.relay.delete({ callId: required(req, 'call-id') });
+        const stats = relay.delete({ callId: required(req, 'call-id') });
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
         return { result: 'ok', ...queryReply(stats) };
       }
       case 'query': {
-        const stats = this.relay.stats(required(req, 'call-id'));
+        const stats = relay.stats(required(req, 'call-id'));
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
         return { result: 'ok', ...queryReply(stats) };
       }
+      case 'list':
+        // rtpengine's list: the call-ids, at most `limit` of them (default 32).
+        return { result: 'ok', calls: relay.callIds().slice(0, listLimit(req)) };
       default:
         return { result: 'error', 'error-reason': `Unrecognized command: ${command}` };
     }
-  }
+  };
+}
+
+/** rtpengine's `limit` for list: a number (or numeric string) >= 0; 32 when absent. */
+export function listLimit(req: NgDict): number {
+  const raw = req.limit;
+  if (raw === undefined) return 32;
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 0) throw new RelayError('bad-request', '"limit" must be a non-negative integer');
+  return n;
 }
 
 function decodeRequest(body: Buffer): NgDict {

@@ -64,6 +64,15 @@ describe('ng control', () => {
     expect(relay.pool.inUse).toBe(0);
   });
 
+  it('lists call-ids, at most limit of them', async () => {
+    for (const id of ['l1', 'l2', 'l3']) {
+      expect((await client.offer(ng, { 'call-id': id, 'from-tag': 'ta', sdp: sdp('127.0.0.1', 4000) })).result).toBe('ok');
+    }
+    expect([...(await client.list(ng, {})).calls].sort()).toEqual(['l1', 'l2', 'l3']);
+    expect((await client.list(ng, { limit: 2 })).calls).toHaveLength(2);
+    expect(await client.list(ng, { limit: -1 })).toMatchObject({ result: 'error' });
+  });
+
   it('puts the key only toward a side marked secure, and that side can prove it', async () => {
     const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
     peers.push(a, b);
