@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { Leg, type LegOptions } from '../media/call';
 import type { Relay } from '../media/relay';
 import { parseSdp } from '../sdp/session';
@@ -40,6 +40,10 @@ export class Participant {
   /** The mixer's handle, once in a room. */
   mixerId: number | null = null;
   counters: MixerCounters | null = null;
+  /** Ends its signalling (a BYE) when the room lets it go for any reason but its own hangup. */
+  end: (() => void) | null = null;
+  /** Our answers keep one o= line, its version counting up (RFC 3264 section 8). */
+  private readonly origin = { sessionId: randomInt(1, 2 ** 47), version: 0 };
   private opened = false;
 
   constructor(readonly who: string, readonly role: Role, legOptions: LegOptions, private readonly relay: Relay) {
@@ -66,6 +70,8 @@ export class Participant {
       rtcpPort: s.rtcp.port,
       keylatchValue: this.leg.secure ? this.leg.keylatchAttribute() : undefined,
       mode: this.mode,
+      sessionId: this.origin.sessionId,
+      version: ++this.origin.version,
     });
   }
 

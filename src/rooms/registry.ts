@@ -80,6 +80,11 @@ export class RoomRegistry {
     return this.rooms.get(name.toLowerCase());
   }
 
+  /** The room a participant is in, while it is in one. */
+  roomOf(p: Participant): Room | undefined {
+    return this.list().find((r) => r.get(p.id) === p);
+  }
+
   list(): Room[] {
     return [...this.rooms.values()];
   }

@@ -1,4 +1,3 @@
-import { randomInt } from 'node:crypto';
 import * as sdpTransform from 'sdp-transform';
 import { SdpError, rewriteSdp } from '../sdp/session';
 import type { G711Codec, ReceiveMode } from './native-mixer';
@@ -36,9 +35,9 @@ export function roomMediaOf(offer: string): RoomMedia {
  * audio m-line at the relay's ports, every other m-line refused, the leg key where it has one,
  * and what it will receive (a=keylatch-room:mix|forward|relay).
  */
-export function roomAnswer(offer: string, media: RoomMedia, opts: { address: string; rtpPort: number; rtcpPort: number; keylatchValue?: string; mode: ReceiveMode }): string {
+export function roomAnswer(offer: string, media: RoomMedia, opts: { address: string; rtpPort: number; rtcpPort: number; keylatchValue?: string; mode: ReceiveMode; sessionId: number; version: number }): string {
   const session = sdpTransform.parse(offer);
-  session.origin = { username: 'keylatch', sessionId: randomInt(1, 2 ** 47), sessionVersion: 1, netType: 'IN', ipVer: 4, address: opts.address };
+  session.origin = { username: 'keylatch', sessionId: opts.sessionId, sessionVersion: opts.version, netType: 'IN', ipVer: 4, address: opts.address };
   session.name = 'keylatch room';
   delete session.invalid;
   session.media.forEach((m, i) => {

@@ -84,6 +84,8 @@ export class Room extends EventEmitter<RoomEvents> {
       this.byMixerId.delete(p.mixerId);
     }
     p.close();
+    if (why !== 'hangup') p.end?.();
+    p.end = null;
     this.emit('left', p, why);
   }
 
@@ -92,6 +94,11 @@ export class Room extends EventEmitter<RoomEvents> {
     p.muted = muted;
     this.mixer.set(p.mixerId, { muted, mode: p.mode, speaker: p.role === 'speaker' });
     this.emit('muted', p, muted);
+  }
+
+  /** DTMF that came in signalling (SIP INFO) rather than in the media. */
+  reportDtmf(p: Participant, key: string): void {
+    if (this.members.has(p.id)) this.emit('dtmf', p, key);
   }
 
   info(): RoomInfo {
