@@ -10,6 +10,7 @@ import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
 import { registerKeepaliveMetrics } from './nat/keepalive';
 import { RedisBindingStore } from './nat/redis-binding-store';
+import { roomActions } from './rooms/admin';
 import { registerRoomMetrics } from './rooms/metrics';
 import { RoomRegistry } from './rooms/registry';
 import { startSipEdge, type SipEdge } from './sip/edge';
@@ -104,6 +105,7 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     listeners = await startHttpListeners(config, {
       metrics: metricsRoute(registry),
       status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000, ...(rooms ? { rooms: () => rooms.info() } : {}) }),
+      actions: rooms ? [roomActions(rooms)] : [],
     });
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
     edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, rooms, logger: log }).catch((err: Error) => {
