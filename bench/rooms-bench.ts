@@ -7,8 +7,9 @@
  *    cannot keep up, which is said).
  *  - forwarding: the same rooms, every participant taking the others' streams unchanged.
  *  - broadcast: 1 speaker, N listeners, each getting the speaker re-sequenced under its own SSRC.
- *    A sample of listeners is measured; the rest are sockets a sink process holds and never
- *    reads (the relay's cost is the same; the generator's would not be).
+ * In every section a sample of participants (about 120, or 200 listeners) is measured here;
+ * the rest are sockets a Python sink holds, sends from and never reads: the relay's cost for
+ * them is the same, this generator's would not be.
  *
  * Loss: sequence gaps at the receivers. Jitter: p99 of each packet's lateness against its
  * stream's 20 ms grid (for the mix that is also what the mixer adds beyond its jitter buffer,
@@ -68,45 +69,78 @@ class RelayProcess {
   }
 }
 
-// ---- the sink: listeners' sockets that latch and are then never read ---------------------
+// ---- the sink: participants whose sockets are never read ---------------------------------
 
+// Most participants are simulated here: their sockets send (a tone, paced by the clock, or only
+// the packets that latch them) and are never read, so what the relay sends them costs the
+// relay as usual but costs this generator nothing. A sample is measured by Member below.
 const SINK = `
-import socket, sys, json, struct
+import socket, sys, json, struct, threading, time
 socks = {}
+talking = []
+tone = bytes.fromhex(sys.argv[1])
+def sender():
+    start = time.monotonic()
+    sent = {}
+    while True:
+        now = time.monotonic() - start
+        for i, (s, relay) in enumerate(list(talking)):
+            due = int((now - (i % 4) * 0.005) / 0.02) + 1
+            n = sent.get(i, 0)
+            while n < due:
+                s.sendto(struct.pack('>BBHII', 0x80, 0, n & 0xffff, (n * 160) & 0xffffffff, 0x5000 + i) + tone, relay)
+                n += 1
+            sent[i] = n
+        time.sleep(0.004)
+threading.Thread(target=sender, daemon=True).start()
 for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == 'open':
+        fresh = []
         for _ in range(int(cmd[1])):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.bind(('127.0.0.1', 0))
             socks[s.getsockname()[1]] = s
-        print(json.dumps(sorted(socks.keys())[-int(cmd[1]):]), flush=True)
+            fresh.append(s.getsockname()[1])
+        print(json.dumps(fresh), flush=True)
     elif cmd[0] == 'latch':
         port, relay = int(cmd[1]), int(cmd[2])
         for seq in range(1, 6):
-            socks[port].sendto(bytes([0x80, 0]) + struct.pack('>HII', seq, seq * 160, port) + bytes(160), ('127.0.0.1', relay))
+            socks[port].sendto(struct.pack('>BBHII', 0x80, 0, seq, seq * 160, port) + bytes(160), ('127.0.0.1', relay))
+    elif cmd[0] == 'talk':
+        talking.append((socks[int(cmd[1])], ('127.0.0.1', int(cmd[2]))))
     elif cmd[0] == 'close':
         break
 `;
 
 class Sink {
-  private readonly child = spawn('python3', ['-c', SINK], { stdio: ['pipe', 'pipe', 'inherit'] });
+  private readonly child = spawn('python3', ['-c', SINK, TONE.toString('hex')], { stdio: ['pipe', 'pipe', 'inherit'] });
   private buf = '';
 
   async open(n: number): Promise<number[]> {
     pinTo(0, this.child.pid!);
     this.child.stdin!.write(`open ${n}\n`);
     for (;;) {
+      const nl = this.buf.indexOf('\n');
+      if (nl >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        return JSON.parse(line) as number[];
+      }
       const [chunk] = (await once(this.child.stdout!, 'data')) as [Buffer];
       this.buf += chunk.toString();
-      const nl = this.buf.indexOf('\n');
-      if (nl >= 0) return JSON.parse(this.buf.slice(0, nl)) as number[];
     }
   }
 
+  /** A few packets, enough for a guarded leg to latch; then nothing. */
   latch(port: number, relayPort: number): void {
     this.child.stdin!.write(`latch ${port} ${relayPort}\n`);
+  }
+
+  /** 50 pps of tone from now on. */
+  talk(port: number, relayPort: number): void {
+    this.child.stdin!.write(`talk ${port} ${relayPort}\n`);
   }
 
   stop(): void {
@@ -276,7 +310,7 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
 }
 
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
-const HEADER = ['section', 'room', 'particip.', 'pkts/s out', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms'];
+const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms'];
 function print(r: Row): void {
   console.log([
     r.section.padEnd(10), String(r.roomSize).padStart(4), String(r.participants).padStart(9), String(r.ppsOut).padStart(10), fmt(r.loss * 100, 3).padStart(7),
@@ -285,19 +319,34 @@ function print(r: Row): void {
   ].join(' '));
 }
 
+/** Mixed participants measured per step: the rest live in the sink. */
+const SAMPLE = 120;
+
 async function roomsStep(relay: RelayProcess, section: 'mix' | 'forward', size: number, total: number): Promise<Row> {
   const members: Member[] = [];
+  const sink = new Sink();
   try {
+    // Measured participants spread evenly over the rooms; everyone talks. A forwarding
+    // participant receives size-1 streams: fewer are measured, so this process keeps up.
+    const sample = section === 'mix' ? SAMPLE : Math.max(2, Math.floor(12000 / (50 * (size - 1))));
+    const every = Math.max(1, Math.floor(total / sample));
+    const sinkPorts = await sink.open(total - Math.ceil(total / every));
     for (let i = 0; i < total; i++) {
-      const m = await Member.open(1000 + i);
-      const r = await relay.call({ op: 'join', room: `${section}-${size}-${Math.floor(i / size)}`, who: `sip:p${i}@bench`, port: m.port, forward: section === 'forward' });
-      m.relayPort = Number(r.relayPort);
-      m.timesLatency = section === 'forward';
-      members.push(m);
+      const room = `${section}-${size}-${Math.floor(i / size)}`;
+      if (i % every === 0) {
+        const m = await Member.open(1000 + i);
+        m.relayPort = Number((await relay.call({ op: 'join', room, who: `sip:p${i}@bench`, port: m.port, forward: section === 'forward' })).relayPort);
+        m.timesLatency = section === 'forward';
+        members.push(m);
+      } else {
+        const port = sinkPorts.pop()!;
+        sink.talk(port, Number((await relay.call({ op: 'join', room, who: `sip:p${i}@bench`, port, forward: section === 'forward' })).relayPort));
+      }
     }
     return await runStep(relay, members, members, { section, roomSize: size, participants: total }, total, section === 'mix' ? 50 : 50 * (size - 1));
   } finally {
     members.forEach((m) => m.close());
+    sink.stop();
     await relay.call({ op: 'reset' });
   }
 }
@@ -343,7 +392,7 @@ async function main(): Promise<void> {
       const sizes = section === 'mix' ? [3, 10, 50] : [3, 10, 50];
       for (const size of sizes) {
         // Forwarding sends each participant size-1 streams: its totals are that much smaller.
-        const totals = section === 'mix' ? [150, 300, 600, 1000, 1500, 2000, 3000] : size === 3 ? [30, 90, 180, 360, 720] : size === 10 ? [20, 40, 80, 160] : [50, 100];
+        const totals = section === 'mix' ? [150, 500, 1000, 1500, 2000, 3000] : size === 3 ? [90, 300, 600, 1200] : size === 10 ? [40, 100, 200, 400] : [50, 100, 200];
         for (const t of totals) {
           const total = Math.max(size, Math.round(t / size) * size);
           const row = await roomsStep(relay, section, size, total);

@@ -504,7 +504,7 @@ static napi_value js_last_seen(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+void ks_set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_value n;
   napi_create_double(env, v, &n);
   napi_set_named_property(env, obj, key, n);
@@ -518,18 +518,18 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value o;
   CHECK(napi_create_object(env, &o));
   double expected = s->rtp.received > 0 ? (double)s->rtp.cycles + s->rtp.max_seq - s->rtp.base_seq + 1 : 0;
-  set_num(env, o, "packetsIn", s->packets_in);
-  set_num(env, o, "bytesIn", s->bytes_in);
-  set_num(env, o, "packetsOut", s->packets_out);
-  set_num(env, o, "bytesOut", s->bytes_out);
-  set_num(env, o, "noDestination", s->no_destination);
-  set_num(env, o, "sendErrors", s->send_errors);
-  set_num(env, o, "lastSeen", s->last_seen);
-  set_num(env, o, "ssrc", s->have_ssrc ? (double)s->ssrc : -1);
-  set_num(env, o, "rtpExpected", expected);
-  set_num(env, o, "rtpLost", expected > s->rtp.received ? expected - s->rtp.received : 0);
-  set_num(env, o, "jitterMs", s->rtp.jitter * 1000.0 / s->rtp.clock_rate);
-  set_num(env, o, "lastSeq", s->rtp.max_seq);
+  ks_set_num(env, o, "packetsIn", s->packets_in);
+  ks_set_num(env, o, "bytesIn", s->bytes_in);
+  ks_set_num(env, o, "packetsOut", s->packets_out);
+  ks_set_num(env, o, "bytesOut", s->bytes_out);
+  ks_set_num(env, o, "noDestination", s->no_destination);
+  ks_set_num(env, o, "sendErrors", s->send_errors);
+  ks_set_num(env, o, "lastSeen", s->last_seen);
+  ks_set_num(env, o, "ssrc", s->have_ssrc ? (double)s->ssrc : -1);
+  ks_set_num(env, o, "rtpExpected", expected);
+  ks_set_num(env, o, "rtpLost", expected > s->rtp.received ? expected - s->rtp.received : 0);
+  ks_set_num(env, o, "jitterMs", s->rtp.jitter * 1000.0 / s->rtp.clock_rate);
+  ks_set_num(env, o, "lastSeq", s->rtp.max_seq);
   return o;
 }
 

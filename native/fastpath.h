@@ -24,6 +24,9 @@ void ks_set_hook(ksock *s, ks_media_hook hook, ks_close_hook on_close, void *ctx
 /* Sends from this socket to its destination (the latched source, or what its latch allows); 0 when it has none. */
 int ks_send_out(ksock *s, const uint8_t *b, size_t n);
 
+/* obj[key] = v, for the stats objects both modules return. */
+void ks_set_num(napi_env env, napi_value obj, const char *key, double v);
+
 napi_value mixer_init(napi_env env, napi_value exports);
 
 #endif

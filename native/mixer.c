@@ -564,14 +564,19 @@ static napi_value int_value(napi_env env, int v) {
 static kroom *room_of(int id) { return id > 0 && id < MAX_ROOMS ? rooms[id] : NULL; }
 static kpart *part_of(int id) { return id > 0 && id < MAX_PARTS ? parts[id] : NULL; }
 
+/* A free slot of a table (ids are 1..size-1, handed out round-robin so a stale id is rarely reused soon); 0 when full. */
+static int free_slot(void **table, int size, int *next) {
+  for (int tries = 1; tries < size; tries++) {
+    int c = *next;
+    *next = *next + 1 >= size ? 1 : *next + 1;
+    if (!table[c]) return c;
+  }
+  return 0;
+}
+
 /* roomCreate() -> id */
 static napi_value js_room_create(napi_env env, napi_callback_info info) {
-  int id = 0;
-  for (int tries = 1; tries < MAX_ROOMS && !id; tries++) {
-    int c = next_room;
-    next_room = next_room + 1 >= MAX_ROOMS ? 1 : next_room + 1;
-    if (!rooms[c]) id = c;
-  }
+  int id = free_slot((void **)rooms, MAX_ROOMS, &next_room);
   if (!id) {
     napi_throw_error(env, "EMFILE", "keylatch mixer: room table full");
     return NULL;
@@ -622,12 +627,7 @@ static napi_value js_part_add(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "keylatch mixer: no such room or socket, or a bad law/mode");
     return NULL;
   }
-  int id = 0;
-  for (int tries = 1; tries < MAX_PARTS && !id; tries++) {
-    int c = next_part;
-    next_part = next_part + 1 >= MAX_PARTS ? 1 : next_part + 1;
-    if (!parts[c]) id = c;
-  }
+  int id = free_slot((void **)parts, MAX_PARTS, &next_part);
   if (!id) {
     napi_throw_error(env, "EMFILE", "keylatch mixer: participant table full");
     return NULL;
@@ -678,12 +678,6 @@ static napi_value js_part_remove(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void set_num(napi_env env, napi_value obj, const char *key, double v) {
-  napi_value n;
-  napi_create_double(env, v, &n);
-  napi_set_named_property(env, obj, key, n);
-}
-
 /* roomPoll(id) -> { events: [[type, participant, value]...], participants: [...] } */
 static napi_value js_room_poll(napi_env env, napi_callback_info info) {
   int a[1];
@@ -705,27 +699,27 @@ static napi_value js_room_poll(napi_env env, napi_callback_info info) {
   r->ev_head = (r->ev_head + r->ev_count) % MAX_EVENTS;
   r->ev_count = 0;
   napi_set_named_property(env, out, "events", events);
-  set_num(env, out, "eventsDropped", r->events_dropped);
+  ks_set_num(env, out, "eventsDropped", r->events_dropped);
   napi_create_array(env, &list);
   uint32_t i = 0;
   for (kpart *p = r->parts; p; p = p->next) {
     napi_value o;
     napi_create_object(env, &o);
-    set_num(env, o, "id", p->id);
-    set_num(env, o, "level", p->level);
-    set_num(env, o, "talking", p->talking);
-    set_num(env, o, "packetsIn", p->packets_in);
-    set_num(env, o, "late", p->late);
-    set_num(env, o, "resyncs", p->resyncs);
-    set_num(env, o, "concealed", p->concealed);
-    set_num(env, o, "trimmed", p->trimmed);
-    set_num(env, o, "clipped", p->clipped);
-    set_num(env, o, "sent", p->sent);
-    set_num(env, o, "forwarded", p->forwarded);
-    set_num(env, o, "dtmf", p->dtmf_events);
-    set_num(env, o, "ignored", p->ignored);
-    set_num(env, o, "bufferMs", p->target * 1000.0 / RATE);
-    set_num(env, o, "jitterMs", p->jitter * 1000.0 / RATE);
+    ks_set_num(env, o, "id", p->id);
+    ks_set_num(env, o, "level", p->level);
+    ks_set_num(env, o, "talking", p->talking);
+    ks_set_num(env, o, "packetsIn", p->packets_in);
+    ks_set_num(env, o, "late", p->late);
+    ks_set_num(env, o, "resyncs", p->resyncs);
+    ks_set_num(env, o, "concealed", p->concealed);
+    ks_set_num(env, o, "trimmed", p->trimmed);
+    ks_set_num(env, o, "clipped", p->clipped);
+    ks_set_num(env, o, "sent", p->sent);
+    ks_set_num(env, o, "forwarded", p->forwarded);
+    ks_set_num(env, o, "dtmf", p->dtmf_events);
+    ks_set_num(env, o, "ignored", p->ignored);
+    ks_set_num(env, o, "bufferMs", p->target * 1000.0 / RATE);
+    ks_set_num(env, o, "jitterMs", p->jitter * 1000.0 / RATE);
     napi_set_element(env, list, i++, o);
   }
   napi_set_named_property(env, out, "participants", list);
@@ -736,11 +730,11 @@ static napi_value js_room_poll(napi_env env, napi_callback_info info) {
 static napi_value js_mixer_stats(napi_env env, napi_callback_info info) {
   napi_value o;
   napi_create_object(env, &o);
-  set_num(env, o, "ticks", ticks);
-  set_num(env, o, "tickNs", tick_ns);
-  set_num(env, o, "clockSkips", clock_skips);
-  set_num(env, o, "rooms", room_count);
-  set_num(env, o, "participants", part_count);
+  ks_set_num(env, o, "ticks", ticks);
+  ks_set_num(env, o, "tickNs", tick_ns);
+  ks_set_num(env, o, "clockSkips", clock_skips);
+  ks_set_num(env, o, "rooms", room_count);
+  ks_set_num(env, o, "participants", part_count);
   return o;
 }
 
