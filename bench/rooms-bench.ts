@@ -326,14 +326,19 @@ async function roomsStep(relay: RelayProcess, section: 'mix' | 'forward', size: 
   const members: Member[] = [];
   const sink = new Sink();
   try {
-    // Measured participants spread evenly over the rooms; everyone talks. A forwarding
-    // participant receives size-1 streams: fewer are measured, so this process keeps up.
-    const sample = section === 'mix' ? SAMPLE : Math.max(2, Math.floor(12000 / (50 * (size - 1))));
-    const every = Math.max(1, Math.floor(total / sample));
-    const sinkPorts = await sink.open(total - Math.ceil(total / every));
+    // Whole rooms are measured (so forwarded streams between measured participants carry
+    // send times), spread evenly; everyone talks. A forwarding participant receives size-1
+    // streams: fewer are measured, so this process keeps up.
+    const sample = section === 'mix' ? SAMPLE : Math.max(size, Math.floor(12000 / (50 * (size - 1))));
+    const roomCount = total / size;
+    const everyRoom = Math.max(1, Math.floor(roomCount / Math.ceil(sample / size)));
+    const measured = (i: number): boolean => Math.floor(i / size) % everyRoom === 0;
+    let toSink = 0;
+    for (let i = 0; i < total; i++) if (!measured(i)) toSink++;
+    const sinkPorts = toSink ? await sink.open(toSink) : [];
     for (let i = 0; i < total; i++) {
       const room = `${section}-${size}-${Math.floor(i / size)}`;
-      if (i % every === 0) {
+      if (measured(i)) {
         const m = await Member.open(1000 + i);
         m.relayPort = Number((await relay.call({ op: 'join', room, who: `sip:p${i}@bench`, port: m.port, forward: section === 'forward' })).relayPort);
         m.timesLatency = section === 'forward';

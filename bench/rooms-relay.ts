@@ -42,4 +42,6 @@ process.on('message', (cmd: Command) => {
     }
   })();
 });
+// The bench went away (finished or killed): so does its relay.
+process.on('disconnect', () => process.exit(0));
 process.send!({ ready: true });
