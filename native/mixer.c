@@ -678,10 +678,11 @@ static napi_value js_part_remove(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* roomPoll(id) -> { events: [[type, participant, value]...], participants: [...] } */
+/* roomPoll(id, withCounters) -> { events: [[type, participant, value]...], participants: [...] }
+   (participants empty unless asked for: events are polled often, counters seldom) */
 static napi_value js_room_poll(napi_env env, napi_callback_info info) {
-  int a[1];
-  if (!arg_ints(env, info, 1, a)) return NULL;
+  int a[2];
+  if (!arg_ints(env, info, 2, a)) return NULL;
   kroom *r = room_of(a[0]);
   if (!r) return NULL;
   napi_value out, events, list;
@@ -702,7 +703,7 @@ static napi_value js_room_poll(napi_env env, napi_callback_info info) {
   ks_set_num(env, out, "eventsDropped", r->events_dropped);
   napi_create_array(env, &list);
   uint32_t i = 0;
-  for (kpart *p = r->parts; p; p = p->next) {
+  for (kpart *p = a[1] ? r->parts : NULL; p; p = p->next) {
     napi_value o;
     napi_create_object(env, &o);
     ks_set_num(env, o, "id", p->id);

@@ -43,7 +43,7 @@ interface NativeMixer {
   partAdd(room: number, socket: number, law: number, dtmfPt: number, mode: number, speaker: number): number;
   partSet(part: number, muted: number, mode: number, speaker: number): void;
   partRemove(part: number): void;
-  roomPoll(room: number): { events: MixerEvent[]; eventsDropped: number; participants: MixerCounters[] };
+  roomPoll(room: number, withCounters: number): { events: MixerEvent[]; eventsDropped: number; participants: MixerCounters[] };
   mixerStats(): { ticks: number; tickNs: number; clockSkips: number; rooms: number; participants: number };
 }
 
@@ -71,8 +71,9 @@ export class MixerRoom {
     native.partRemove(part);
   }
 
-  poll(): ReturnType<NativeMixer['roomPoll']> {
-    return native.roomPoll(this.id);
+  /** Events since the last poll, and with `counters` every participant's counters. */
+  poll(counters: boolean): ReturnType<NativeMixer['roomPoll']> {
+    return native.roomPoll(this.id, counters ? 1 : 0);
   }
 
   close(): void {

@@ -28,6 +28,9 @@ export interface RoomInfo {
  */
 export class Room extends EventEmitter<RoomEvents> {
   static readonly POLL_MS = 100;
+  /** Counters are read every this many polls (once a second): events need the short interval, they do not. */
+  static readonly COUNTERS_EVERY = 10;
+  private polls = 0;
   readonly createdAt = Date.now();
   private readonly mixer = new MixerRoom();
   private readonly members = new Map<string, Participant>();
@@ -37,7 +40,7 @@ export class Room extends EventEmitter<RoomEvents> {
 
   constructor(readonly name: string, readonly speakers: ReadonlySet<string> | null) {
     super();
-    this.poller = setInterval(() => this.poll(), Room.POLL_MS);
+    this.poller = setInterval(() => this.poll(++this.polls % Room.COUNTERS_EVERY === 0), Room.POLL_MS);
     this.poller.unref();
   }
 
@@ -113,10 +116,10 @@ export class Room extends EventEmitter<RoomEvents> {
     this.mixer.close();
   }
 
-  /** Mixer events and counters since the last poll. */
-  poll(): void {
+  /** Mixer events since the last poll, and (unless told otherwise) fresh counters. */
+  poll(counters = true): void {
     if (this.closed) return;
-    const { events, participants } = this.mixer.poll();
+    const { events, participants } = this.mixer.poll(counters);
     for (const c of participants) {
       const p = this.byMixerId.get(c.id);
       if (p) p.counters = c;
