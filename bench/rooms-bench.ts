@@ -22,8 +22,12 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
 import { encodeG711, tone } from '../src/codec/g711';
-import { percentile } from './load';
 import { cpuSeconds, pinTo } from './targets';
+
+/** The p-th percentile of an ascending array. */
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
+}
 
 const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
 const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
