@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "fastpath.h"
+
 #define MAX_SOCKETS 65536
 #define BATCH 32
 #define MAX_DATAGRAM 4096
@@ -44,7 +46,7 @@ typedef struct {
   uint32_t clock_rate;
 } rtp_stats;
 
-typedef struct {
+struct ksock {
   int id, fd, family, is_rtcp, closing;
   uv_poll_t poll;
   napi_env env;
@@ -60,7 +62,11 @@ typedef struct {
   int have_ssrc;
   uint32_t ssrc;
   rtp_stats rtp;
-} ksock;
+  /* Set by native/mixer.c for a room participant: accepted media goes there, not to the outputs. */
+  ks_media_hook hook;
+  ks_close_hook on_close;
+  void *hook_ctx;
+};
 
 static ksock *table[MAX_SOCKETS];
 static int next_id = 1;
@@ -264,6 +270,10 @@ static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double 
     s->ssrc = rd32(b + 4);
     s->have_ssrc = 1;
   }
+  if (s->hook) {
+    s->hook(s->hook_ctx, b, n, cls, now);
+    return;
+  }
   ksock *o = lookup(cls == 2 ? s->out_rtcp : s->out_rtp);
   if (!o || !o->has_dest) {
     s->no_destination++;
@@ -290,6 +300,30 @@ static void address_string(const struct sockaddr_storage *a, char *out, size_t l
     inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)len);
     *port = ntohs(v6->sin6_port);
   }
+}
+
+/* ---- what native/mixer.c uses (fastpath.h) ---- */
+
+ksock *ks_lookup(int id) { return lookup(id); }
+
+void ks_set_hook(ksock *s, ks_media_hook hook, ks_close_hook on_close, void *ctx) {
+  s->hook = hook;
+  s->on_close = hook ? on_close : NULL;
+  s->hook_ctx = hook ? ctx : NULL;
+}
+
+int ks_send_out(ksock *s, const uint8_t *b, size_t n) {
+  if (!s->has_dest) {
+    s->no_destination++;
+    return 0;
+  }
+  if (sendto(s->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&s->dest, s->dest_len) != (ssize_t)n) {
+    s->send_errors++;
+    return 0;
+  }
+  s->packets_out++;
+  s->bytes_out += (double)n;
+  return 1;
 }
 
 /* Everything the fast path does not take goes to JS: onPacket(buffer, address, port). */
@@ -479,6 +513,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (!s) return NULL; /* closing twice is harmless */
   table[id] = NULL;
   s->closing = 1;
+  if (s->on_close) s->on_close(s->hook_ctx);
+  s->hook = NULL;
   napi_delete_reference(env, s->on_packet);
   uv_poll_stop(&s->poll);
   uv_close((uv_handle_t *)&s->poll, on_closed);
@@ -579,7 +615,7 @@ static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+void ks_set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_value n;
   napi_create_double(env, v, &n);
   napi_set_named_property(env, obj, key, n);
@@ -593,18 +629,18 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value o;
   CHECK(napi_create_object(env, &o));
   double expected = s->rtp.received > 0 ? (double)s->rtp.cycles + s->rtp.max_seq - s->rtp.base_seq + 1 : 0;
-  set_num(env, o, "packetsIn", s->packets_in);
-  set_num(env, o, "bytesIn", s->bytes_in);
-  set_num(env, o, "packetsOut", s->packets_out);
-  set_num(env, o, "bytesOut", s->bytes_out);
-  set_num(env, o, "noDestination", s->no_destination);
-  set_num(env, o, "sendErrors", s->send_errors);
-  set_num(env, o, "lastSeen", s->last_seen);
-  set_num(env, o, "ssrc", s->have_ssrc ? (double)s->ssrc : -1);
-  set_num(env, o, "rtpExpected", expected);
-  set_num(env, o, "rtpLost", expected > s->rtp.received ? expected - s->rtp.received : 0);
-  set_num(env, o, "jitterMs", s->rtp.jitter * 1000.0 / s->rtp.clock_rate);
-  set_num(env, o, "lastSeq", s->rtp.max_seq);
+  ks_set_num(env, o, "packetsIn", s->packets_in);
+  ks_set_num(env, o, "bytesIn", s->bytes_in);
+  ks_set_num(env, o, "packetsOut", s->packets_out);
+  ks_set_num(env, o, "bytesOut", s->bytes_out);
+  ks_set_num(env, o, "noDestination", s->no_destination);
+  ks_set_num(env, o, "sendErrors", s->send_errors);
+  ks_set_num(env, o, "lastSeen", s->last_seen);
+  ks_set_num(env, o, "ssrc", s->have_ssrc ? (double)s->ssrc : -1);
+  ks_set_num(env, o, "rtpExpected", expected);
+  ks_set_num(env, o, "rtpLost", expected > s->rtp.received ? expected - s->rtp.received : 0);
+  ks_set_num(env, o, "jitterMs", s->rtp.jitter * 1000.0 / s->rtp.clock_rate);
+  ks_set_num(env, o, "lastSeq", s->rtp.max_seq);
   return o;
 }
 
@@ -626,7 +662,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_object(env, &resource);
   napi_async_init(env, resource, name, &media_context);
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  return exports;
+  return mixer_init(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

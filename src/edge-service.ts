@@ -11,6 +11,9 @@ import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
 import { registerKeepaliveMetrics } from './nat/keepalive';
 import { RedisBindingStore } from './nat/redis-binding-store';
+import { roomActions } from './rooms/admin';
+import { registerRoomMetrics } from './rooms/metrics';
+import { RoomRegistry } from './rooms/registry';
 import { startSipEdge, type SipEdge } from './sip/edge';
 
 export interface EdgeService {
@@ -85,6 +88,8 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   let edge: SipEdge | null = null;
   let listeners: HttpListeners | null = null;
   const registry = relayMetrics(relay);
+  const rooms = config.rooms.enabled ? new RoomRegistry(config.rooms, relay, config.media, { logger: log }) : null;
+  if (rooms) registerRoomMetrics(rooms, registry);
   const summary = (): Record<string, string> => ({
     'SIP listeners': edge ? drachtioListeners(edge.srf).join(', ') || '(drachtio-server reported none)' : '(not connected)',
     'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}` +
@@ -96,19 +101,22 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     'binding store': redactUrl(config.sip.bindingStore),
     metrics: listeners?.urls['/metrics'] ?? 'off (metrics.listen)',
     admin: listeners?.urls['/status'] ? `${listeners.urls['/status']} (keylatch status)` : 'off (admin.listen)',
+    rooms: rooms ? `sip:${config.rooms.prefix}<name>@keylatch, ${config.rooms.names ? config.rooms.names.join(', ') : 'any name'}` : 'off (rooms.enabled)',
   });
   try {
     listeners = await startHttpListeners(config, {
       metrics: metricsRoute(registry),
-      status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000 }),
+      status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000, ...(rooms ? { rooms: () => rooms.info() } : {}) }),
+      actions: rooms ? [roomActions(rooms)] : [],
     });
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, logger: log }).catch((err: Error) => {
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, rooms, logger: log }).catch((err: Error) => {
       throw explainDrachtioFailure(err, config);
     });
     registerKeepaliveMetrics(edge.keepalive, registry);
   } catch (err) {
     listeners?.close();
+    rooms?.close();
     await relay.close();
     await store.close();
     throw err;
@@ -121,6 +129,7 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     async close() {
       listeners?.close();
       await running.close();
+      rooms?.close();
       await relay.close();
     },
   };

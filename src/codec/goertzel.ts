@@ -27,3 +27,19 @@ export function toneShare(samples: ArrayLike<number>, hz: number, rate = 8000): 
   // A pure tone of amplitude A has mean energy A²/2 and Goertzel power N·A²/4 per sample.
   return mean === 0 ? 0 : Math.min(1, (2 * goertzelPower(samples, hz, rate)) / (samples.length * mean));
 }
+
+/**
+ * toneShare averaged over blocks (50 ms by default): what a listener hears, insensitive to the
+ * phase jumps a jitter buffer leaves where it waits for late audio or drops excess (a single
+ * Goertzel over seconds of audio adds those pieces with the wrong phase). Silent blocks count
+ * as nothing of any tone.
+ */
+export function blockToneShare(samples: ArrayLike<number>, hz: number, rate = 8000, block = 400): number {
+  let sum = 0;
+  let n = 0;
+  for (let at = 0; at + block <= samples.length; at += block) {
+    sum += toneShare(Array.prototype.slice.call(samples, at, at + block) as number[], hz, rate);
+    n++;
+  }
+  return n ? sum / n : 0;
+}

@@ -75,6 +75,16 @@ export const sipSchema = z.object({
     }),
 });
 
+const roomName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/i, 'room names are letters, digits, - and _ (up to 64)');
+
+export const roomsSchema = z.object({
+  enabled: z.boolean().default(false),
+  prefix: z.string().regex(/^[a-z0-9._-]{1,32}$/i, 'letters, digits, ".", "-" and "_"').default('room-'),
+  names: z.array(roomName).nullable().default(null),
+  maxParticipants: z.number().int().min(2).max(2000).default(50),
+  broadcast: z.array(z.object({ name: roomName, speakers: z.array(z.string().regex(/^sips?:/, 'must be a SIP URI')).min(1) })).default([]),
+});
+
 export const configSchema = z.object({
   log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }),
   media: mediaSchema,
@@ -82,8 +92,10 @@ export const configSchema = z.object({
   control: z.object({ ng: hostPort.nullable().default(null) }),
   metrics: z.object({ listen: hostPort.nullable().default(null) }),
   admin: z.object({ listen: hostPort.nullable().default(null) }),
+  rooms: roomsSchema.default({}),
 });
 
 export type Config = z.infer<typeof configSchema>;
 export type MediaConfig = z.infer<typeof mediaSchema>;
 export type SipConfig = z.infer<typeof sipSchema>;
+export type RoomsConfig = z.infer<typeof roomsSchema>;

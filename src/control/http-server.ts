@@ -6,11 +6,30 @@ import type { Registry } from 'prom-client';
 export type Route = () => Promise<{ contentType: string; body: string }>;
 
 /**
+ * Requests under a path prefix that change something (e.g. POST /rooms/standup/participants/x/mute),
+ * answered with a status and a JSON body. Only the admin listener has any.
+ */
+export interface ActionRoute {
+  prefix: string;
+  handle(method: string, path: string): Promise<{ status: number; body: unknown }>;
+}
+
+/**
  * A read-only HTTP listener: GET on a known path, 404 for anything else, 405 for other methods.
  * A route that fails answers 500 with its message; the listener and the process go on.
  */
-export async function serveRoutes(routes: Record<string, Route>, port: number, address: string): Promise<http.Server> {
+export async function serveRoutes(routes: Record<string, Route>, port: number, address: string, actions: ActionRoute[] = []): Promise<http.Server> {
   const server = http.createServer((req, res) => {
+    const action = actions.find((a) => pathOf(req.url).startsWith(a.prefix));
+    if (action) {
+      // The body is never read: an action is named by its method and path alone.
+      req.resume();
+      action.handle(req.method ?? 'GET', pathOf(req.url)).then(
+        ({ status, body }) => res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(body)}\n`),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
+      );
+      return;
+    }
     const route = Object.hasOwn(routes, pathOf(req.url)) ? routes[pathOf(req.url)] : undefined;
     if (!route) {
       res.writeHead(404).end();

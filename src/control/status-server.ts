@@ -6,7 +6,7 @@ import type http from 'node:http';
 import type { Config } from '../config/schema';
 import { ConfigError, envName } from '../config/load';
 import { splitHostPort } from '../relay-service';
-import { serveRoutes, type Route } from './http-server';
+import { serveRoutes, type ActionRoute, type Route } from './http-server';
 import { STATUS_PATH } from './status';
 
 export interface HttpListeners {
@@ -15,7 +15,8 @@ export interface HttpListeners {
   close(): void;
 }
 
-export async function startHttpListeners(config: Pick<Config, 'metrics' | 'admin'>, routes: { metrics: Route; status: Route }): Promise<HttpListeners> {
+/** `actions` (e.g. room control) are served on the admin listener only. */
+export async function startHttpListeners(config: Pick<Config, 'metrics' | 'admin'>, routes: { metrics: Route; status: Route; actions?: ActionRoute[] }): Promise<HttpListeners> {
   const byListen = new Map<string, { key: string; routes: Record<string, Route> }>();
   const add = (key: string, listen: string | null, path: string, route: Route): void => {
     if (!listen) return;
@@ -30,7 +31,7 @@ export async function startHttpListeners(config: Pick<Config, 'metrics' | 'admin
   try {
     for (const [listen, { key, routes: served }] of byListen) {
       const { host, port } = splitHostPort(listen);
-      const server = await serveRoutes(served, port, host).catch((err: NodeJS.ErrnoException) => {
+      const server = await serveRoutes(served, port, host, listen === config.admin.listen ? (routes.actions ?? []) : []).catch((err: NodeJS.ErrnoException) => {
         const why = err.code === 'EADDRINUSE' ? `${listen} is already in use` : err.code === 'EADDRNOTAVAIL' ? `${host} is not an address of this host` : `cannot listen on ${listen}: ${err.message}`;
         throw new ConfigError(`invalid configuration: ${key}: ${why}`, [{ key, message: why, hint: `${envName(key)}=HOST:PORT, or null to turn it off` }]);
       });

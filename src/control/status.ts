@@ -6,6 +6,7 @@
 import type { Relay } from '../media/relay';
 import type { Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
+import type { RoomInfo } from '../rooms/room';
 
 export const STATUS_PATH = '/status';
 /** Bindings listed per request; the total is always given, so a cut list says so. */
@@ -53,6 +54,8 @@ export interface StatusSnapshot {
   summary: Record<string, string>;
   bindings: { total: number; shown: BindingStatus[] } | null;
   calls: CallStatus[];
+  /** Group calls (src/rooms), when rooms are enabled. */
+  rooms?: RoomInfo[];
 }
 
 export interface StatusSources {
@@ -64,6 +67,7 @@ export interface StatusSources {
   summary: () => Record<string, string>;
   /** The keepalive interval for bindings that carry none of their own (sip.keepalive.intervalSec). */
   defaultKeepaliveMs?: number;
+  rooms?: () => RoomInfo[];
 }
 
 const hostPort = (e: { address: string; port: number } | null): string | null =>
@@ -124,6 +128,7 @@ export async function statusSnapshot(src: StatusSources, now = Date.now()): Prom
     summary: src.summary(),
     bindings: listed ? { total: listed.total, shown: listed.bindings.map((b) => bindingStatus(b, src.defaultKeepaliveMs)) } : null,
     calls: callStatuses(src.relay),
+    ...(src.rooms ? { rooms: src.rooms() } : {}),
   };
 }
 

@@ -63,6 +63,11 @@ export class MediaSocket {
     return new MediaSocket(fastPath.open(family, address, port, isRtcp ? 1 : 0, onPacket), port);
   }
 
+  /** The native socket id, for other parts of the addon (the room mixer, native/mixer.c). */
+  get handle(): number {
+    return this.id;
+  }
+
   send(buf: Buffer, to: Endpoint): boolean {
     return !this.closed && fastPath.send(this.id, buf, to.address, to.port);
   }

@@ -236,6 +236,49 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const call of this.calls.values()) for (const leg of call.legs) yield { callId: call.id, stats: legStats(leg) };
   }
 
+  // ---- lone legs: a leg outside any two-legged call (a room participant, src/rooms) -------
+
+  /**
+   * Opens ports for every enabled m-line of `sdp` on a leg that belongs to no call: the same
+   * ports, latches and address rules as a call's leg, but its accepted media goes wherever its
+   * owner hooks its sockets (nowhere until then). The owner ticks and closes it.
+   */
+  async openLoneLeg(ownerId: string, leg: Leg, sdp: string): Promise<SessionDescription> {
+    validateIds(ownerId);
+    assertKeyTransport({ policy: leg.policy, secure: leg.secure });
+    const session = parseSdp(sdp);
+    const call = new Call(ownerId);
+    const opened: Stream[] = [];
+    try {
+      for (const m of session.media) {
+        if (m.port === 0 || leg.streams[m.index]) continue;
+        const s = await this.openStream(call, leg, m.index);
+        leg.streams[m.index] = s;
+        opened.push(s);
+      }
+    } catch (err) {
+      for (const s of opened) this.release(s);
+      throw err;
+    }
+    this.describeLoneLeg(leg, session);
+    return session;
+  }
+
+  /** A lone leg's new SDP (a re-INVITE): where it is now; its latches may learn again. */
+  describeLoneLeg(leg: Leg, session: SessionDescription): void {
+    this.describe(leg, session);
+    reopenLearning(leg);
+  }
+
+  /** The lone leg's housekeeping (re-challenges, consent), which tick() does for calls' legs. */
+  tickLoneLeg(leg: Leg, now: number): void {
+    for (const p of leg.ports()) p.latch.tick(now);
+  }
+
+  closeLoneLeg(leg: Leg): void {
+    for (const s of leg.streams) if (s) this.release(s);
+  }
+
   // ---- hairpin: the PBX sends one of our offers back through us to a client --------------
 
   /** The leg whose own RTP ports every enabled m-line of `sdp` names, if there is one. */

@@ -5,6 +5,8 @@ import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
+import type { RoomRegistry } from '../rooms/registry';
+import { RoomDesk } from '../rooms/sip-rooms';
 import { CallSession } from './call-session';
 import { forwardRequest } from './forward';
 import { LocalNames } from './local-names';
@@ -35,6 +37,8 @@ export interface EdgeOptions {
   relay: Relay;
   store?: BindingStore;
   logger?: Logger;
+  /** Group calls (src/rooms): INVITEs to its rooms are answered here, not sent to the PBX. */
+  rooms?: RoomRegistry | null;
 }
 
 export interface SipEdge {
@@ -108,7 +112,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
       for (const [leg, owner] of ownLegs) if (owner === callId) ownLegs.delete(leg);
     },
   };
+  const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, names, pbx, store, sip: opts.sip, log }) : null;
   const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
+    if (rooms?.claims(req, arrivedOn !== srf)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
     const session = new CallSession(req, res, { ...callDeps, onOwnLeg: (leg) => ownLegs.set(leg, req.get('Call-ID')) }, arrivedOn);
     calls.set(session.callId, session);
     await session.run();

@@ -4,8 +4,9 @@
  * is missing.
  */
 import { loadConfig } from '../../src/config/load';
-import type { SipConfig } from '../../src/config/schema';
+import type { RoomsConfig, SipConfig } from '../../src/config/schema';
 import { Relay } from '../../src/media/relay';
+import { RoomRegistry } from '../../src/rooms/registry';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { drachtioBinary, selfSignedCert, startDrachtio, type RunningDrachtio } from './drachtio';
 import { rtp, testMediaConfig, waitFor, type MediaOverrides, type Peer } from './peers';
@@ -26,20 +27,24 @@ export interface SipFixture {
   edge: SipEdge;
   /** The live configuration object: a test may change a switch on the running edge. */
   sip: SipConfig;
+  /** Group calls, when the fixture was asked for them (rooms). */
+  rooms: RoomRegistry | null;
 }
 
 /** pbxContacts: also run a PBX-facing drachtio-server (sip.pbxDrachtio), its admin port adminPort + 1. */
-export function sipEdgeFixture(opts: { contacts: string[]; pbxContacts?: string[]; adminPort: number; sip?: Partial<SipConfig>; media?: MediaOverrides; tls?: boolean }): SipFixture {
+export function sipEdgeFixture(opts: { contacts: string[]; pbxContacts?: string[]; adminPort: number; sip?: Partial<SipConfig>; media?: MediaOverrides; tls?: boolean; rooms?: Partial<RoomsConfig> }): SipFixture {
   const f = {} as SipFixture;
   beforeAll(async () => {
     f.drachtio = await startDrachtio({ contacts: opts.contacts, adminPort: opts.adminPort, ...(opts.tls ? { tls: selfSignedCert() } : {}) });
     f.pbxDrachtio = opts.pbxContacts ? await startDrachtio({ contacts: opts.pbxContacts, adminPort: opts.adminPort + 1 }) : null;
     f.relay = new Relay(testMediaConfig(opts.media));
     f.sip = { ...loadConfig({ env: {} }).sip, ...opts.sip };
-    f.edge = await startSipEdge({ drachtio: f.drachtio.admin, pbxDrachtio: f.pbxDrachtio?.admin ?? null, relay: f.relay, sip: f.sip });
+    f.rooms = opts.rooms ? new RoomRegistry({ ...loadConfig({ env: {} }).rooms, enabled: true, ...opts.rooms }, f.relay, f.relay.config) : null;
+    f.edge = await startSipEdge({ drachtio: f.drachtio.admin, pbxDrachtio: f.pbxDrachtio?.admin ?? null, relay: f.relay, sip: f.sip, rooms: f.rooms });
   });
   afterAll(async () => {
     await f.edge?.close();
+    f.rooms?.close();
     await f.relay?.close();
     await f.drachtio?.stop();
     await f.pbxDrachtio?.stop();

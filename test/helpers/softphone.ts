@@ -21,6 +21,11 @@ export class Softphone {
     this.events = new LiveEvents(this.child);
   }
 
+  /** SIGSTOP freezes it mid-call (it stops sending anything, without a BYE); SIGCONT lets it go on. */
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    this.child.kill(sig);
+  }
+
   send(line: string): void {
     this.child.stdin!.write(`${line}\n`);
   }

@@ -1,0 +1,440 @@
+/**
+ * npm run bench:rooms — group calls through keylatch's room mixer (issue 12), the relay in its
+ * own process pinned to core 1, this generator on core 0.
+ *
+ *  - mixing: rooms of 3, 10 and 50 G.711 participants, each sending a tone at 50 pps and getting
+ *    the mix of the others back; the total grows until loss passes 0.1 % (or the generator
+ *    cannot keep up, which is said).
+ *  - forwarding: the same rooms, every participant taking the others' streams unchanged.
+ *  - broadcast: 1 speaker, N listeners, each getting the speaker re-sequenced under its own SSRC.
+ * In every section a sample of participants (about 120, or 200 listeners) is measured here;
+ * the rest are sockets a Python sink holds, sends from and never reads: the relay's cost for
+ * them is the same, this generator's would not be.
+ *
+ * Loss: sequence gaps at the receivers. Jitter: p99 of each packet's lateness against its
+ * stream's 20 ms grid (for the mix that is also what the mixer adds beyond its jitter buffer,
+ * whose mean depth is shown apart). Latency (forwarded and relayed): send to receive, one way.
+ *
+ *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import path from 'node:path';
+import { encodeG711, tone } from '../src/codec/g711';
+import { cpuSeconds, pinTo } from './targets';
+
+/** The p-th percentile of an ascending array. */
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
+}
+
+const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
+const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
+const sections = new Set((process.env.BENCH_SECTIONS ?? 'mix,forward,broadcast').split(','));
+const LOSS_LIMIT = 0.001;
+const PACKET = 172;
+const TONE = encodeG711('PCMU', tone(440, 160));
+
+// ---- the relay process ------------------------------------------------------------------
+
+class RelayProcess {
+  private next = 1;
+  private readonly waiting = new Map<number, (m: Record<string, unknown>) => void>();
+  private constructor(readonly child: ChildProcess) {
+    child.on('message', (m: Record<string, unknown>) => {
+      const id = m.id as number | undefined;
+      if (id !== undefined) this.waiting.get(id)?.(m);
+      if (id !== undefined) this.waiting.delete(id);
+    });
+  }
+
+  static async start(): Promise<RelayProcess> {
+    const child = fork(path.join(__dirname, 'rooms-relay.ts'), [], { execArgv: ['-r', path.join(__dirname, '..', 'test', 'helpers', 'ts-register.js')], env: { ...process.env, KEYLATCH_LOG__LEVEL: 'warn' } });
+    await new Promise<void>((resolve) => child.once('message', () => resolve()));
+    pinTo(1, child.pid!);
+    return new RelayProcess(child);
+  }
+
+  call(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, (m) => (m.error ? reject(new Error(String(m.error))) : resolve(m)));
+      this.child.send({ ...msg, id });
+    });
+  }
+
+  cpu(): number {
+    return cpuSeconds(this.child.pid!);
+  }
+
+  stop(): void {
+    this.child.kill('SIGTERM');
+  }
+}
+
+// ---- the sink: participants whose sockets are never read ---------------------------------
+
+// Most participants are simulated here: their sockets send (a tone, paced by the clock, or only
+// the packets that latch them) and are never read, so what the relay sends them costs the
+// relay as usual but costs this generator nothing. A sample is measured by Member below.
+const SINK = `
+import socket, sys, json, struct, threading, time
+socks = {}
+talking = []
+tone = bytes.fromhex(sys.argv[1])
+def sender():
+    start = time.monotonic()
+    sent = {}
+    while True:
+        now = time.monotonic() - start
+        for i, (s, relay) in enumerate(list(talking)):
+            due = int((now - (i % 4) * 0.005) / 0.02) + 1
+            n = sent.get(i, 0)
+            while n < due:
+                s.sendto(struct.pack('>BBHII', 0x80, 0, n & 0xffff, (n * 160) & 0xffffffff, 0x5000 + i) + tone, relay)
+                n += 1
+            sent[i] = n
+        time.sleep(0.004)
+threading.Thread(target=sender, daemon=True).start()
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == 'open':
+        fresh = []
+        for _ in range(int(cmd[1])):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.bind(('127.0.0.1', 0))
+            socks[s.getsockname()[1]] = s
+            fresh.append(s.getsockname()[1])
+        print(json.dumps(fresh), flush=True)
+    elif cmd[0] == 'latch':
+        port, relay = int(cmd[1]), int(cmd[2])
+        for seq in range(1, 6):
+            socks[port].sendto(struct.pack('>BBHII', 0x80, 0, seq, seq * 160, port) + bytes(160), ('127.0.0.1', relay))
+    elif cmd[0] == 'talk':
+        talking.append((socks[int(cmd[1])], ('127.0.0.1', int(cmd[2]))))
+    elif cmd[0] == 'close':
+        break
+`;
+
+class Sink {
+  private readonly child = spawn('python3', ['-c', SINK, TONE.toString('hex')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  private buf = '';
+
+  async open(n: number): Promise<number[]> {
+    pinTo(0, this.child.pid!);
+    this.child.stdin!.write(`open ${n}\n`);
+    for (;;) {
+      const nl = this.buf.indexOf('\n');
+      if (nl >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        return JSON.parse(line) as number[];
+      }
+      const [chunk] = (await once(this.child.stdout!, 'data')) as [Buffer];
+      this.buf += chunk.toString();
+    }
+  }
+
+  /** A few packets, enough for a guarded leg to latch; then nothing. */
+  latch(port: number, relayPort: number): void {
+    this.child.stdin!.write(`latch ${port} ${relayPort}\n`);
+  }
+
+  /** 50 pps of tone from now on. */
+  talk(port: number, relayPort: number): void {
+    this.child.stdin!.write(`talk ${port} ${relayPort}\n`);
+  }
+
+  stop(): void {
+    this.child.stdin!.end('close\n');
+  }
+}
+
+// ---- generator endpoints ----------------------------------------------------------------
+
+class Member {
+  relayPort = 0;
+  private seq = Math.floor(Math.random() * 0xffff);
+  private ts = Math.floor(Math.random() * 0xffffffff);
+  private readonly pkt = Buffer.alloc(PACKET);
+  // Receive side, per source SSRC (forwarding brings several).
+  private readonly streams = new Map<number, { first: number; last: number; count: number; t0: number; lateness: number[] }>();
+  latencies: number[] = [];
+  measuring = false;
+  /** Only forwarded and relayed packets carry our send time; a mixed one is new audio. */
+  timesLatency = false;
+
+  private constructor(readonly socket: dgram.Socket, readonly port: number, ssrc: number) {
+    this.pkt[0] = 0x80;
+    this.pkt[1] = 0;
+    this.pkt.writeUInt32BE(ssrc, 8);
+    TONE.copy(this.pkt, 12);
+    socket.on('message', (b) => this.receive(b));
+  }
+
+  static async open(ssrc: number): Promise<Member> {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1');
+    await once(s, 'listening');
+    return new Member(s, s.address().port, ssrc);
+  }
+
+  send(): void {
+    this.pkt.writeUInt16BE(this.seq, 2);
+    this.pkt.writeUInt32BE(this.ts >>> 0, 4);
+    this.pkt.writeDoubleBE(performance.timeOrigin + performance.now(), 150);
+    this.pkt[160] = this.measuring ? 1 : 0;
+    this.seq = (this.seq + 1) & 0xffff;
+    this.ts = (this.ts + 160) >>> 0;
+    this.socket.send(this.pkt, this.relayPort, '127.0.0.1');
+  }
+
+  private receive(b: Buffer): void {
+    if (!this.measuring || b.length < 12) return;
+    const now = performance.timeOrigin + performance.now();
+    const ssrc = b.readUInt32BE(8);
+    const seq = b.readUInt16BE(2);
+    let st = this.streams.get(ssrc);
+    if (!st) this.streams.set(ssrc, (st = { first: seq, last: seq, count: 0, t0: now, lateness: [] }));
+    // Extended sequence relative to the first packet of the window.
+    let ext = seq;
+    while (ext < st.last - 30000) ext += 65536;
+    st.last = Math.max(st.last, ext);
+    st.count++;
+    st.lateness.push(now - (st.t0 + (ext - st.first) * 20));
+    // Forwarded and relayed packets keep the sender's payload, send time included.
+    if (this.timesLatency && b.length === PACKET && b[160] === 1) this.latencies.push(now - b.readDoubleBE(150));
+  }
+
+  /** Received, expected (by sequence span) and lateness against the 20 ms grid, per stream. */
+  tally(): { received: number; expected: number; lateness: number[] } {
+    let received = 0;
+    let expected = 0;
+    const lateness: number[] = [];
+    for (const st of this.streams.values()) {
+      received += st.count;
+      expected += st.last - st.first + 1;
+      const min = Math.min(...st.lateness);
+      for (const l of st.lateness) lateness.push(l - min);
+    }
+    return { received, expected, lateness };
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+interface Row {
+  section: string;
+  roomSize: number;
+  participants: number;
+  ppsOut: number;
+  loss: number;
+  cpuPct: number;
+  cpuPerParticipant: number;
+  jitterP99: number;
+  latencyP50: number;
+  latencyP99: number;
+  bufferMs: number;
+  generatorShort: boolean;
+}
+
+/** One step: `senders` send at 50 pps (in four 5 ms slots), every Member measured. */
+/** perStream: packets a second each receiver should get (50 for the mix, 50 x (size-1) forwarded). */
+async function runStep(relay: RelayProcess, senders: Member[], receivers: Member[], label: Omit<Row, 'ppsOut' | 'loss' | 'cpuPct' | 'cpuPerParticipant' | 'jitterP99' | 'latencyP50' | 'latencyP99' | 'bufferMs' | 'generatorShort'>, perParticipant: number, perStream: number): Promise<Row> {
+  // Paced by the clock, as a sound card is: each sender owes one packet per 20 ms from its
+  // slot's start, whatever the 5 ms timer's own lateness.
+  let sent = 0;
+  let measuringSends = false;
+  const start = performance.now();
+  const owed = new Float64Array(senders.length);
+  // This process's own lateness: past a few ms, its receive times say more about it than the relay.
+  const lag: number[] = [];
+  let expectedAt = 5;
+  const timer = setInterval(() => {
+    const now = performance.now() - start;
+    if (measuringSends) lag.push(now - expectedAt);
+    expectedAt = now + 5;
+    for (let i = 0; i < senders.length; i++) {
+      const due = Math.floor((now - (i % 4) * 5) / 20) + 1;
+      while (owed[i]! < due) {
+        senders[i]!.send();
+        owed[i]!++;
+        if (measuringSends) sent++;
+      }
+    }
+  }, 5);
+  await new Promise((r) => setTimeout(r, warmupMs));
+  for (const m of receivers) m.measuring = true;
+  for (const m of senders) m.measuring = true;
+  measuringSends = true;
+  const cpu0 = relay.cpu();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, measureMs));
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpu = relay.cpu() - cpu0;
+  measuringSends = false;
+  for (const m of senders) m.measuring = false;
+  await new Promise((r) => setTimeout(r, 200));
+  for (const m of receivers) m.measuring = false;
+  clearInterval(timer);
+  const stats = await relay.call({ op: 'stats' });
+  let received = 0;
+  let expected = 0;
+  const lateness: number[] = [];
+  const latencies: number[] = [];
+  for (const m of receivers) {
+    const t = m.tally();
+    received += t.received;
+    expected += t.expected;
+    lateness.push(...t.lateness);
+    latencies.push(...m.latencies);
+  }
+  const sorted = (a: number[]) => Float64Array.from(a).sort();
+  const cpuPct = (cpu / elapsed) * 100;
+  // The mix and relayed streams are 50 pps each whether or not the seq numbers show a gap (a
+  // mixer that misses ticks sends fewer packets, not gaps): loss is against that rate.
+  const nominal = perStream * receivers.length * elapsed;
+  return {
+    ...label,
+    ppsOut: Math.round(received / elapsed),
+    loss: Math.max(0, 1 - received / Math.max(expected, nominal)),
+    cpuPct,
+    cpuPerParticipant: cpuPct / perParticipant,
+    jitterP99: percentile(sorted(lateness), 99),
+    latencyP50: percentile(sorted(latencies), 50),
+    latencyP99: percentile(sorted(latencies), 99),
+    bufferMs: Number(stats.bufferMs),
+    // Sends lag when this process cannot keep its 5 ms timer: then it, not the relay, is measured.
+    generatorShort: sent < senders.length * 50 * elapsed * 0.97 || percentile(sorted(lag), 99) > 4,
+  };
+}
+
+const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
+const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms'];
+function print(r: Row): void {
+  console.log([
+    r.section.padEnd(10), String(r.roomSize).padStart(4), String(r.participants).padStart(9), String(r.ppsOut).padStart(10), fmt(r.loss * 100, 3).padStart(7),
+    fmt(r.cpuPct).padStart(10), fmt(r.cpuPerParticipant, 3).padStart(10), fmt(r.jitterP99, 2).padStart(13), fmt(r.latencyP50, 2).padStart(10), fmt(r.latencyP99, 2).padStart(10),
+    fmt(r.bufferMs).padStart(9), r.generatorShort ? '  (generator could not keep up)' : '',
+  ].join(' '));
+}
+
+/** Mixed participants measured per step: the rest live in the sink. */
+const SAMPLE = 120;
+
+async function roomsStep(relay: RelayProcess, section: 'mix' | 'forward', size: number, total: number): Promise<Row> {
+  const members: Member[] = [];
+  const sink = new Sink();
+  try {
+    // The first participants are measured (filling whole rooms in order, so forwarded streams
+    // between them carry send times); everyone talks. A forwarding participant receives size-1
+    // streams: fewer are measured, so this process keeps up.
+    const sample = section === 'mix' ? SAMPLE : Math.max(2, Math.floor(12000 / (50 * (size - 1))));
+    const measured = (i: number): boolean => i < sample;
+    const sinkPorts = total > sample ? await sink.open(total - sample) : [];
+    for (let i = 0; i < total; i++) {
+      const room = `${section}-${size}-${Math.floor(i / size)}`;
+      if (measured(i)) {
+        const m = await Member.open(1000 + i);
+        m.relayPort = Number((await relay.call({ op: 'join', room, who: `sip:p${i}@bench`, port: m.port, forward: section === 'forward' })).relayPort);
+        m.timesLatency = section === 'forward';
+        // Send at once, as a phone does: a guarded leg learns only for a while after signalling.
+        for (let k = 0; k < 5; k++) m.send();
+        members.push(m);
+      } else {
+        const port = sinkPorts.pop()!;
+        sink.talk(port, Number((await relay.call({ op: 'join', room, who: `sip:p${i}@bench`, port, forward: section === 'forward' })).relayPort));
+      }
+    }
+    return await runStep(relay, members, members, { section, roomSize: size, participants: total }, total, section === 'mix' ? 50 : 50 * (size - 1));
+  } finally {
+    members.forEach((m) => m.close());
+    sink.stop();
+    await relay.call({ op: 'reset' });
+  }
+}
+
+async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Row> {
+  const speaker = await Member.open(7);
+  const measured: Member[] = [];
+  const sink = new Sink();
+  try {
+    speaker.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: 'sip:speaker@bench', port: speaker.port, forward: false })).relayPort);
+    for (let k = 0; k < 5; k++) speaker.send();
+    const sampled = Math.min(listeners, 200);
+    for (let i = 0; i < sampled; i++) {
+      const m = await Member.open(2000 + i);
+      m.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: `sip:l${i}@bench`, port: m.port, forward: false })).relayPort);
+      for (let k = 0; k < 5; k++) m.send();
+      m.timesLatency = true;
+      measured.push(m);
+    }
+    const ports = listeners > sampled ? await sink.open(listeners - sampled) : [];
+    for (const port of ports) {
+      const r = await relay.call({ op: 'join', room: 'broadcast', who: `sip:s${port}@bench`, port, forward: false });
+      sink.latch(port, Number(r.relayPort));
+    }
+    for (let i = 0; i < 50 && Number((await relay.call({ op: 'stats' })).latched) < listeners; i++) await new Promise((r) => setTimeout(r, 100));
+    return await runStep(relay, [speaker], measured, { section: 'broadcast', roomSize: listeners + 1, participants: listeners }, listeners, 50);
+  } finally {
+    speaker.close();
+    measured.forEach((m) => m.close());
+    sink.stop();
+    await relay.call({ op: 'reset' });
+  }
+}
+
+async function main(): Promise<void> {
+  pinTo(0, process.pid);
+  const relay = await RelayProcess.start();
+  console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0`);
+  console.log('cpu%/part.: relay CPU per participant (broadcast: per listener); jitter: lateness against the 20 ms grid; lat: one way, forwarded/relayed packets only');
+  console.log(HEADER.join(' | '));
+  try {
+    for (const section of ['mix', 'forward'] as const) {
+      if (!sections.has(section)) continue;
+      const sizes = section === 'mix' ? [3, 10, 50] : [3, 10, 50];
+      for (const size of sizes) {
+        // Forwarding sends each participant size-1 streams: its totals are that much smaller.
+        const totals = section === 'mix' ? [150, 500, 1000, 1500, 2000, 3000] : size === 3 ? [90, 300, 600, 1200] : size === 10 ? [40, 100, 200, 400] : [50, 100, 200];
+        for (const t of totals) {
+          const total = Math.max(size, Math.round(t / size) * size);
+          const row = await roomsStep(relay, section, size, total);
+          print(row);
+          if (row.loss > LOSS_LIMIT) {
+            console.log(`  ${section}, rooms of ${size}: loss passed 0.1 % at ${total} participants${row.generatorShort ? ' (with the generator short of its rate: a bound, not the relay\'s limit)' : ''}`);
+            break;
+          }
+          if (row.generatorShort) {
+            console.log(`  ${section}, rooms of ${size}: the generator is the limit from ${total} participants; the relay's own limit lies above`);
+            break;
+          }
+        }
+      }
+    }
+    if (sections.has('broadcast')) {
+      for (const n of [500, 1000, 2000, 5000, 8000]) {
+        const row = await broadcastStep(relay, n);
+        print(row);
+        if (row.loss > LOSS_LIMIT) {
+          console.log(`  broadcast: loss passed 0.1 % at ${n} listeners`);
+          break;
+        }
+      }
+    }
+  } finally {
+    relay.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

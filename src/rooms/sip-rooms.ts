@@ -1,0 +1,138 @@
+import type Srf from 'drachtio-srf';
+import type { SipConfig } from '../config/schema';
+import type { Logger } from '../log';
+import type { LegOptions } from '../media/call';
+import { PortPoolExhausted } from '../media/port-pool';
+import { RelayError } from '../media/relay';
+import { isSecureTransport } from '../nat/binding';
+import type { BindingStore } from '../nat/binding-store';
+import { SdpError, parseSdp } from '../sdp/session';
+import type { LocalNames } from '../sip/local-names';
+import type { PbxPeer } from '../sip/pbx-peer';
+import { contactUri, userOf } from '../sip/registration';
+import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from '../sip/srf';
+import type { Participant } from './participant';
+import { RoomError, type RoomRegistry } from './registry';
+
+export interface RoomDeskDeps {
+  rooms: RoomRegistry;
+  names: LocalNames;
+  pbx: PbxPeer | null;
+  store: BindingStore;
+  sip: SipConfig;
+  log: Logger;
+}
+
+/** SIP INFO DTMF (application/dtmf-relay): "Signal=5". */
+const INFO_SIGNAL = /^Signal\s*=\s*([0-9*#A-D])\s*$/im;
+
+/**
+ * keylatch as the UAS of its own rooms: an INVITE to sip:<prefix><name>@<keylatch> is
+ * answered here and never reaches the PBX. Only the PBX (its callers and trunks) and clients
+ * registered through this keylatch may join; each gets the leg policy a call would give it.
+ */
+export class RoomDesk {
+  constructor(private readonly deps: RoomDeskDeps) {}
+
+  /** Whether an INVITE is for a room: a room's user part, addressed to keylatch or sent by the PBX. */
+  claims(req: SipRequest, onPbxSide: boolean): boolean {
+    const name = this.deps.rooms.roomNameOf(userOf(req.uri));
+    return name !== null && (this.deps.names.names(req.uri) || onPbxSide || !!this.deps.pbx?.sent(req));
+  }
+
+  async serve(req: SipRequest, res: SipResponse, arrivedOn: Srf, onPbxSide: boolean): Promise<void> {
+    const { rooms, pbx, log } = this.deps;
+    const name = rooms.roomNameOf(userOf(req.uri))!;
+    const callId = req.get('Call-ID');
+    if (pbx?.strangerOnPbxSide(req, onPbxSide)) return void res.send(403, 'Forbidden', {});
+    const fromPbx = onPbxSide || !!pbx?.sent(req);
+    const who = contactUri(req.get('From'));
+    if (!fromPbx && !(await this.registered(req, who))) {
+      log.info({ callId, room: name, who, source: req.source_address }, 'room: refused a caller that is neither the PBX nor registered here');
+      return void res.send(403, 'Register first', {});
+    }
+    if (!req.body) return void res.send(488, 'Offerless INVITE not supported', {});
+    let leg: LegOptions;
+    try {
+      leg = this.legOptions(req, fromPbx);
+    } catch (err) {
+      return this.refuse(res, err);
+    }
+    if (this.deps.sip.requireKey && !fromPbx && leg.policy !== 'key') {
+      return void res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
+    }
+    let joined: Awaited<ReturnType<RoomRegistry['join']>>;
+    try {
+      joined = await rooms.join(name, who, leg, req.body);
+    } catch (err) {
+      return this.refuse(res, err);
+    }
+    const { room, participant } = joined;
+    let dialog: Srf.Dialog;
+    try {
+      // drachtio-srf's typings want a callback form; the promise form takes (req, res, opts).
+      const createUAS = arrivedOn.createUAS.bind(arrivedOn) as unknown as (q: SipRequest, s: SipResponse, o: object) => Promise<Srf.Dialog>;
+      dialog = await createUAS(req, res, { localSdp: participant.answer(req.body), headers: { 'Content-Type': 'application/sdp' } });
+    } catch (err) {
+      // CANCEL, or the caller went away before our 200 was acknowledged.
+      log.info({ callId, room: name, err: (err as Error).message }, 'room: join not completed');
+      room.leave(participant, 'hangup');
+      return;
+    }
+    this.wire(dialog, participant, callId);
+    if (!(dialog as Srf.Dialog & { connected: boolean }).connected) room.leave(participant, 'hangup');
+  }
+
+  private wire(dialog: Srf.Dialog, p: Participant, callId: string): void {
+    const room = () => this.deps.rooms.roomOf(p);
+    p.end = () => destroyQuietly(dialog);
+    dialog.on('destroy', () => {
+      p.end = null;
+      room()?.leave(p, 'hangup');
+    });
+    dialog.on('modify', (req: SipRequest, res: SipResponse) => {
+      try {
+        if (req.body) p.describe(req.body);
+        res.send(200, { body: req.body ? p.answer(req.body) : dialog.local.sdp, headers: { 'Content-Type': 'application/sdp' } });
+      } catch (err) {
+        this.deps.log.warn({ callId, err: (err as Error).message }, 'room: re-INVITE refused');
+        res.send(err instanceof SdpError ? 488 : 500, {});
+      }
+    });
+    dialog.on('info', (req: SipRequest, res: SipResponse) => {
+      const key = /dtmf-relay/i.test(req.get('Content-Type') ?? '') ? INFO_SIGNAL.exec(req.body ?? '')?.[1] : undefined;
+      if (key) room()?.reportDtmf(p, key);
+      res.send(200, {});
+    });
+    dialog.on('refer', (_req: SipRequest, res: SipResponse) => res.send(603, 'Transfer not supported', {}));
+  }
+
+  /**
+   * A client registered here sends from its binding's flow: the From AOR's binding, on the
+   * same address and transport (as binding-refresh.ts moves a binding, never on From alone).
+   */
+  private async registered(req: SipRequest, aor: string): Promise<boolean> {
+    try {
+      const transport = transportOf(req);
+      return (await this.deps.store.byAor(aor)).some((b) => b.source.address === req.source_address && b.transport === transport && b.expires > Date.now());
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'room: binding lookup failed');
+      return false;
+    }
+  }
+
+  /** The policy a call would give this caller: key for a plugin client over TLS/WSS, guarded otherwise. */
+  private legOptions(req: SipRequest, fromPbx: boolean): LegOptions {
+    const secure = isSecureTransport(transportOf(req));
+    const announces = parseSdp(req.body).announcesKeylatch;
+    return { policy: !fromPbx && secure && announces ? 'key' : 'guarded', secure, signallingAddress: req.source_address };
+  }
+
+  private refuse(res: SipResponse, err: unknown): void {
+    if (err instanceof RoomError) return void res.send(err.code === 'room-full' ? 486 : 404, err.code === 'room-full' ? 'Room full' : 'No such room', {});
+    if (err instanceof SdpError) return void res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
+    if (err instanceof PortPoolExhausted) return void res.send(503, 'Media ports exhausted', {});
+    if (err instanceof RelayError && err.code === 'insecure-key-transport') return void res.send(403, 'Key requires TLS or WSS', {});
+    throw err;
+  }
+}
