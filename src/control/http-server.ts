@@ -5,12 +5,30 @@ import type { Registry } from 'prom-client';
 /** What one GET path answers: a content type and a body, computed per request. */
 export type Route = () => Promise<{ contentType: string; body: string }>;
 
+/** What one POST path does (an admin action, e.g. draining a relay node): its status and a text body. */
+export type Action = (query: URLSearchParams) => Promise<{ status: number; body: string }>;
+
 /**
- * A read-only HTTP listener: GET on a known path, 404 for anything else, 405 for other methods.
- * A route that fails answers 500 with its message; the listener and the process go on.
+ * An HTTP listener: GET on a known route, POST on a known action, 404 for anything else, 405
+ * for other methods. A route or action that fails answers 500 with its message; the listener
+ * and the process go on.
  */
-export async function serveRoutes(routes: Record<string, Route>, port: number, address: string): Promise<http.Server> {
+export async function serveRoutes(routes: Record<string, Route>, port: number, address: string, actions: Record<string, Action> = {}): Promise<http.Server> {
   const server = http.createServer((req, res) => {
+    const action = Object.hasOwn(actions, pathOf(req.url)) ? actions[pathOf(req.url)] : undefined;
+    if (action) {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST' }).end();
+        return;
+      }
+      req.resume();
+      const query = new URL(req.url ?? '/', 'http://admin').searchParams;
+      action(query).then(
+        ({ status, body }) => res.writeHead(status, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(body),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
+      );
+      return;
+    }
     const route = Object.hasOwn(routes, pathOf(req.url)) ? routes[pathOf(req.url)] : undefined;
     if (!route) {
       res.writeHead(404).end();

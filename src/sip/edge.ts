@@ -5,6 +5,8 @@ import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
+import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
+import { RelayPool } from '../relay-pool/pool';
 import { CallSession } from './call-session';
 import { forwardRequest } from './forward';
 import { LocalNames } from './local-names';
@@ -33,6 +35,8 @@ export interface EdgeOptions {
   pbxDrachtio?: DrachtioAdmin | null;
   sip: SipConfig;
   relay: Relay;
+  /** The relay nodes calls go on; default: just `relay`. The edge moves the calls of a node that dies. */
+  pool?: RelayPool;
   store?: BindingStore;
   logger?: Logger;
 }
@@ -46,6 +50,7 @@ export interface SipEdge {
   store: BindingStore;
   calls: Map<string, CallSession>;
   keepalive: KeepaliveScheduler;
+  pool: RelayPool;
   close(): Promise<void>;
 }
 
@@ -91,6 +96,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   handlers.message(guard(log, forward));
   handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, names, log })));
   const calls = new Map<string, CallSession>();
+  // By their id on the relay node, which the pool names when a node dies.
+  const byRelayCall = new Map<string, CallSession>();
+  const pool = opts.pool ?? new RelayPool([{ node: new InProcessNode(opts.relay), weight: 1 }], { pingIntervalMs: 1000, missedPingsDown: 1 });
   // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back.
   const ownLegs = new Map<string, string>();
   const callDeps = {
@@ -99,11 +107,13 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     pbx,
     names,
     relay: opts.relay,
+    pool,
     store,
     sip: opts.sip,
     log,
     isOwnLeg: (callId: string) => ownLegs.has(callId),
-    onEnd: (callId: string) => {
+    onEnd: (callId: string, relayCallId: string) => {
+      if (byRelayCall.get(relayCallId)?.callId === callId) byRelayCall.delete(relayCallId);
       calls.delete(callId);
       for (const [leg, owner] of ownLegs) if (owner === callId) ownLegs.delete(leg);
     },
@@ -111,6 +121,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
     const session = new CallSession(req, res, { ...callDeps, onOwnLeg: (leg) => ownLegs.set(leg, req.get('Call-ID')) }, arrivedOn);
     calls.set(session.callId, session);
+    byRelayCall.set(session.relayCallId, session);
     await session.run();
   });
   handlers.invite(onInvite(srf));
@@ -122,6 +133,17 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   }
   const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
   opts.relay.on('media-timeout', onDeadMedia);
+  // One call at a time: a re-INVITE toward a B2BUA PBX may come back as the other half of the
+  // same conversation (its own session, on the same dead node), which that offer then moves;
+  // moving both at once would cross two re-INVITEs in the PBX (491).
+  let moving: Promise<void> = Promise.resolve();
+  const onNodeDown = (node: RelayNode, callIds: string[]): void => {
+    const sessions = callIds.map((id) => byRelayCall.get(id)).filter((c): c is CallSession => c !== undefined);
+    for (const c of sessions) c.relayLost();
+    log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
+    for (const c of sessions) moving = moving.then(() => c.moveMedia());
+  };
+  pool.on('down', onNodeDown);
   const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
@@ -148,8 +170,10 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     store,
     calls,
     keepalive,
+    pool,
     async close() {
       keepalive.stop();
+      pool.off('down', onNodeDown);
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
       if (pbxSrf !== srf) pbxSrf.disconnect();
