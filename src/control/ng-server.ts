@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import bencode from 'bencode';
 import type { LegStats } from '../media/call';
 import { PortPoolExhausted } from '../media/port-pool';
-import { RelayError, type Relay } from '../media/relay';
+import { RelayError, type LegRef, type Relay } from '../media/relay';
 import { SdpError } from '../sdp/session';
 import { silentLogger, type Logger } from '../log';
 import { legHints, legOptions, optional, required, type NgDict } from './ng-options';
@@ -112,11 +112,29 @@ export class NgServer {
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
         return { result: 'ok', ...queryReply(stats) };
       }
+      // keylatch's own commands, for an edge that pools keylatch relays (src/relay-pool): a PBX
+      // that routes one of our offers back to a client gets that leg rather than a second anchor.
+      case 'adopt': {
+        const sdp = required(req, 'sdp');
+        const ref = this.relay.legAddressedBy(sdp);
+        if (!ref) return { result: 'error', 'error-reason': 'no leg of this relay is addressed by that SDP' };
+        const opts = { policy: 'guarded' as const, secure: false, ...legOptions(req, 'answerer'), ...legHints(req) };
+        return { result: 'ok', sdp: this.relay.adopt(ref, sdp, opts).sdp, 'call-id': ref.callId, 'leg-id': ref.legId };
+      }
+      case 'toward-adopter':
+        return { result: 'ok', sdp: this.relay.towardAdopter(legRef(req), required(req, 'sdp')).sdp };
+      case 'describe-adopted':
+        return { result: 'ok', sdp: this.relay.describeAdopted(legRef(req), required(req, 'sdp'), legHints(req).signallingAddress).sdp };
+      case 'disown':
+        this.relay.disown(legRef(req), { policy: 'guarded', secure: false, ...legOptions(req, 'answerer'), ...legHints(req) });
+        return { result: 'ok' };
       default:
         return { result: 'error', 'error-reason': `Unrecognized command: ${command}` };
     }
   }
 }
+
+const legRef = (req: NgDict): LegRef => ({ callId: required(req, 'call-id'), legId: required(req, 'leg-id') });
 
 function decodeRequest(body: Buffer): NgDict {
   let decoded: unknown;

@@ -1,6 +1,6 @@
 import type { LegOptions } from '../media/call';
-import type { AnswerRequest, OfferRequest, Relay } from '../media/relay';
-import { NgClient, type NgMessage } from './ng-client';
+import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
+import { NgClient, NgRefused, type NgMessage } from './ng-client';
 
 /** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
 export type RelayNodeKind = 'in-process' | 'keylatch' | 'rtpengine';
@@ -20,7 +20,18 @@ export interface RelayNode {
   delete(callId: string): Promise<void>;
   /** Resolves when the node answers a ping; rejects (NgTimeout) when it does not. */
   ping(): Promise<void>;
+  /** keylatch nodes only: handing one of its legs to a call the PBX routed back (see Relay.adopt). */
+  readonly hairpins?: Hairpins;
   close(): void;
+}
+
+/** Relay.adopt and its companions, as the edge reaches them on a node. */
+export interface Hairpins {
+  /** The leg the SDP names, adopted by a client with `opts`; null when no leg of this node is named. */
+  adopt(sdp: string, opts: LegOptions): Promise<{ ref: LegRef; sdp: string } | null>;
+  towardAdopter(ref: LegRef, sdp: string): Promise<string>;
+  describeAdopted(ref: LegRef, sdp: string, signallingAddress?: string): Promise<string>;
+  disown(ref: LegRef, opts: LegOptions): Promise<void>;
 }
 
 /** The relay inside the edge's own process: it cannot die without the edge, so its ping always answers. */
@@ -29,7 +40,19 @@ export class InProcessNode implements RelayNode {
   readonly kind = 'in-process' as const;
   readonly keyLegs = true;
 
-  constructor(readonly relay: Relay) {}
+  readonly hairpins: Hairpins;
+
+  constructor(readonly relay: Relay) {
+    this.hairpins = {
+      adopt: async (sdp, opts) => {
+        const ref = relay.legAddressedBy(sdp);
+        return ref ? { ref, sdp: relay.adopt(ref, sdp, opts).sdp } : null;
+      },
+      towardAdopter: async (ref, sdp) => relay.towardAdopter(ref, sdp).sdp,
+      describeAdopted: async (ref, sdp, source) => relay.describeAdopted(ref, sdp, source).sdp,
+      disown: async (ref, opts) => relay.disown(ref, opts),
+    };
+  }
 
   offer(req: OfferRequest): Promise<{ sdp: string }> {
     return this.relay.offer(req);
@@ -78,12 +101,33 @@ function keylatchLeg(side: 'offerer' | 'answerer', opts: Partial<LegOptions> | u
 /** A relay node driven over rtpengine's ng protocol: `keylatch relay`, or rtpengine itself. */
 export class NgNode implements RelayNode {
   readonly keyLegs: boolean;
+  readonly hairpins?: Hairpins;
   private readonly client: NgClient;
 
   /** pingTimeoutMs decides how fast a dead node is noticed; commands may take longer on a busy node. */
   constructor(readonly id: string, readonly kind: 'keylatch' | 'rtpengine', private readonly timeouts: { pingMs: number; commandMs: number }) {
     this.keyLegs = kind === 'keylatch';
     this.client = new NgClient({ ...parseNgUrl(id), timeoutMs: timeouts.commandMs });
+    if (kind === 'keylatch') this.hairpins = this.ngHairpins();
+  }
+
+  private ngHairpins(): Hairpins {
+    const leg = (ref: LegRef): NgMessage => ({ 'call-id': ref.callId, 'leg-id': ref.legId });
+    return {
+      adopt: async (sdp, opts) => {
+        let reply: NgMessage;
+        try {
+          reply = await this.client.command('adopt', { sdp, ...keylatchLeg('answerer', opts), ...receivedFrom(opts.signallingAddress) });
+        } catch (err) {
+          if (err instanceof NgRefused && /no leg/.test(err.reason)) return null;
+          throw err;
+        }
+        return { ref: { callId: String(reply['call-id']), legId: String(reply['leg-id']) }, sdp: String(reply.sdp) };
+      },
+      towardAdopter: async (ref, sdp) => String((await this.client.command('toward-adopter', { ...leg(ref), sdp })).sdp),
+      describeAdopted: async (ref, sdp, source) => String((await this.client.command('describe-adopted', { ...leg(ref), sdp, ...receivedFrom(source) })).sdp),
+      disown: async (ref, opts) => void (await this.client.command('disown', { ...leg(ref), ...keylatchLeg('answerer', opts), ...receivedFrom(opts.signallingAddress) })),
+    };
   }
 
   async offer(req: OfferRequest): Promise<{ sdp: string }> {

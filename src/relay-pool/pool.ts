@@ -35,7 +35,12 @@ interface Member {
   pinging: boolean;
   lastPingMs: number | null;
   calls: Set<string>;
+  /** Media addresses this node wrote into SDP: how a PBX's offer that names one of its legs is told apart. */
+  addresses: Set<string>;
 }
+
+const CONNECTION = /^c=IN IP[46] (\S+)/gm;
+const connectionAddresses = (sdp: string): string[] => [...sdp.matchAll(CONNECTION)].map((m) => m[1]!);
 
 export interface PoolEvents {
   /** A node stopped answering: every call on it must move. */
@@ -61,7 +66,7 @@ export class RelayPool extends EventEmitter<PoolEvents> {
       if (ids.has(node.id)) throw new Error(`relay ${node.id} is listed twice`);
       ids.add(node.id);
     }
-    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: false, lastPingMs: null, calls: new Set() }));
+    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: false, lastPingMs: null, calls: new Set(), addresses: new Set() }));
   }
 
   /** Starts pinging; the first round goes out at once so a node that is down at start gets no calls. */
@@ -96,6 +101,19 @@ export class RelayPool extends EventEmitter<PoolEvents> {
   /** The call left the node (ended, or moved elsewhere). */
   release(node: RelayNode, callId: string): void {
     this.member(node)?.calls.delete(callId);
+  }
+
+  /** Notes the media addresses in SDP a node returned. */
+  noteSdp(node: RelayNode, sdp: string): void {
+    const m = this.member(node);
+    if (m) for (const a of connectionAddresses(sdp)) m.addresses.add(a);
+  }
+
+  /** Live nodes able to hand a leg over whose media addresses this SDP names: where a hairpinned offer came from. */
+  hairpinNodesFor(sdp: string): RelayNode[] {
+    const named = connectionAddresses(sdp);
+    if (named.length === 0) return [];
+    return this.members.filter((m) => m.up && m.node.hairpins && named.every((a) => m.addresses.has(a))).map((m) => m.node);
   }
 
   isUp(node: RelayNode): boolean {

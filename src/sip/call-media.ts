@@ -1,5 +1,5 @@
 import type { LegOptions } from '../media/call';
-import type { LegRef, Relay } from '../media/relay';
+import type { LegRef } from '../media/relay';
 import { NgTimeout } from '../relay-pool/ng-client';
 import type { RelayNode } from '../relay-pool/nodes';
 import type { RelayPool } from '../relay-pool/pool';
@@ -101,7 +101,9 @@ export class AnchoredMedia implements CallMedia {
       const node = this.pool.place(this.callId, needsKey, avoid);
       this.node = node;
       try {
-        return (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
+        const out = (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
+        this.pool.noteSdp(node, out);
+        return out;
       } catch (err) {
         if (!(err instanceof NgTimeout) || attempt > 0) throw err;
         this.pool.release(node, this.callId);
@@ -120,39 +122,73 @@ export class AnchoredMedia implements CallMedia {
   }
 }
 
+/** A PBX offer that names one of our own legs, on whichever node holds it, adopted by the client `opts` describes. */
+export async function adoptHairpin(pool: RelayPool, offer: string, opts: LegOptions): Promise<{ node: RelayNode; ref: LegRef; sdp: string } | null> {
+  for (const node of pool.hairpinNodesFor(offer)) {
+    const adopted = await node.hairpins!.adopt(offer, opts);
+    if (adopted) return { node, ...adopted };
+  }
+  return null;
+}
+
 /**
  * A call the PBX routed back through keylatch to a client (side b), carrying an offer that
  * names one of our own legs. That leg is handed to the client instead of anchoring the call a
  * second time; the call it belongs to keeps owning its ports. Toward the PBX (side a) the leg
- * keeps naming itself.
+ * keeps naming itself. When the node dies, the owning call moves and re-offers to the PBX,
+ * which brings that offer here, naming the owner's leg on its new node: it is adopted there.
  */
 export class HairpinMedia implements CallMedia {
+  /** The owning call's node died: the next offer from the PBX names its leg on another node. */
+  lost = false;
+
   constructor(
-    private readonly relay: Relay,
-    private readonly leg: LegRef,
-    private readonly offer: string,
+    private readonly pool: RelayPool,
+    private node: RelayNode,
+    private leg: LegRef,
+    private readonly adoptedSdp: string,
     private readonly client: LegOptions,
     private readonly pbx: LegOptions,
   ) {}
 
+  get on(): RelayNode {
+    return this.node;
+  }
+
+  /** The owning call's relay call id. */
+  get owner(): string {
+    return this.leg.callId;
+  }
+
   async offerToB(): Promise<string> {
-    return this.relay.adopt(this.leg, this.offer, this.client).sdp;
+    return this.adoptedSdp;
   }
 
   async answerFromB(sdp: string, _toTag: string, source: string): Promise<string> {
-    return this.relay.describeAdopted(this.leg, sdp, source).sdp;
+    this.client.signallingAddress = source;
+    return this.node.hairpins!.describeAdopted(this.leg, sdp, source);
   }
 
   async reoffer(from: Side, sdp: string, source?: string): Promise<string> {
-    return from === 'b' ? this.relay.describeAdopted(this.leg, sdp, source).sdp : this.relay.towardAdopter(this.leg, sdp).sdp;
+    if (from === 'b') {
+      if (source) this.client.signallingAddress = source;
+      return this.node.hairpins!.describeAdopted(this.leg, sdp, source);
+    }
+    if (this.lost) {
+      const adopted = await adoptHairpin(this.pool, sdp, this.client);
+      if (!adopted) throw new Error('the PBX re-offered no leg of a live relay node after the hairpin\'s node died');
+      [this.node, this.leg, this.lost] = [adopted.node, adopted.ref, false];
+      return adopted.sdp;
+    }
+    return this.node.hairpins!.towardAdopter(this.leg, sdp);
   }
 
   async reanswer(offerer: Side, sdp: string): Promise<string> {
-    return offerer === 'a' ? this.relay.describeAdopted(this.leg, sdp).sdp : this.relay.towardAdopter(this.leg, sdp).sdp;
+    return offerer === 'a' ? this.node.hairpins!.describeAdopted(this.leg, sdp) : this.node.hairpins!.towardAdopter(this.leg, sdp);
   }
 
   /** Unanswered, the leg goes back to the PBX, which may still route the call elsewhere. */
   release(connected: boolean): void {
-    if (!connected) this.relay.disown(this.leg, this.pbx);
+    if (!connected && !this.lost) this.node.hairpins!.disown(this.leg, this.pbx).catch(() => undefined);
   }
 }

@@ -3,14 +3,14 @@ import type { SipConfig } from '../config/schema';
 import type { Logger } from '../log';
 import type { LegOptions } from '../media/call';
 import { PortPoolExhausted } from '../media/port-pool';
-import { RelayError, type Relay } from '../media/relay';
+import { RelayError } from '../media/relay';
 import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
 import { NgRefused, NgTimeout } from '../relay-pool/ng-client';
 import { NoRelayAvailable, type RelayPool } from '../relay-pool/pool';
 import { bridgeAcross } from './bridge';
-import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-media';
+import { AnchoredMedia, HairpinMedia, adoptHairpin, type CallMedia, type Side } from './call-media';
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
 import { routeRequest, routedHeaders, type Route } from './route';
@@ -28,8 +28,6 @@ export interface CallDeps {
   isOwnLeg: (callId: string) => boolean;
   /** Tells the edge the Call-ID of a leg keylatch opened toward the PBX (until onEnd). */
   onOwnLeg?: (callId: string) => void;
-  /** The in-process relay: only it can hand one of its legs to a hairpinned call. */
-  relay: Relay;
   /** The relay nodes calls are anchored on (just the in-process relay unless media.relays is set). */
   pool: RelayPool;
   store: BindingStore;
@@ -99,8 +97,9 @@ export class CallSession {
   readonly callId: string;
   /**
    * The call's id on its relay node. A record-routing PBX sends a call back through keylatch
-   * with the Call-ID and From tag of keylatch's own leg (sip.pbxDrachtio): off the in-process
-   * relay no hairpin joins the two, so that second call needs an id of its own there.
+   * with the Call-ID and From tag of keylatch's own leg (sip.pbxDrachtio): where no hairpin
+   * joins the two (an rtpengine node cannot hand a leg over), that second call is anchored
+   * again and needs an id of its own there.
    */
   readonly relayCallId: string;
   private readonly tagA: string;
@@ -127,7 +126,7 @@ export class CallSession {
     }
     let offer: string;
     try {
-      this.media = this.mediaFor(route.toClient);
+      this.media = await this.mediaFor(route.toClient);
       if (!this.media) return this.end();
       offer = await this.media.offerToB();
     } catch (err) {
@@ -174,17 +173,17 @@ export class CallSession {
    * How this call's media goes through the relay, or null once refused. A PBX call whose offer
    * names one of our own legs is a hairpin: the client gets that leg rather than a second anchor.
    */
-  private mediaFor(toClient: Binding | null): CallMedia | null {
-    const { relay, pool, sip } = this.deps;
+  private async mediaFor(toClient: Binding | null): Promise<CallMedia | null> {
+    const { pool, sip } = this.deps;
     const legs = this.policies(toClient);
     if (sip.requireKey && toClient === null && legs.offerer.policy !== 'key') {
       this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
       return null;
     }
-    const bounced = toClient ? relay.legAddressedBy(this.req.body) : null;
+    const bounced = toClient ? await adoptHairpin(pool, this.req.body, legs.answerer) : null;
     if (bounced) {
-      this.hairpinOf = bounced.callId;
-      return new HairpinMedia(relay, bounced, this.req.body, legs.answerer, legs.offerer);
+      this.hairpinOf = bounced.ref.callId;
+      return new HairpinMedia(pool, bounced.node, bounced.ref, bounced.sdp, legs.answerer, legs.offerer);
     }
     return new AnchoredMedia(pool, this.relayCallId, this.tagA, this.req.body, legs);
   }
@@ -239,7 +238,12 @@ export class CallSession {
 
   /** The relay node this call's media is on, if it is anchored on one (not a hairpin). */
   get relayNode(): string | null {
-    return this.media instanceof AnchoredMedia ? (this.media.on?.id ?? null) : null;
+    return this.media instanceof AnchoredMedia ? (this.media.on?.id ?? null) : this.media instanceof HairpinMedia ? this.media.on.id : null;
+  }
+
+  /** For a hairpinned call: the owning call's id on its node. */
+  get hairpinOwner(): string | null {
+    return this.media instanceof HairpinMedia ? this.media.owner : null;
   }
 
   /**
@@ -252,7 +256,7 @@ export class CallSession {
    */
   /** Its relay node is gone: the next offer, or moveMedia, puts the call on another. */
   relayLost(): void {
-    if (this.media instanceof AnchoredMedia) this.media.lost = true;
+    if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
   }
 
   async moveMedia(): Promise<void> {

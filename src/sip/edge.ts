@@ -106,7 +106,6 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     pbxSrf,
     pbx,
     names,
-    relay: opts.relay,
     pool,
     store,
     sip: opts.sip,
@@ -140,6 +139,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const onNodeDown = (node: RelayNode, callIds: string[]): void => {
     const sessions = callIds.map((id) => byRelayCall.get(id)).filter((c): c is CallSession => c !== undefined);
     for (const c of sessions) c.relayLost();
+    // Hairpinned calls hold a leg of one of those: the owner's move re-offers it to them.
+    const lost = new Set(callIds);
+    for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && lost.has(c.hairpinOwner) && c.relayNode === node.id) c.relayLost();
     log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };

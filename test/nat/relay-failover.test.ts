@@ -1,0 +1,199 @@
+/**
+ * The relay pool with real processes: two `keylatch relay` nodes, each in a namespace of its
+ * own on the public net, driven by the edge over ng; four stock baresip phones behind NATs
+ * (two port-preserving, two symmetric) registered through keylatch at Kamailio (the B2BUA-like
+ * PBX, so each conversation crosses keylatch twice and is anchored once, as a hairpin on the
+ * node of its first half). Two conversations spread over the two nodes; one node is SIGKILLed
+ * mid-call; the edge moves its conversation to the other by re-INVITE on every leg. What each
+ * phone receives is watched with tshark in its namespace: the audio gap is the longest time
+ * between two RTP packets arriving at the phone.
+ *
+ * Then: the dead node restarted takes calls again, and a drained node gets none.
+ */
+import { loadConfig } from '../../src/config/load';
+import type { SipConfig } from '../../src/config/schema';
+import { createLogger, silentLogger } from '../../src/log';
+import { Relay } from '../../src/media/relay';
+import { NgNode } from '../../src/relay-pool/nodes';
+import { RelayPool } from '../../src/relay-pool/pool';
+import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { Baresip, baresipUnavailable, wavClosed, wavSamples, wavToneShare } from '../helpers/baresip';
+import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
+import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
+import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
+import { sleep, waitFor, waitForAsync } from '../helpers/peers';
+import { RtpWatch, startKeylatchRelay, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+
+const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable();
+if (why) console.warn(`!!! SKIPPED relay failover tests: ${why}`);
+const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
+
+const ESTABLISHED = /Call established/;
+const CLOSED = /terminated|closed/i;
+/** The target of issue 13: audio back within 2 s of the node's death. */
+const MAX_GAP_MS = 2000;
+
+type Net = ReturnType<Topology['addNattedClient']>;
+interface Phone {
+  user: string;
+  hz: number;
+  net: Net;
+  sip: Baresip;
+  rtp: RtpWatch;
+}
+
+(skip ? describe.skip : describe)('a pool of two keylatch relay processes: a node SIGKILLed mid-call', () => {
+  let topo: Topology;
+  let drachtio: RunningDrachtio;
+  let relay: Relay;
+  let pool: RelayPool;
+  let edge: SipEdge;
+  let pbx: ReturnType<typeof startKamailio>;
+  let nodes: RunningNode[] = [];
+  const phones: Record<string, Phone> = {};
+  let r1Host: { ns: string; ip: string };
+
+  beforeAll(async () => {
+    topo = new Topology(`klf${process.pid % 1000}`);
+    topo.destroy();
+    topo.createPublicNet();
+    const pbxHost = topo.addPublicHost('pbx', 5);
+    r1Host = topo.addPublicHost('r1', 8);
+    const r2Host = topo.addPublicHost('r2', 9);
+    pbx = startKamailio(topo, pbxHost.ns, `${pbxHost.ip}:5060`);
+    nodes = await Promise.all([startKeylatchRelay(topo, r1Host.ns, r1Host.ip, '40000-40199'), startKeylatchRelay(topo, r2Host.ns, r2Host.ip, '40000-40199')]);
+    drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`], adminPort: 9320 + (process.pid % 300) });
+    const defaults = loadConfig({ env: {} });
+    // The edge's own relay takes no calls here: every call goes to the two nodes.
+    relay = new Relay({ ...defaults.media, interface: RELAY_IP, portMin: 36000, portMax: 36019 });
+    const p = defaults.media.relayPool;
+    pool = new RelayPool(nodes.map((n) => ({ node: new NgNode(n.url, 'keylatch', { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }), weight: 1 })), { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown });
+    pool.start();
+    const sip: SipConfig = { ...defaults.sip, pbx: `sip:${pbxHost.ip}:5060`, advertisedAddress: `${RELAY_IP}:5060` };
+    const logger = process.env.KEYLATCH_TEST_LOG ? createLogger(process.env.KEYLATCH_TEST_LOG) : silentLogger;
+    edge = await startSipEdge({ drachtio: drachtio.admin, relay, pool, sip, logger });
+    const spec: Array<[string, number, number, 'port-preserving' | 'symmetric']> = [['carol', 3, 440, 'port-preserving'], ['dave', 4, 1000, 'symmetric'], ['erin', 6, 600, 'symmetric'], ['frank', 7, 800, 'port-preserving']];
+    for (const [user, n, hz, kind] of spec) {
+      const net = topo.addNattedClient(user.slice(0, 2), n, kind);
+      const rtp = new RtpWatch(topo, net.clientNs, net.privateIp);
+      phones[user] = { user, hz, net, rtp, sip: new Baresip(topo, net.clientNs, { localIp: net.privateIp, user, edge: `${RELAY_IP}:5060`, toneHz: hz }) };
+    }
+    for (const ph of Object.values(phones)) {
+      await ph.rtp.ready();
+      await waitForAsync(async () => (await edge.store.byAor(`sip:${ph.user}@keylatch.test`)).length > 0, 10000).catch((err: Error) => {
+        throw new Error(`${ph.user} did not register: ${err.message}\n${ph.sip.tail()}\n${pbx.log().slice(-2000)}`);
+      });
+    }
+  }, 90000);
+
+  afterAll(async () => {
+    await edge?.close();
+    pool?.close();
+    await relay?.close();
+    await drachtio?.stop();
+    for (const ph of Object.values(phones)) ph.rtp.stop();
+    pbx?.stop();
+    topo?.destroy();
+    for (const ph of Object.values(phones)) ph.sip.remove();
+  });
+
+  const established = async (p: Phone, before: number): Promise<void> => {
+    await waitFor(() => p.sip.count(ESTABLISHED) > before, 10000).catch(() => {
+      throw new Error(`${p.user}: no established call\n${p.sip.tail()}\n${pbx.log().slice(-2000)}`);
+    });
+  };
+  const dial = async (from: Phone, to: Phone): Promise<void> => {
+    const [a, b] = [from.sip.count(ESTABLISHED), to.sip.count(ESTABLISHED)];
+    from.sip.command(`/dial sip:${to.user}@keylatch.test`);
+    await established(from, a);
+    await established(to, b);
+  };
+  /** Hangs up p's call; both B2BUA calls of its conversation end. */
+  const hangUp = async (p: Phone): Promise<void> => {
+    const left = edge.calls.size - 2;
+    p.sip.command('/hangup');
+    await waitFor(() => edge.calls.size === left, 8000);
+  };
+  const closedRecording = async (p: Phone, n: number): Promise<string> => {
+    await waitFor(() => p.sip.recordings().length >= n && wavClosed(p.sip.recordings()[n - 1]!), 5000).catch(() => {
+      throw new Error(`${p.user}: recording ${n} not closed\n${p.sip.tail()}`);
+    });
+    return p.sip.recordings()[n - 1]!;
+  };
+  const nodeOf = (url: string) => pool.status().find((s) => s.id === url)!;
+
+  it('spreads two conversations over the two nodes, and moves the dead node\'s one to the other with audio back within 2 s', async () => {
+    const { carol, dave, erin, frank } = phones as Record<string, Phone>;
+    const closedBefore = Object.values(phones).map((p) => p.sip.count(CLOSED));
+    const recordings = Object.values(phones).map((p) => p.sip.recordings().length);
+    await dial(carol!, dave!);
+    await dial(erin!, frank!);
+    // Four B2BUA calls; each conversation is one relay call (the PBX's leg back is adopted), one per node.
+    expect(edge.calls.size).toBe(4);
+    expect(pool.status().map((s) => [s.state, s.calls])).toEqual([['up', 1], ['up', 1]]);
+    await sleep(2500);
+    const answeredAt = Date.now() - 2500;
+    // Before: carol and dave hear node 1, erin and frank node 2.
+    const before = Date.now() - 1000;
+    expect(carol!.rtp.sourcesSince(before)).toEqual([nodes[0]!.ip]);
+    expect(dave!.rtp.sourcesSince(before)).toEqual([nodes[0]!.ip]);
+    expect(erin!.rtp.sourcesSince(before)).toEqual([nodes[1]!.ip]);
+
+    const killedAt = Date.now();
+    nodes[0]!.kill();
+    await waitFor(() => nodeOf(nodes[0]!.url).state === 'down', 3000);
+    const downAt = Date.now();
+    await waitFor(() => [...edge.calls.values()].every((c) => c.relayNode === nodes[1]!.url), 5000).catch(() => {
+      throw new Error(`calls not moved: ${JSON.stringify([...edge.calls.values()].map((c) => c.relayNode))}\n${carol!.sip.tail()}`);
+    });
+    const movedAt = Date.now();
+    await sleep(4000);
+    const until = Date.now();
+
+    const gaps = Object.fromEntries(Object.values(phones).map((p) => [p.user, p.rtp.longestGap(killedAt - 1000, until)]));
+    console.log(`relay failover: node down after ${downAt - killedAt} ms, calls moved after ${movedAt - killedAt} ms; longest RTP gap per phone (ms): ${Object.entries(gaps).map(([u, g]) => `${u} ${g.gapMs}`).join(', ')}`);
+    for (const p of Object.values(phones)) {
+      expect(gaps[p.user]!.gapMs).toBeLessThan(MAX_GAP_MS);
+      // Audio after the move comes from the surviving node only.
+      expect(p.rtp.sourcesSince(until - 1000)).toEqual([nodes[1]!.ip]);
+    }
+    // The untouched conversation never noticed.
+    expect(gaps.erin!.gapMs).toBeLessThan(300);
+    // No call dropped: nobody's call ended, all four B2BUA calls still up, both conversations on node 2.
+    expect(Object.values(phones).map((p) => p.sip.count(CLOSED))).toEqual(closedBefore);
+    expect(edge.calls.size).toBe(4);
+    expect(nodeOf(nodes[1]!.url).calls).toBe(2);
+
+    await hangUp(carol!);
+    await hangUp(erin!);
+    expect(nodeOf(nodes[1]!.url).calls).toBe(0);
+    // What carol and dave heard after the move is the other's tone (recordings skip silence,
+    // so everything past the time before the kill was heard after it).
+    const skipSec = (killedAt - answeredAt) / 1000;
+    for (const [p, other] of [[carol!, dave!], [dave!, carol!], [erin!, frank!], [frank!, erin!]] as const) {
+      const file = await closedRecording(p, recordings[Object.values(phones).indexOf(p)]! + 1);
+      expect(wavSamples(file, skipSec).length).toBeGreaterThan(8000 * 2);
+      expect({ user: p.user, share: wavToneShare(file, other.hz, skipSec) > 0.5 }).toEqual({ user: p.user, share: true });
+    }
+  }, 90000);
+
+  it('the restarted node takes new calls again; a drained node gets none while its calls go on', async () => {
+    const { carol, dave, erin, frank } = phones as Record<string, Phone>;
+    nodes[0] = await startKeylatchRelay(topo, r1Host.ns, r1Host.ip, '40000-40199');
+    await waitFor(() => nodeOf(nodes[0]!.url).state === 'up', 5000);
+    await dial(carol!, dave!);
+    expect(nodeOf(nodes[0]!.url).calls).toBe(1);
+    expect(pool.drain(nodes[0]!.url)).toBe(true);
+    await dial(erin!, frank!);
+    // Node 1 drains: the new conversation goes to node 2; the one on node 1 goes on there.
+    expect(pool.status().map((s) => [s.state, s.calls])).toEqual([['draining', 1], ['up', 1]]);
+    await sleep(1500);
+    expect(carol!.rtp.sourcesSince(Date.now() - 1000)).toEqual([nodes[0]!.ip]);
+    expect(erin!.rtp.sourcesSince(Date.now() - 1000)).toEqual([nodes[1]!.ip]);
+    expect(carol!.rtp.longestGap(Date.now() - 1000, Date.now()).packets).toBeGreaterThan(30);
+    await hangUp(carol!);
+    await hangUp(erin!);
+    expect(pool.status().map((s) => s.calls)).toEqual([0, 0]);
+    pool.drain(nodes[0]!.url, false);
+  }, 60000);
+});
