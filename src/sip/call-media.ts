@@ -90,7 +90,8 @@ export class AnchoredMedia implements CallMedia {
     if (!node) return;
     this.node = null;
     this.pool.release(node, this.callId);
-    if (!this.lost) node.delete(this.callId).catch(() => undefined);
+    // Even on a node found down: one that was only slow would otherwise hold the ports till its timeout.
+    node.delete(this.callId).catch(() => undefined);
   }
 
   /** Places the call on a node and offers; a node that times out is reported and one other is tried. */

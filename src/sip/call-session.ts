@@ -105,6 +105,9 @@ export class CallSession {
   private readonly tagA: string;
   /** Set when this call is the PBX routing one of our own calls back to a client. */
   hairpinOf: string | null = null;
+  /** The PBX's call to a client (side a the PBX, side b the client). */
+  toClient = false;
+  private legs: { offerer: LegOptions; answerer: LegOptions } | null = null;
 
   /** arrivedOn: the drachtio-server the INVITE came in on (deps.srf or deps.pbxSrf). */
   constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps, private readonly arrivedOn: Srf = deps.srf) {
@@ -176,6 +179,8 @@ export class CallSession {
   private async mediaFor(toClient: Binding | null): Promise<CallMedia | null> {
     const { pool, sip } = this.deps;
     const legs = this.policies(toClient);
+    this.legs = legs;
+    this.toClient = toClient !== null;
     if (sip.requireKey && toClient === null && legs.offerer.policy !== 'key') {
       this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
       return null;
@@ -214,7 +219,7 @@ export class CallSession {
           res.send(200, { body: from.local.sdp });
           return;
         }
-        const offer = this.originOf(side === 'a' ? 'b' : 'a').stamp(await this.media!.reoffer(side, req.body, req.source_address));
+        const offer = this.originOf(side === 'a' ? 'b' : 'a').stamp(await this.offerThrough(side, req.body, req.source_address));
         // An UPDATE goes on as an UPDATE: it may come before the answer's ACK, or from a phone
         // that keeps its re-INVITEs for other things, and a re-INVITE there would surprise.
         const answer = req.method === 'UPDATE' ? await updateOn(to, offer) : await to.modify(offer);
@@ -230,6 +235,25 @@ export class CallSession {
     from.on('modify', reoffer);
     from.on('update', reoffer);
     from.on('refer', (_req: SipRequest, res: SipResponse) => res.send(603, 'Transfer not supported', {}));
+  }
+
+  /**
+   * An in-dialog offer through the relay. The PBX's re-offer to a client whose relay node died
+   * names the caller's half on its new node when that half moved first: the client then adopts
+   * that leg (a hairpin, as at call set-up) rather than anchoring on the same node again.
+   */
+  private async offerThrough(side: Side, sdp: string, source: string): Promise<string> {
+    const media = this.media!;
+    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && media.lost) {
+      const adopted = await adoptHairpin(this.deps.pool, sdp, this.legs!.answerer);
+      if (adopted) {
+        media.release();
+        this.media = new HairpinMedia(this.deps.pool, adopted.node, adopted.ref, adopted.sdp, this.legs!.answerer, this.legs!.offerer);
+        this.hairpinOf = adopted.ref.callId;
+        return adopted.sdp;
+      }
+    }
+    return media.reoffer(side, sdp, source);
   }
 
   private originOf(side: Side): OriginKeeper {

@@ -143,6 +143,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     const lost = new Set(callIds);
     for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && lost.has(c.hairpinOwner) && c.relayNode === node.id) c.relayLost();
     log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
+    // Callers' halves first: the PBX brings each one's re-offer to the callee's half, which
+    // can then adopt the caller's leg on its new node instead of anchoring the call twice.
+    sessions.sort((x, y) => Number(x.toClient) - Number(y.toClient));
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };
   pool.on('down', onNodeDown);

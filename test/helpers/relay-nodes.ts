@@ -73,7 +73,9 @@ export interface Arrival {
 
 /**
  * The UDP a phone receives other than SIP, as tshark in its namespace sees it: the phone's
- * audio, packet by packet. What the relay forwards is what the phone can play.
+ * audio, packet by packet. What the relay forwards is what the phone can play. Times are
+ * tshark's capture times, but lines reach us some hundreds of ms late: count only windows
+ * that ended a while ago.
  */
 export class RtpWatch {
   readonly arrivals: Arrival[] = [];
