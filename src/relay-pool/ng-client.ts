@@ -36,7 +36,7 @@ export interface NgClientOptions {
  */
 export class NgClient {
   private readonly socket: dgram.Socket;
-  private readonly pending = new Map<string, (reply: NgMessage) => void>();
+  private readonly pending = new Map<string, { resolve: (reply: NgMessage) => void; fail: (err: Error) => void }>();
   private readonly bound: Promise<void>;
   private closed = false;
 
@@ -47,15 +47,15 @@ export class NgClient {
       if (rinfo.address !== opts.host || rinfo.port !== opts.port) return;
       const space = msg.indexOf(0x20);
       if (space <= 0) return;
-      const resolve = this.pending.get(msg.subarray(0, space).toString('latin1'));
-      if (!resolve) return;
+      const waiting = this.pending.get(msg.subarray(0, space).toString('latin1'));
+      if (!waiting) return;
       let reply: unknown;
       try {
         reply = bencode.decode(msg.subarray(space + 1), 'utf8');
       } catch {
         return; // garbage: let the timeout speak
       }
-      if (typeof reply === 'object' && reply !== null && !Array.isArray(reply)) resolve(reply as NgMessage);
+      if (typeof reply === 'object' && reply !== null && !Array.isArray(reply)) waiting.resolve(reply as NgMessage);
     });
     // An ICMP port unreachable surfaces here on some kernels; the timeout reports the node.
     this.socket.on('error', () => undefined);
@@ -74,19 +74,23 @@ export class NgClient {
     return new Promise<NgMessage>((resolve, reject) => {
       let sent = 0;
       let timer: NodeJS.Timeout | undefined;
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        this.pending.delete(cookie);
+        reject(err);
+      };
       const transmit = (): void => {
-        if (sent++ >= tries) {
-          this.pending.delete(cookie);
-          reject(new NgTimeout(`${command}: no answer from ${this.opts.host}:${this.opts.port} within ${timeoutMs} ms`));
-          return;
-        }
+        if (sent++ >= tries) return fail(new NgTimeout(`${command}: no answer from ${this.opts.host}:${this.opts.port} within ${timeoutMs} ms`));
         this.socket.send(packet, this.opts.port, this.opts.host);
         timer = setTimeout(transmit, interval);
       };
-      this.pending.set(cookie, (reply) => {
-        clearTimeout(timer);
-        this.pending.delete(cookie);
-        resolve(reply);
+      this.pending.set(cookie, {
+        resolve: (reply) => {
+          clearTimeout(timer);
+          this.pending.delete(cookie);
+          resolve(reply);
+        },
+        fail,
       });
       transmit();
     });
@@ -102,6 +106,8 @@ export class NgClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // Requests in flight end now, not with a retransmit on a closed socket.
+    for (const { fail } of [...this.pending.values()]) fail(new NgTimeout(`ng client for ${this.opts.host}:${this.opts.port} closed`));
     this.socket.close();
   }
 }

@@ -84,7 +84,9 @@ export class RtpWatch {
   private partial = '';
 
   constructor(topo: Topology, ns: string, phoneIp: string) {
-    this.child = topo.spawnIn(ns, 'tshark', ['-i', 'eth0', '-l', '-n', '-f', `udp and dst host ${phoneIp} and not port 5060`, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'ip.src']);
+    // RTP only (version 2, payload type below 64): not RTCP, nor keylatch's challenges and proofs.
+    const rtp = '(udp[8] & 0xc0) = 0x80 and (udp[9] & 0x7f) < 64';
+    this.child = topo.spawnIn(ns, 'tshark', ['-i', 'eth0', '-l', '-n', '-f', `udp and dst host ${phoneIp} and not port 5060 and ${rtp}`, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'ip.src']);
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.child.stdout!.on('data', (d: Buffer) => {
       const lines = (this.partial + d.toString()).split('\n');

@@ -10,6 +10,9 @@
  *
  * Then: the dead node restarted takes calls again, and a drained node gets none.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
 import type { SipConfig } from '../../src/config/schema';
 import { createLogger, silentLogger } from '../../src/log';
@@ -18,10 +21,11 @@ import { NgNode } from '../../src/relay-pool/nodes';
 import { RelayPool } from '../../src/relay-pool/pool';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { Baresip, baresipUnavailable, wavClosed, wavSamples, wavToneShare } from '../helpers/baresip';
-import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
+import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor, waitForAsync } from '../helpers/peers';
+import { Softphone } from '../helpers/softphone';
 import { RtpWatch, rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable();
@@ -55,9 +59,10 @@ interface Fixture {
 type PhoneSpec = [user: string, n: number, hz: number, kind: 'port-preserving' | 'symmetric'];
 
 /** Kamailio, drachtio, an edge on `nodes` (kind per node) and baresip phones behind NATs, each watched by tshark. */
-async function startFixture(topo: Topology, pbxHost: { ns: string; ip: string }, nodes: Array<{ url: string; kind: 'keylatch' | 'rtpengine'; weight: number }>, spec: PhoneSpec[], adminPort: number): Promise<Fixture> {
+async function startFixture(topo: Topology, pbxHost: { ns: string; ip: string }, nodes: Array<{ url: string; kind: 'keylatch' | 'rtpengine'; weight: number }>, spec: PhoneSpec[], adminPort: number, tls?: { cert: string; key: string }): Promise<Fixture> {
   const pbx = startKamailio(topo, pbxHost.ns, `${pbxHost.ip}:5060`);
-  const drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`], adminPort });
+  const wss = tls ? [`sips:${RELAY_IP}:5063;transport=wss`] : [];
+  const drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`, ...wss], adminPort, ...(tls ? { tls } : {}) });
   const defaults = loadConfig({ env: {} });
   // The edge's own relay takes no calls here: every call goes to the nodes.
   const relay = new Relay({ ...defaults.media, interface: RELAY_IP, portMin: 36000, portMax: 36019 });
@@ -307,4 +312,72 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
       expect(wavToneShare(file, other.hz, skipSec)).toBeGreaterThan(0.5);
     }
   }, 90000);
+});
+
+(skip ? describe.skip : describe)('a key leg (SIP.js plugin over WSS) whose relay node dies: it gets a new key and proves it on the new node', () => {
+  let fx: Fixture;
+  let nodes: RunningNode[] = [];
+  let alice: Softphone;
+  let dir: string;
+  const { hangUp, nodeOf } = calling(() => fx);
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'kl-failover-'));
+    const topo = new Topology(`klk${process.pid % 1000}`);
+    topo.destroy();
+    topo.createPublicNet();
+    const pbxHost = topo.addPublicHost('pbx', 5);
+    const [r1, r2] = [topo.addPublicHost('r1', 8), topo.addPublicHost('r2', 9)];
+    const cert = selfSignedCert(RELAY_IP);
+    try {
+      nodes = await Promise.all([startKeylatchRelay(topo, r1.ns, r1.ip, '40000-40199'), startKeylatchRelay(topo, r2.ns, r2.ip, '40000-40199')]);
+      fx = await startFixture(topo, pbxHost, nodes.map((n) => ({ url: n.url, kind: 'keylatch' as const, weight: 1 })), [['carol', 3, 440, 'port-preserving']], 9020 + (process.pid % 300), cert);
+      const net = topo.addNattedClient('al', 2, 'symmetric');
+      alice = new Softphone(topo, net.clientNs, ['--server', `wss://${RELAY_IP}:5063`, '--aor', 'sip:alice@keylatch.test', '--ca', cert.cert, '--bind', net.privateIp, '--sdp-address', net.privateIp,
+        '--answer', '--tone', '1000', '--record', path.join(dir, 'alice.wav'), '--stats-ms', '60000']);
+      await alice.next('registered', 10000, 0);
+    } catch (err) {
+      topo.destroy();
+      throw err;
+    }
+  }, 90000);
+  afterAll(async () => {
+    await stopFixture(fx ?? {});
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('moves the call; the plugin proves the new key on the new node and hears carol again within 2 s', async () => {
+    const { edge, phones } = fx;
+    const carol = phones.carol!;
+    const calling0 = alice.mark();
+    alice.send('call sip:carol@keylatch.test');
+    await alice.next('established', 10000, calling0);
+    await alice.next('media-authenticated', 5000, calling0);
+    await sleep(2000);
+    const before = await alice.stats();
+    expect(before.state).toBe('authenticated');
+    expect(before.relay.rtp!.address).toBe(nodes[0]!.ip);
+    expect(nodeOf(nodes[0]!.url).calls).toBe(1);
+    const closed = carol.sip.count(CLOSED);
+
+    const mark = alice.mark();
+    const killedAt = Date.now();
+    nodes[0]!.kill();
+    const reproved = await alice.next('media-authenticated', 5000, mark);
+    await sleep(3000);
+    const after = await alice.stats();
+    console.log(`key leg: new key proved ${Number(reproved.at) - killedAt} ms after the kill; the plugin's longest gap in what it received: ${after.received.maxGapMs} ms; carol's ${carol.rtp.longestGap(killedAt - 1000, Date.now() - 500).gapMs} ms`);
+    // A new leg (new key) on the surviving node, proved there; carol's tone flows again.
+    expect(after.state).toBe('authenticated');
+    expect(after.legId).not.toBe(before.legId);
+    expect(after.relay.rtp!.address).toBe(nodes[1]!.ip);
+    expect(Number(reproved.at) - killedAt).toBeLessThan(MAX_GAP_MS);
+    expect(after.received.maxGapMs).toBeLessThan(MAX_GAP_MS);
+    expect(after.received.packets - before.received.packets).toBeGreaterThan(100);
+    expect(carol.rtp.longestGap(killedAt - 1000, Date.now() - 500).gapMs).toBeLessThan(MAX_GAP_MS);
+    expect(carol.rtp.sourcesSince(Date.now() - 1500)).toEqual([nodes[1]!.ip]);
+    expect(carol.sip.count(CLOSED)).toBe(closed);
+    expect(edge.calls.size).toBe(2);
+    await hangUp(carol);
+  }, 60000);
 });

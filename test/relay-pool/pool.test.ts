@@ -154,3 +154,19 @@ describe('ng client', () => {
     expect(() => parseNgUrl('ng://1.2.3.4:70000')).toThrow(/ng URL/);
   });
 });
+
+describe('ng client, closed', () => {
+  it('ends requests in flight when closed, without sending on the closed socket', async () => {
+    const silent = dgram.createSocket('udp4');
+    silent.bind(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const client = new NgClient({ host: '127.0.0.1', port: silent.address().port, timeoutMs: 2000 });
+    const pending = client.send('ping');
+    await new Promise((r) => setTimeout(r, 50));
+    client.close();
+    await expect(pending).rejects.toThrow(/closed/);
+    await expect(client.send('ping')).rejects.toThrow(NgTimeout);
+    await new Promise((r) => setTimeout(r, 800)); // past the retransmit interval: nothing may throw
+    silent.close();
+  });
+});
