@@ -80,7 +80,9 @@ export class NgServer {
     const command = required(req, 'command');
     switch (command) {
       case 'ping':
-        return { result: 'pong' };
+        // keylatch's own addition (rtpengine clients ignore it): the address this relay writes
+        // into SDP, so an edge pooling it knows its legs in an offer it never made itself.
+        return { result: 'pong', 'media-address': this.relay.advertisedAddress };
       case 'offer': {
         const { sdp } = await this.relay.offer({
           callId: required(req, 'call-id'),

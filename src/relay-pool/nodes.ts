@@ -18,8 +18,11 @@ export interface RelayNode {
   offer(req: OfferRequest): Promise<{ sdp: string }>;
   answer(req: AnswerRequest): Promise<{ sdp: string }>;
   delete(callId: string): Promise<void>;
-  /** Resolves when the node answers a ping; rejects (NgTimeout) when it does not. */
-  ping(): Promise<void>;
+  /**
+   * Resolves when the node answers a ping, with the media address it writes into SDP when it
+   * says (keylatch nodes do); rejects (NgTimeout) when it does not answer.
+   */
+  ping(): Promise<{ mediaAddress?: string }>;
   /** keylatch nodes only: handing one of its legs to a call the PBX routed back (see Relay.adopt). */
   readonly hairpins?: Hairpins;
   close(): void;
@@ -66,8 +69,8 @@ export class InProcessNode implements RelayNode {
     this.relay.delete({ callId });
   }
 
-  async ping(): Promise<void> {
-    /* alive while we are */
+  async ping(): Promise<{ mediaAddress?: string }> {
+    return { mediaAddress: this.relay.advertisedAddress };
   }
 
   close(): void {
@@ -158,9 +161,10 @@ export class NgNode implements RelayNode {
     await this.client.send('delete', { 'call-id': callId });
   }
 
-  async ping(): Promise<void> {
+  async ping(): Promise<{ mediaAddress?: string }> {
     const reply = await this.client.send('ping', {}, this.timeouts.pingMs);
     if (reply.result !== 'pong') throw new Error(`ping answered ${String(reply.result)}`);
+    return typeof reply['media-address'] === 'string' ? { mediaAddress: reply['media-address'] } : {};
   }
 
   close(): void {

@@ -166,7 +166,8 @@ export class RelayPool extends EventEmitter<PoolEvents> {
     m.pinging = true;
     const started = Date.now();
     try {
-      await m.node.ping();
+      const { mediaAddress } = await m.node.ping();
+      if (mediaAddress) m.addresses.add(mediaAddress);
       m.lastPingMs = Date.now() - started;
       m.missed = 0;
       if (!m.up) {

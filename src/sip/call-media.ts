@@ -175,7 +175,9 @@ export class HairpinMedia implements CallMedia {
       if (source) this.client.signallingAddress = source;
       return this.node.hairpins!.describeAdopted(this.leg, sdp, source);
     }
-    if (this.lost) {
+    // Another edge may have moved the owning call before this edge noticed the node die: an
+    // offer naming another node's leg is that move, whatever this edge thinks of the node.
+    if (this.lost || !this.pool.hairpinNodesFor(sdp).includes(this.node)) {
       const adopted = await adoptHairpin(this.pool, sdp, this.client);
       if (!adopted) throw new Error('the PBX re-offered no leg of a live relay node after the hairpin\'s node died');
       [this.node, this.leg, this.lost] = [adopted.node, adopted.ref, false];

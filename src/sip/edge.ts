@@ -139,9 +139,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const onNodeDown = (node: RelayNode, callIds: string[]): void => {
     const sessions = callIds.map((id) => byRelayCall.get(id)).filter((c): c is CallSession => c !== undefined);
     for (const c of sessions) c.relayLost();
-    // Hairpinned calls hold a leg of one of those: the owner's move re-offers it to them.
-    const lost = new Set(callIds);
-    for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && lost.has(c.hairpinOwner) && c.relayNode === node.id) c.relayLost();
+    // Hairpinned calls hold a leg of a call there (this edge's or another's): the owner's move
+    // re-offers it to them.
+    for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && c.relayNode === node.id) c.relayLost();
     log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
     // Callers' halves first: the PBX brings each one's re-offer to the callee's half, which
     // can then adopt the caller's leg on its new node instead of anchoring the call twice.
@@ -149,7 +149,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };
   pool.on('down', onNodeDown);
-  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log });
+  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
     try {

@@ -33,6 +33,17 @@ describe('LocalNames: Request-URIs that name keylatch itself', () => {
   });
 });
 
+describe('LocalNames: which flows are this edge\'s', () => {
+  it('holds a flow that arrived on one of its drachtio listeners, not one on another edge\'s', () => {
+    const names = new LocalNames({ advertisedAddress: '203.0.113.10:5070', domains: [], pbx: 'sip:192.0.2.10:5080', pbxDomain: null });
+    names.addListeners('udp/203.0.113.10:5060,tcp/203.0.113.10:5060');
+    expect(names.holdsFlow('203.0.113.10:5060')).toBe(true);
+    expect(names.holdsFlow('203.0.113.11:5060')).toBe(false); // another edge's drachtio-server
+    expect(names.holdsFlow('203.0.113.10:5070')).toBe(false); // advertised, but no flow arrives there
+    expect(names.holdsFlow('udp')).toBe(true); // no socket recorded: a single edge's old binding
+  });
+});
+
 describe('PbxPeer: the PBX is its address and port, not its address alone', () => {
   const req = (address: string, port: number, protocol: string): SipRequest =>
     ({ source_address: address, source_port: String(port), protocol, receivedOn: '127.0.0.1:5060', server: { hostport: 'udp/127.0.0.1:5060,tcp/127.0.0.1:5060' } }) as unknown as SipRequest;
