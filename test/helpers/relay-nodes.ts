@@ -5,6 +5,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { decodeG711 } from '../../src/codec/g711';
+import { toneShare } from '../../src/codec/goertzel';
 import { NgClient } from '../../src/relay-pool/ng-client';
 import { Topology } from './netns';
 import { sleep, waitFor } from './peers';
@@ -65,10 +67,23 @@ export async function startRtpengine(topo: Topology, ns: string, ip: string, por
   return { url, ip, child, log, kill: () => Topology.killGroup(child) };
 }
 
-/** One RTP packet a phone received: when (ms) and from which address. */
+/** One RTP packet a phone received: when (ms), from which address, its SSRC, and its payload. */
 export interface Arrival {
   t: number;
   src: string;
+  ssrc: number;
+  payload: Buffer;
+}
+
+/** The payload of an RTP packet (past CSRCs and a header extension), or null if it is not one. */
+function rtpPayload(p: Buffer): { ssrc: number; payload: Buffer } | null {
+  if (p.length < 12 || p[0]! >> 6 !== 2) return null;
+  let off = 12 + (p[0]! & 0x0f) * 4;
+  if (p[0]! & 0x10) {
+    if (p.length < off + 4) return null;
+    off += 4 + p.readUInt16BE(off + 2) * 4;
+  }
+  return off <= p.length ? { ssrc: p.readUInt32BE(8), payload: p.subarray(off) } : null;
 }
 
 /**
@@ -86,14 +101,15 @@ export class RtpWatch {
   constructor(topo: Topology, ns: string, phoneIp: string) {
     // RTP only (version 2, payload type below 64): not RTCP, nor keylatch's challenges and proofs.
     const rtp = '(udp[8] & 0xc0) = 0x80 and (udp[9] & 0x7f) < 64';
-    this.child = topo.spawnIn(ns, 'tshark', ['-i', 'eth0', '-l', '-n', '-f', `udp and dst host ${phoneIp} and not port 5060 and ${rtp}`, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'ip.src']);
+    this.child = topo.spawnIn(ns, 'tshark', ['-i', 'eth0', '-l', '-n', '-f', `udp and dst host ${phoneIp} and not port 5060 and ${rtp}`, '-T', 'fields', '-e', 'frame.time_epoch', '-e', 'ip.src', '-e', 'udp.payload']);
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.child.stdout!.on('data', (d: Buffer) => {
       const lines = (this.partial + d.toString()).split('\n');
       this.partial = lines.pop()!;
       for (const l of lines) {
-        const [t, src] = l.trim().split('\t');
-        if (t && src) this.arrivals.push({ t: Math.round(Number(t) * 1000), src });
+        const [t, src, hex] = l.trim().split('\t');
+        const rtp = hex ? rtpPayload(Buffer.from(hex.replace(/:/g, ''), 'hex')) : null;
+        if (t && src && rtp) this.arrivals.push({ t: Math.round(Number(t) * 1000), src, ...rtp });
       }
     });
   }
@@ -115,6 +131,22 @@ export class RtpWatch {
       if (g > gapMs) [gapMs, endedAt] = [g, inside[i]!.t];
     }
     return { gapMs, endedAt, packets: inside.length };
+  }
+
+  /**
+   * Share of the audio energy received in [from, to] at `hz` (PCMU decoded, Goertzel): whose
+   * tone reached the phone, on the wire, whatever the phone then made of it.
+   */
+  toneShare(from: number, to: number, hz: number): number {
+    const inside = this.arrivals.filter((a) => a.t >= from && a.t <= to);
+    return toneShare(decodeG711('PCMU', Buffer.concat(inside.map((a) => a.payload))), hz);
+  }
+
+  /** SSRCs received in [from, to], with their packet counts. */
+  ssrcs(from: number, to: number): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const a of this.arrivals) if (a.t >= from && a.t <= to) out[a.ssrc.toString(16)] = (out[a.ssrc.toString(16)] ?? 0) + 1;
+    return out;
   }
 
   sourcesSince(t: number): string[] {

@@ -277,6 +277,8 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     await sleep(3000);
     const answeredAt = Date.now() - 3000;
     const before = Date.now() - 2000;
+    const onWire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, { other: p!.rtp.toneShare(answeredAt, Date.now() - 500, o!.hz), ssrcs: p!.rtp.ssrcs(answeredAt, Date.now() - 500) }]));
+    console.log(`rtpengine pool: on the wire before the kill: ${JSON.stringify(onWire)}`);
     for (const p of [carol!, dave!]) {
       expect(p.rtp.sourcesSince(before)).toEqual([engine.ip]);
       // 20 ms packets: 75 in 1.5 s. The window ends 0.5 s back, since tshark reports with a lag.
