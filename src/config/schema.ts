@@ -72,6 +72,7 @@ export const sipSchema = z.object({
     upstreamRefreshMarginSec: z.number().int().min(5),
     upstreamMode: z.enum(['contact', 'path']),
   }),
+  peerEdges: z.array(hostPort).default([]),
   keepalive: z
     .object({
       intervalSec: z.number().positive(),

@@ -123,6 +123,34 @@ export class AnchoredMedia implements CallMedia {
   }
 }
 
+/**
+ * A PBX call for a flow another edge holds, passed on to that edge (sip.peerEdges): the media
+ * is that edge's to anchor, so the SDP goes through untouched both ways.
+ */
+export class PassthroughMedia implements CallMedia {
+  constructor(private readonly offer: string) {}
+
+  async offerToB(): Promise<string> {
+    return this.offer;
+  }
+
+  async answerFromB(sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  async reoffer(_from: Side, sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  async reanswer(_offerer: Side, sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  release(): void {
+    /* nothing anchored here */
+  }
+}
+
 /** A PBX offer that names one of our own legs, on whichever node holds it, adopted by the client `opts` describes. */
 export async function adoptHairpin(pool: RelayPool, offer: string, opts: LegOptions): Promise<{ node: RelayNode; ref: LegRef; sdp: string } | null> {
   for (const node of pool.hairpinNodesFor(offer)) {

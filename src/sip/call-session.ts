@@ -10,7 +10,7 @@ import { SdpError, parseSdp } from '../sdp/session';
 import { NgRefused, NgTimeout } from '../relay-pool/ng-client';
 import { NoRelayAvailable, type RelayPool } from '../relay-pool/pool';
 import { bridgeAcross } from './bridge';
-import { AnchoredMedia, HairpinMedia, adoptHairpin, type CallMedia, type Side } from './call-media';
+import { AnchoredMedia, HairpinMedia, PassthroughMedia, adoptHairpin, type CallMedia, type Side } from './call-media';
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
 import { routeRequest, routedHeaders, type Route } from './route';
@@ -129,7 +129,7 @@ export class CallSession {
     }
     let offer: string;
     try {
-      this.media = await this.mediaFor(route.toClient);
+      this.media = route.toPeer ? new PassthroughMedia(this.req.body) : await this.mediaFor(route.toClient);
       if (!this.media) return this.end();
       offer = await this.media.offerToB();
     } catch (err) {
@@ -146,7 +146,7 @@ export class CallSession {
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       };
       const onUacSent = (_err: unknown, sent?: SipRequest): void => {
-        if (sent && !route.toClient) this.deps.onOwnLeg?.(sent.get('Call-ID'));
+        if (sent && !route.toClient && !route.toPeer) this.deps.onOwnLeg?.(sent.get('Call-ID'));
       };
       const { uas, uac } = this.arrivedOn === srf
         ? await (srf.createB2BUA.bind(srf) as CreateB2BUA)(this.req, this.res, route.uri, common, { cbRequest: onUacSent })

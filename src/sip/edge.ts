@@ -87,7 +87,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const pbxSrf = opts.pbxDrachtio ? new Srf() : srf;
   const store = opts.store ?? new MemoryBindingStore();
   const names = new LocalNames(opts.sip);
-  const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx) : null;
+  const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx, opts.sip.peerEdges) : null;
   const handlers = router(srf);
   const forwardDeps = { srf, store, sip: opts.sip, names, pbx, log };
   const forward = forwardRequest(forwardDeps);

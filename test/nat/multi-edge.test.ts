@@ -21,9 +21,10 @@ import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor, waitForAsync } from '../helpers/peers';
 import { redisUnavailable, startRedis } from '../helpers/redis';
+import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 import { RtpWatch, startKeylatchRelay, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
-const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable() ?? redisUnavailable();
+const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable() ?? redisUnavailable() ?? sippUnavailable();
 if (why) console.warn(`!!! SKIPPED multi-edge tests: ${why}`);
 const skip = skipUnlessDrachtio('multi-edge tests') || why !== null;
 
@@ -31,6 +32,7 @@ const ESTABLISHED = /Call established/;
 const CLOSED = /terminated|closed/i;
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli.ts');
 const TS_REGISTER = path.join(__dirname, '..', 'helpers', 'ts-register.js');
+const EDGE_IPS = ['198.18.0.2', '198.18.0.3'];
 
 interface Edge {
   ip: string;
@@ -103,9 +105,12 @@ interface Edge {
       'KEYLATCH_LOG__LEVEL=warn', `KEYLATCH_SIP__PBX=sip:${pbxHost.ip}:5060`, `KEYLATCH_SIP__ADVERTISED_ADDRESS=${e.ip}:5060`,
       `KEYLATCH_SIP__BINDING_STORE=${redis.url}`, `KEYLATCH_MEDIA__INTERFACE=${e.ip}`, `KEYLATCH_MEDIA__RELAYS=${relays}`,
       `KEYLATCH_ADMIN__LISTEN=${e.ip}:9465`, `KEYLATCH_METRICS__LISTEN=${e.ip}:9465`,
+      // Each edge knows the other: a PBX call for a flow the other holds goes there.
+      `KEYLATCH_SIP__PEER_EDGES=["${EDGE_IPS.filter((ip) => ip !== e.ip).map((ip) => `${ip}:5060`).join('", "')}"]`,
     ];
     for (const [name, octet] of [['e1', 2], ['e2', 3]] as const) {
       const host = topo.addPublicHost(name, octet);
+      expect(host.ip).toBe(EDGE_IPS[octet - 2]);
       const drachtio = await startDrachtio({ contacts: [`sip:${host.ip}:5060;transport=udp,tcp`], adminPort: 9022, adminHost: host.ip, netns: host.ns });
       const e = { ip: host.ip, ns: host.ns, drachtio };
       edges.push({ ...e, ...(await runEdge(e)) });
@@ -192,6 +197,22 @@ interface Edge {
     await hangUp(dave, carol);
     expect(wavToneShare(await lastRecording(carol, recordings[0]! + 1), 1000, 0.5)).toBeGreaterThan(0.5);
     expect(wavToneShare(await lastRecording(dave, recordings[1]! + 1), 440, 0.5)).toBeGreaterThan(0.5);
+  }, 40000);
+
+  it('a PBX call for carol sent to the edge that does not hold her flow reaches her through the one that does', async () => {
+    const [c] = await store.byAor('sip:carol@keylatch.test');
+    const established = carol.count(ESTABLISHED);
+    // The "PBX" here is sipp on the PBX's host, sending to edge 2 what belongs to edge 1.
+    const pbxNs = topo.ns('pbx');
+    const sipp = runSipp(['-sf', path.join(SCENARIOS, 'pbx-call-via-peer.xml'), '-i', '198.18.0.5', '-p', '5090', '-m', '1', '-s', c!.id,
+      '-d', '2000', '-mp', '7000', `${edges[1]!.ip}:5060`], { netns: pbxNs, timeoutMs: 20000 });
+    await waitFor(() => carol.count(ESTABLISHED) > established, 10000).catch(() => {
+      throw new Error(`carol did not get the call\n${carol.tail()}\n${edges.map((e) => e.log().slice(-2000)).join('\n')}`);
+    });
+    const { code, out } = await sipp;
+    expect({ code, out: code === 0 ? '' : out.slice(-3000) }).toEqual({ code: 0, out: '' });
+    // Edge 1 anchored it (on a node of the pool); edge 2 only passed it on.
+    await waitForAsync(async () => (await relaysOf(edges[0]!)).every((n) => n.calls === 0), 5000);
   }, 40000);
 
   it('an edge SIGKILLed and started again: its phone stays reachable, and it keeps alive only its own flows', async () => {

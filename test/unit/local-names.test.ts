@@ -60,6 +60,13 @@ describe('PbxPeer: the PBX is its address and port, not its address alone', () =
     expect(pbx.sent(req('127.0.0.1', 41234, 'tcp'))).toBe(true);
   });
 
+  it('takes a peer edge\'s request for a binding as the PBX\'s, and nothing else from it', () => {
+    const pbx = new PbxPeer('sip:127.0.0.1:5080', ['127.0.0.7:5060']);
+    expect(pbx.owns(req('127.0.0.7', 5060, 'udp'), false, true)).toBe(true);
+    expect(pbx.owns(req('127.0.0.7', 5060, 'udp'), false, false)).toBe(false); // a peer's request naming no binding
+    expect(pbx.owns(req('127.0.0.8', 5060, 'udp'), false, true)).toBe(false);
+  });
+
   it('refuses a PBX named by host name: its requests could not be recognised', () => {
     expect(() => new PbxPeer('sip:pbx.example.com')).toThrow(/by IP address/);
   });
