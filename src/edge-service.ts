@@ -13,6 +13,7 @@ import { RedisBindingStore } from './nat/redis-binding-store';
 import { startSipEdge, type SipEdge } from './sip/edge';
 import { relayAdmin } from './control/relay-admin';
 import { InProcessNode, NgNode, type RelayNode } from './relay-pool/nodes';
+import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
 
 export interface EdgeService {
@@ -127,6 +128,7 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
       throw explainDrachtioFailure(err, config);
     });
     registerKeepaliveMetrics(edge.keepalive, registry);
+    registerPoolMetrics(pool, registry);
   } catch (err) {
     listeners?.close();
     pool.close();

@@ -56,6 +56,8 @@ export interface PoolEvents {
  */
 export class RelayPool extends EventEmitter<PoolEvents> {
   private readonly members: Member[];
+  /** Calls moved off dead nodes, and moves that failed (the call was then ended). */
+  readonly moves = { moved: 0, failed: 0 };
   private timer: NodeJS.Timeout | null = null;
 
   constructor(nodes: Array<{ node: RelayNode; weight: number }>, private readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {

@@ -301,8 +301,10 @@ export class CallSession {
         await media.reoffer('a', fromA);
         await media.reanswer('a', fromB);
       }
+      this.deps.pool.moves.moved++;
       log.info({ callId: this.callId, from, to: media.on?.id ?? null, ms: Date.now() - started }, 'call moved to another relay node');
     } catch (err) {
+      this.deps.pool.moves.failed++;
       log.error({ callId: this.callId, from, err: (err as Error).message }, 'moving the call to another relay node failed');
       this.hangUp('relay failover failed');
     }

@@ -178,6 +178,10 @@ interface Edge {
     expect(daveRtp.sourcesSince(until - 1500)).toEqual([nodes[1]!.ip]);
     expect([carol.count(CLOSED), dave.count(CLOSED)]).toEqual(closed);
     expect((await relaysOf(edges[1]!)).map((n) => n.state)).toEqual(['down', 'up']);
+    const metrics = await metricsOf(edges[0]!);
+    expect(metrics).toContain(`keylatch_relay_node_up{relay="${nodes[0]!.url}",kind="keylatch"} 0`);
+    expect(metrics).toContain(`keylatch_relay_node_calls{relay="${nodes[1]!.url}"} 1`);
+    expect(metrics).toContain('keylatch_relay_calls_moved_total{result="moved"} 1');
 
     await hangUp(carol, dave);
     const skipSec = (killedAt - answeredAt) / 1000;
