@@ -270,6 +270,11 @@ export class CallSession {
     return this.media instanceof HairpinMedia ? this.media.owner : null;
   }
 
+  /** Its relay node is gone: the next offer, or moveMedia, puts the call on another. */
+  relayLost(): void {
+    if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
+  }
+
   /**
    * The relay node under this call died: the call moves to another. The new node gets A's last
    * SDP as a fresh offer; its SDP goes to B by re-INVITE, B's answer back through it to A by
@@ -278,11 +283,6 @@ export class CallSession {
    * ended rather than left silent. A call not yet answered only notes the loss: its answer
    * cannot reach a dead node, and it fails as any call whose relay refused does.
    */
-  /** Its relay node is gone: the next offer, or moveMedia, puts the call on another. */
-  relayLost(): void {
-    if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
-  }
-
   async moveMedia(): Promise<void> {
     const media = this.media;
     if (!(media instanceof AnchoredMedia) || !media.lost || this.ended || !this.connected || !this.uas || !this.uac) return;
