@@ -142,13 +142,6 @@ export class RtpWatch {
     return toneShare(decodeG711('PCMU', Buffer.concat(inside.map((a) => a.payload))), hz);
   }
 
-  /** SSRCs received in [from, to], with their packet counts. */
-  ssrcs(from: number, to: number): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const a of this.arrivals) if (a.t >= from && a.t <= to) out[a.ssrc.toString(16)] = (out[a.ssrc.toString(16)] ?? 0) + 1;
-    return out;
-  }
-
   sourcesSince(t: number): string[] {
     return [...new Set(this.arrivals.filter((a) => a.t >= t).map((a) => a.src))];
   }

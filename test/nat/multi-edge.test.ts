@@ -102,7 +102,7 @@ interface Edge {
     nodes = await Promise.all([startKeylatchRelay(topo, r1.ns, r1.ip, '40000-40199'), startKeylatchRelay(topo, r2.ns, r2.ip, '40000-40199')]);
     const relays = `[${nodes.map((n) => `{url: "${n.url}"}`).join(', ')}]`;
     env = (e) => [
-      'KEYLATCH_LOG__LEVEL=warn', `KEYLATCH_SIP__PBX=sip:${pbxHost.ip}:5060`, `KEYLATCH_SIP__ADVERTISED_ADDRESS=${e.ip}:5060`,
+      'KEYLATCH_LOG__LEVEL=info', `KEYLATCH_SIP__PBX=sip:${pbxHost.ip}:5060`, `KEYLATCH_SIP__ADVERTISED_ADDRESS=${e.ip}:5060`,
       `KEYLATCH_SIP__BINDING_STORE=${redis.url}`, `KEYLATCH_MEDIA__INTERFACE=${e.ip}`, `KEYLATCH_MEDIA__RELAYS=${relays}`,
       `KEYLATCH_ADMIN__LISTEN=${e.ip}:9465`, `KEYLATCH_METRICS__LISTEN=${e.ip}:9465`,
       // Each edge knows the other: a PBX call for a flow the other holds goes there.
@@ -210,8 +210,9 @@ interface Edge {
     const pbxNs = topo.ns('pbx');
     const sipp = runSipp(['-sf', path.join(SCENARIOS, 'pbx-call-via-peer.xml'), '-i', '198.18.0.5', '-p', '5090', '-m', '1', '-s', c!.id,
       '-d', '2000', '-mp', '7000', `${edges[1]!.ip}:5060`], { netns: pbxNs, timeoutMs: 20000 });
-    await waitFor(() => carol.count(ESTABLISHED) > established, 10000).catch(() => {
-      throw new Error(`carol did not get the call\n${carol.tail()}\n${edges.map((e) => e.log().slice(-2000)).join('\n')}`);
+    await waitFor(() => carol.count(ESTABLISHED) > established, 10000).catch(async () => {
+      const { out } = await sipp;
+      throw new Error(`carol did not get the call\nsipp: ${out.slice(-2500)}\n${carol.tail()}\n${edges.map((e) => e.log().slice(-2500)).join('\n')}`);
     });
     const { code, out } = await sipp;
     expect({ code, out: code === 0 ? '' : out.slice(-3000) }).toEqual({ code: 0, out: '' });

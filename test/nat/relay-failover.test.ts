@@ -20,6 +20,7 @@ import { Relay } from '../../src/media/relay';
 import { NgNode } from '../../src/relay-pool/nodes';
 import { RelayPool } from '../../src/relay-pool/pool';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
+import { toneShare } from '../../src/codec/goertzel';
 import { Baresip, baresipUnavailable, wavClosed, wavSamples, wavToneShare } from '../helpers/baresip';
 import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
@@ -277,8 +278,6 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     await sleep(3000);
     const answeredAt = Date.now() - 3000;
     const before = Date.now() - 2000;
-    const onWire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, { other: p!.rtp.toneShare(answeredAt, Date.now() - 500, o!.hz), ssrcs: p!.rtp.ssrcs(answeredAt, Date.now() - 500) }]));
-    console.log(`rtpengine pool: on the wire before the kill: ${JSON.stringify(onWire)}`);
     for (const p of [carol!, dave!]) {
       expect(p.rtp.sourcesSince(before)).toEqual([engine.ip]);
       // 20 ms packets: 75 in 1.5 s. The window ends 0.5 s back, since tshark reports with a lag.
@@ -307,7 +306,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     await hangUp(carol!);
     expect(nodeOf(keylatch.url).calls).toBe(0);
     const skipSec = (killedAt - answeredAt) / 1000;
-    const heard: Record<string, { other: number; own: number; otherAfter: number; secondsAfter: number }> = {};
+    const heard: Record<string, { other: number; own: number; otherAfter: number; secondsAfter: number; perSecond: string }> = {};
     for (const [p, other, i] of [[carol!, dave!, 0], [dave!, carol!, 1]] as const) {
       const file = await closedRecording(p, recordings[i]! + 1);
       heard[p.user] = {
@@ -315,11 +314,24 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
         own: wavToneShare(file, p.hz, 0.5),
         otherAfter: wavToneShare(file, other.hz, skipSec),
         secondsAfter: wavSamples(file, skipSec).length / 8000,
+        // The other's tone share and the RMS, second by second: where anything else was heard.
+        perSecond: [...Array(Math.floor(wavSamples(file).length / 8000)).keys()].map((s) => {
+          const chunk = wavSamples(file, s).subarray(0, 8000);
+          return `${toneShare(chunk, other.hz).toFixed(2)}/${Math.round(Math.sqrt(chunk.reduce((n, v) => n + v * v, 0) / chunk.length))}`;
+        }).join(' '),
       };
     }
-    console.log(`rtpengine pool: what each phone heard (tone shares): ${JSON.stringify(heard)}`);
+    // On the wire, before and after the move: each phone received the other's tone.
+    const wire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, { before: p!.rtp.toneShare(answeredAt, killedAt, o!.hz), after: p!.rtp.toneShare(until - 3000, until - 500, o!.hz) }]));
+    console.log(`rtpengine pool: the other's tone on the wire ${JSON.stringify(wire)}; in each phone's recording ${JSON.stringify(heard)}`);
+    for (const w of Object.values(wire)) {
+      expect(w.before).toBeGreaterThan(0.9);
+      expect(w.after).toBeGreaterThan(0.9);
+    }
+    // What the phones recorded after the move is the other's tone too. (Over the whole call,
+    // baresip's recording behind rtpengine sometimes holds loud noise that was not on the
+    // wire: it is not asserted here; see docs/scaling.md.)
     for (const h of Object.values(heard)) {
-      expect(h.other).toBeGreaterThan(0.5);
       expect(h.secondsAfter).toBeGreaterThan(2);
       expect(h.otherAfter).toBeGreaterThan(0.5);
     }
