@@ -20,8 +20,7 @@ import { Relay } from '../../src/media/relay';
 import { NgNode } from '../../src/relay-pool/nodes';
 import { RelayPool } from '../../src/relay-pool/pool';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
-import { toneShare } from '../../src/codec/goertzel';
-import { Baresip, baresipUnavailable, wavClosed, wavSamples, wavToneShare } from '../helpers/baresip';
+import { Baresip, baresipUnavailable, wavClosed, wavHoldsTone, wavSamples, wavToneShare } from '../helpers/baresip';
 import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
@@ -210,7 +209,8 @@ function calling(f: () => Fixture) {
     for (const [p, other] of [[carol!, dave!], [dave!, carol!], [erin!, frank!], [frank!, erin!]] as const) {
       const file = await closedRecording(p, recordings[Object.values(phones).indexOf(p)]! + 1);
       expect(wavSamples(file, skipSec).length).toBeGreaterThan(8000 * 2);
-      expect({ user: p.user, share: wavToneShare(file, other.hz, skipSec) > 0.5 }).toEqual({ user: p.user, share: true });
+      expect({ user: p.user, ...wavHoldsTone(file, other.hz, 0.5) }).toMatchObject({ user: p.user, ok: true });
+      expect({ user: p.user, ...wavHoldsTone(file, other.hz, skipSec) }).toMatchObject({ user: p.user, ok: true });
     }
   }, 90000);
 
@@ -306,20 +306,10 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     await hangUp(carol!);
     expect(nodeOf(keylatch.url).calls).toBe(0);
     const skipSec = (killedAt - answeredAt) / 1000;
-    const heard: Record<string, { other: number; own: number; otherAfter: number; secondsAfter: number; perSecond: string }> = {};
+    const heard: Record<string, { call: ReturnType<typeof wavHoldsTone>; afterMove: ReturnType<typeof wavHoldsTone>; own: number }> = {};
     for (const [p, other, i] of [[carol!, dave!, 0], [dave!, carol!, 1]] as const) {
       const file = await closedRecording(p, recordings[i]! + 1);
-      heard[p.user] = {
-        other: wavToneShare(file, other.hz, 0.5),
-        own: wavToneShare(file, p.hz, 0.5),
-        otherAfter: wavToneShare(file, other.hz, skipSec),
-        secondsAfter: wavSamples(file, skipSec).length / 8000,
-        // The other's tone share and the RMS, second by second: where anything else was heard.
-        perSecond: [...Array(Math.floor(wavSamples(file).length / 8000)).keys()].map((s) => {
-          const chunk = wavSamples(file, s).subarray(0, 8000);
-          return `${toneShare(chunk, other.hz).toFixed(2)}/${Math.round(Math.sqrt(chunk.reduce((n, v) => n + v * v, 0) / chunk.length))}`;
-        }).join(' '),
-      };
+      heard[p.user] = { call: wavHoldsTone(file, other.hz, 0.5), afterMove: wavHoldsTone(file, other.hz, skipSec), own: wavToneShare(file, p.hz, 0.5) };
     }
     // On the wire, before and after the move: each phone received the other's tone.
     const wire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, { before: p!.rtp.toneShare(answeredAt, killedAt, o!.hz), after: p!.rtp.toneShare(until - 3000, until - 500, o!.hz) }]));
@@ -328,12 +318,11 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
       expect(w.before).toBeGreaterThan(0.9);
       expect(w.after).toBeGreaterThan(0.9);
     }
-    // What the phones recorded after the move is the other's tone too. (Over the whole call,
-    // baresip's recording behind rtpengine sometimes holds loud noise that was not on the
-    // wire: it is not asserted here; see docs/scaling.md.)
+    // And what the phones recorded, second by second, is the other's tone, never their own.
     for (const h of Object.values(heard)) {
-      expect(h.secondsAfter).toBeGreaterThan(2);
-      expect(h.otherAfter).toBeGreaterThan(0.5);
+      expect(h.call.ok).toBe(true);
+      expect(h.afterMove.ok).toBe(true);
+      expect(h.own).toBeLessThan(0.1);
     }
   }, 90000);
 });
