@@ -142,8 +142,18 @@ export class RtpWatch {
     return toneShare(decodeG711('PCMU', Buffer.concat(inside.map((a) => a.payload))), hz);
   }
 
-  sourcesSince(t: number): string[] {
-    return [...new Set(this.arrivals.filter((a) => a.t >= t).map((a) => a.src))];
+  /**
+   * Waits until tshark has reported a packet captured after `t` (its lines come late on a busy
+   * machine), or 3 s: what is counted up to `t` is then all there is.
+   */
+  async caughtUp(t: number): Promise<void> {
+    await waitFor(() => (this.arrivals.at(-1)?.t ?? 0) > t, 3000).catch(() => undefined);
+  }
+
+  /** Where the packets captured in [from, to] came from; waits for tshark to report up to `to`. */
+  async sourcesIn(from: number, to = Date.now()): Promise<string[]> {
+    await this.caughtUp(to);
+    return [...new Set(this.arrivals.filter((a) => a.t >= from && a.t <= to).map((a) => a.src))];
   }
 
   stop(): void {
