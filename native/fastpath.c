@@ -156,8 +156,105 @@ static int same_source(const struct sockaddr_storage *a, const struct sockaddr_s
   return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
-/* An accepted packet: count it, keep statistics, send it on toward the other leg. */
-static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double now) {
+/*
+ * Sends waiting to leave through one output socket: the accepted packets of one recvmmsg
+ * batch. All packets of a batch come from one socket and its one latched source, so they all
+ * leave through the same partner socket toward the same destination, in one syscall. The
+ * batch is flushed before any packet goes up to JS (which may rewire sockets) and before the
+ * receive buffers are reused. Below saturation a batch is one packet; under backlog they grow,
+ * and so the relay gets cheaper per packet exactly when it is short of CPU.
+ */
+static struct mmsghdr out_msgs[BATCH];
+static struct iovec out_iovs[BATCH];
+static ksock *out_sock;
+static int out_count;
+/* How a batch leaves (media.sendBatching, via setSendBatching): 0 one sendto per packet,
+   1 sendmmsg, 2 one UDP GSO send (UDP_SEGMENT) when the packets are the same size. */
+static int send_mode = 2;
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+static void count_sent(ksock *o, ssize_t sent, size_t n) {
+  if (sent == (ssize_t)n) {
+    o->packets_out++;
+    o->bytes_out += (double)n;
+  } else {
+    o->send_errors++;
+  }
+}
+
+/* One sendmsg with UDP_SEGMENT for a run of equal-sized packets (the last may be shorter). 0 if not applicable. */
+static int send_gso(ksock *o) {
+  size_t seg = out_iovs[0].iov_len, total = 0;
+  for (int i = 0; i < out_count; i++) {
+    size_t len = out_iovs[i].iov_len;
+    if (len > seg || (len < seg && i != out_count - 1)) return 0;
+    total += len;
+  }
+  if (out_count < 2 || total > 65000) return 0;
+  char control[CMSG_SPACE(sizeof(uint16_t))];
+  memset(control, 0, sizeof control);
+  struct msghdr m = { .msg_name = &o->dest, .msg_namelen = o->dest_len, .msg_iov = out_iovs, .msg_iovlen = (size_t)out_count,
+                      .msg_control = control, .msg_controllen = sizeof control };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t size = (uint16_t)seg;
+  memcpy(CMSG_DATA(c), &size, sizeof size);
+  ssize_t sent = sendmsg(o->fd, &m, MSG_DONTWAIT);
+  if (sent < 0 && (errno == EINVAL || errno == EIO || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+    send_mode = 1; /* no GSO here: batches go by sendmmsg from now on */
+    return 0;
+  }
+  for (int i = 0; i < out_count; i++) count_sent(o, sent == (ssize_t)total ? (ssize_t)out_iovs[i].iov_len : -1, out_iovs[i].iov_len);
+  return 1;
+}
+
+static void flush_out(void) {
+  ksock *o = out_sock;
+  int n = out_count;
+  out_count = 0;
+  out_sock = NULL;
+  if (!n) return;
+  if (send_mode == 0 || n == 1) {
+    for (int i = 0; i < n; i++) count_sent(o, sendto(o->fd, out_iovs[i].iov_base, out_iovs[i].iov_len, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len), out_iovs[i].iov_len);
+    return;
+  }
+  if (send_mode == 2) {
+    out_count = n;
+    int done = send_gso(o);
+    out_count = 0;
+    if (done) return;
+  }
+  for (int i = 0; i < n; i++) {
+    memset(&out_msgs[i].msg_hdr, 0, sizeof out_msgs[i].msg_hdr);
+    out_msgs[i].msg_hdr.msg_name = &o->dest;
+    out_msgs[i].msg_hdr.msg_namelen = o->dest_len;
+    out_msgs[i].msg_hdr.msg_iov = &out_iovs[i];
+    out_msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int at = 0;
+  while (at < n) {
+    int r = sendmmsg(o->fd, out_msgs + at, (unsigned)(n - at), MSG_DONTWAIT);
+    if (r <= 0) { /* the message at `at` failed: count it, go on with the rest */
+      o->send_errors++;
+      at++;
+      continue;
+    }
+    for (int i = at; i < at + r; i++) count_sent(o, (ssize_t)out_msgs[i].msg_len, out_iovs[i].iov_len);
+    at += r;
+  }
+}
+
+/* An accepted packet: count it, keep statistics, send it on toward the other leg (now, or in
+   the batch when `batched`; b must then stay valid until flush_out). */
+static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double now, int batched) {
   s->last_seen = now;
   if (cls == 1) {
     s->ssrc = rd32(b + 8);
@@ -172,13 +269,15 @@ static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double 
     s->no_destination++;
     return;
   }
-  ssize_t sent = sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len);
-  if (sent == (ssize_t)n) {
-    o->packets_out++;
-    o->bytes_out += (double)n;
-  } else {
-    o->send_errors++;
+  if (!batched) {
+    count_sent(o, sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len), n);
+    return;
   }
+  if (out_sock != o) flush_out();
+  out_sock = o;
+  out_iovs[out_count].iov_base = (void *)b;
+  out_iovs[out_count].iov_len = n;
+  out_count++;
 }
 
 static void address_string(const struct sockaddr_storage *a, char *out, size_t len, int *port) {
@@ -241,12 +340,14 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       int cls = 0;
       if (s->has_latched && !truncated && same_source(&s->latched, &froms[i])) cls = media_class(bufs[i], n);
       if (cls) {
-        accept_packet(s, bufs[i], n, cls, now);
+        accept_packet(s, bufs[i], n, cls, now, 1);
       } else {
+        flush_out();
         to_js(s, bufs[i], n, &froms[i]);
         if (s->closing) return; /* JS closed this socket from its handler */
       }
     }
+    flush_out(); /* before bufs are reused */
     if (got < BATCH) return;
   }
 }
@@ -447,7 +548,7 @@ static napi_value js_forward(napi_env env, napi_callback_info info) {
   size_t len;
   if (!s || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) return NULL;
   int cls = media_class(data, len);
-  if (cls) accept_packet(s, data, len, cls, now_ms());
+  if (cls) accept_packet(s, data, len, cls, now_ms(), 0);
   return NULL;
 }
 
@@ -466,6 +567,16 @@ static napi_value js_last_seen(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   CHECK(napi_create_double(env, s->last_seen, &out));
   return out;
+}
+
+/* setSendBatching(0 off | 1 sendmmsg | 2 gso): process-wide, like the socket table. */
+static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int mode;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc == 1 && get_int(env, argv[0], &mode) && mode >= 0 && mode <= 2) send_mode = mode;
+  return NULL;
 }
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
@@ -508,6 +619,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setClockRate", NULL, js_set_clock_rate, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"lastSeen", NULL, js_last_seen, NULL, NULL, NULL, napi_default, NULL},
+      {"setSendBatching", NULL, js_set_send_batching, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value name, resource;
   napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name);

@@ -12,12 +12,13 @@ import { splitHostPort, startRelayService } from './relay-service';
 
 const USAGE = `usage: keylatch edge   [--interface IP] [--advertise IP] [--ports MIN-MAX] [--metrics HOST:PORT]
                        [--config FILE]
-       keylatch relay  [--ng HOST:PORT] [the same flags]
+       keylatch relay  [--ng HOST:PORT] [--workers N|auto] [the same flags]
        keylatch status [--json] [--admin HOST:PORT] [--config FILE]
        keylatch relays [--drain URL | --undrain URL] [--json] [--admin HOST:PORT] [--config FILE]
 
 edge:   the SIP edge on drachtio-server (sip.* settings) with the relay in-process.
-relay:  the media relay alone, controlled over rtpengine's ng protocol.
+relay:  the media relay alone, controlled over rtpengine's ng protocol; --workers: relay
+        processes sharing the port range (media.workers, default one per core).
 status: bindings and live calls of a running edge, read from its admin endpoint (admin.listen).
 relays: the edge's relay nodes (media.relays) and their state; --drain URL stops new calls to
         one (its calls finish there), --undrain URL gives it calls again.
@@ -35,6 +36,7 @@ export function flagsToOverrides(argv: string[]): { file?: string; overrides: Re
       ports: { type: 'string' },
       metrics: { type: 'string' },
       config: { type: 'string' },
+      workers: { type: 'string' },
     },
     strict: true,
   });
@@ -46,6 +48,10 @@ export function flagsToOverrides(argv: string[]): { file?: string; overrides: Re
     if (!m) throw new ConfigError('--ports must be MIN-MAX, e.g. 30000-39999');
     media.portMin = Number(m[1]);
     media.portMax = Number(m[2]);
+  }
+  if (values.workers) {
+    if (values.workers !== 'auto' && !/^\d+$/.test(values.workers)) throw new ConfigError('--workers must be a number or "auto"');
+    media.workers = values.workers === 'auto' ? 'auto' : Number(values.workers);
   }
   const overrides: Record<string, unknown> = { media };
   if (values.ng) overrides.control = { ng: values.ng };

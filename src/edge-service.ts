@@ -6,6 +6,7 @@ import { statusRoute } from './control/status';
 import { startHttpListeners, type HttpListeners } from './control/status-server';
 import type { Logger } from './log';
 import { relayMetrics } from './media/metrics';
+import { setSendBatching } from './media/media-socket';
 import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
 import { registerKeepaliveMetrics } from './nat/keepalive';
@@ -35,7 +36,7 @@ const REQUIRED: Array<{ key: string; get: (c: Config) => string | null | undefin
 ];
 
 /** Checked up front: one problem per missing setting, each naming its key and variable. */
-function requireEdgeSettings(config: Config): { secret: string } {
+export function requireEdgeSettings(config: Config): { secret: string } {
   const problems: ConfigProblem[] = REQUIRED.filter((r) => r.get(config) === null || r.get(config) === '').map((r) => ({
     key: r.key,
     message: 'required for keylatch edge',
@@ -96,6 +97,7 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
 export async function startEdgeService(config: Config, log: Logger): Promise<EdgeService> {
   const { secret } = requireEdgeSettings(config);
   const startedAt = Date.now();
+  setSendBatching(config.media.sendBatching);
   const relay = new Relay(config.media, { logger: log });
   const pool = relayPoolFor(config, relay, log);
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });

@@ -1,13 +1,21 @@
 import type http from 'node:http';
+import { availableParallelism } from 'node:os';
 import type { Config } from './config/schema';
-import { serveMetrics } from './control/http-server';
+import { serveMetrics, serveRoutes } from './control/http-server';
 import { NgServer } from './control/ng-server';
 import type { Logger } from './log';
+import { clusterCommands } from './media/cluster/dispatcher';
+import { poolCommands } from './relay-pool/cluster-ng';
+import { RelayCluster, resolveWorkers } from './media/cluster/relay-cluster';
+import { setSendBatching } from './media/media-socket';
 import { relayMetrics } from './media/metrics';
 import { Relay } from './media/relay';
 
 export interface RelayService {
-  relay: Relay;
+  /** The relay, when it runs in this process (media.workers: 1). */
+  relay: Relay | null;
+  /** The relay workers, when there are several (docs/scaling.md). */
+  cluster: RelayCluster | null;
   ng: { address: string; port: number } | null;
   metrics: { address: string; port: number } | null;
   close(): Promise<void>;
@@ -19,30 +27,44 @@ export function splitHostPort(hostPort: string): { host: string; port: number } 
   return { host: m[1]!, port: Number(m[2]) };
 }
 
-/** The standalone relay: the Relay, its ng control socket and its metrics listener. */
+/**
+ * The standalone relay: the Relay (or, with media.workers above 1, the relay workers and the
+ * dispatcher in front of them), its ng control socket and its metrics listener.
+ */
 export async function startRelayService(config: Config, log: Logger): Promise<RelayService> {
-  const relay = new Relay(config.media, { logger: log });
+  const workers = resolveWorkers(config.media.workers, availableParallelism());
+  setSendBatching(config.media.sendBatching); // workers set it from the same media config
+  const relay = workers === 1 ? new Relay(config.media, { logger: log }) : null;
+  const cluster = relay ? null : await RelayCluster.start(config.media, { workers, logger: log, logLevel: log.level });
   let ngServer: NgServer | null = null;
   let ng: RelayService['ng'] = null;
   let httpServer: http.Server | null = null;
   let metrics: RelayService['metrics'] = null;
-  if (config.control.ng) {
-    const { host, port } = splitHostPort(config.control.ng);
-    ngServer = new NgServer(relay, log);
-    ng = await ngServer.listen(port, host);
-  }
-  if (config.metrics.listen) {
-    const { host, port } = splitHostPort(config.metrics.listen);
-    httpServer = await serveMetrics(relayMetrics(relay), port, host);
-    const a = httpServer.address();
-    metrics = a && typeof a === 'object' ? { address: a.address, port: a.port } : null;
+  try {
+    if (config.control.ng) {
+      const { host, port } = splitHostPort(config.control.ng);
+      ngServer = new NgServer(relay ?? poolCommands(clusterCommands(cluster!), cluster!, config.media.advertisedAddress ?? config.media.interface), log);
+      ng = await ngServer.listen(port, host);
+    }
+    if (config.metrics.listen) {
+      const { host, port } = splitHostPort(config.metrics.listen);
+      httpServer = relay
+        ? await serveMetrics(relayMetrics(relay), port, host)
+        : await serveRoutes({ '/metrics': async () => { const r = await cluster!.metrics(); return { contentType: r.contentType, body: await r.metrics() }; } }, port, host);
+      const a = httpServer.address();
+      metrics = a && typeof a === 'object' ? { address: a.address, port: a.port } : null;
+    }
+  } catch (err) {
+    ngServer?.close();
+    await (relay ?? cluster!).close();
+    throw err;
   }
   return {
-    relay, ng, metrics,
+    relay, cluster, ng, metrics,
     async close() {
       ngServer?.close();
       httpServer?.close();
-      await relay.close();
+      await (relay ?? cluster!).close();
     },
   };
 }

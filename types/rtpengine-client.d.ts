@@ -9,6 +9,7 @@ declare module 'rtpengine-client' {
     answer(dest: Dest, opts: Record<string, unknown>): Promise<Reply>;
     query(dest: Dest, opts: Record<string, unknown>): Promise<Reply>;
     delete(dest: Dest, opts: Record<string, unknown>): Promise<Reply>;
+    list(dest: Dest, opts: Record<string, unknown>): Promise<Reply>;
     close(): void;
   }
 }

@@ -28,6 +28,8 @@ const { values: opt } = parseArgs({
     bind: { type: 'string', default: '0.0.0.0' },
     'sdp-address': { type: 'string' },
     'require-key': { type: 'boolean', default: false },
+    // Keep media on the relay even when keylatch names the other client (no direct media).
+    'relay-only': { type: 'boolean', default: false },
     call: { type: 'string' },
     answer: { type: 'boolean', default: false },
     reject: { type: 'string' },
@@ -46,7 +48,7 @@ function say(event: string, data: Record<string, unknown> = {}): void {
 
 if (!opt.server || !opt.aor) {
   process.stderr.write('usage: softphone --server wss://host:port|tls://host:port --aor sip:me@domain [--user u --password p] [--ca ca.pem]\n' +
-    '                 [--call sip:them@domain | --answer | --reject 486] [--play f.wav | --tone 1000] [--record out.wav] [--json]\n');
+    '                 [--call sip:them@domain | --answer | --reject 486] [--play f.wav | --tone 1000] [--record out.wav] [--relay-only] [--json]\n');
   process.exit(2);
 }
 
@@ -65,6 +67,7 @@ function wireMedia(media: MediaSession): void {
     if (socket === 'rtp' && ua.transport instanceof ConnectionTransport) ua.transport.probe();
   });
   media.on('first-media', (ms) => say('first-media', { ms }));
+  media.on('path', (path, peer, reason) => say('media-path', { path, peer, reason, switches: media.stats().path.switches }));
   media.on('dtmf', (digit, durationMs) => say('dtmf', { digit, durationMs }));
   media.on('failed', (error) => say('media-failed', { code: error.code, message: error.message }));
   try {
@@ -110,6 +113,7 @@ const ua = new UserAgent({
     bindAddress: opt.bind,
     sdpAddress: opt['sdp-address'] ?? (opt.bind === '0.0.0.0' ? '127.0.0.1' : opt.bind),
     requireKey: opt['require-key'],
+    direct: !opt['relay-only'],
     onMedia: wireMedia,
   }),
   delegate: {

@@ -26,6 +26,7 @@ export const mediaSchema = z
       consentTimeoutMs: z.number().int().min(100),
       challengesPerSecondPerSource: z.number().positive().max(1000),
     }),
+    direct: z.object({ enabled: z.boolean() }).default({ enabled: true }),
     timeouts: z.object({
       mediaSec: z.number().positive(),
       holdSec: z.number().positive(),
@@ -48,6 +49,9 @@ export const mediaSchema = z
         commandTimeoutMs: z.number().int().min(100).default(2000),
       })
       .default({}),
+    // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
+    sendBatching: z.enum(['gso', 'sendmmsg', 'off']).default('gso'),
   })
   .refine((m) => m.portMin < m.portMax, { message: 'portMin must be below portMax', path: ['portMin'] })
   .refine((m) => m.key.consentTimeoutMs > m.key.rechallengeIntervalMs, {

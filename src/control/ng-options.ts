@@ -77,7 +77,7 @@ export function legHints(d: NgDict): LegHints {
 
 /**
  * keylatch-<side> = key | guarded; secure-<side> marks that side's signalling path as TLS/WSS,
- * the only path its leg key may travel.
+ * the only path its leg key may travel; direct = no keeps the call's media on the relay.
  */
 export function legOptions(d: NgDict, side: 'offerer' | 'answerer'): Partial<LegOptions> {
   const policy = option(d, `keylatch-${side}`);
@@ -85,9 +85,12 @@ export function legOptions(d: NgDict, side: 'offerer' | 'answerer'): Partial<Leg
     throw new RelayError('bad-request', `"keylatch-${side}" must be "key" or "guarded"`);
   }
   const secure = option(d, `secure-${side}`);
+  // direct=no keeps this call's media on the relay (docs/direct-media.md); it names the call, not a side.
+  const direct = option(d, 'direct');
   return {
     ...(policy ? { policy } : {}),
     secure: secure === 'yes' || secure === 'true',
+    ...(direct !== undefined ? { direct: !['no', 'false', 'off'].includes(direct.toLowerCase()) } : {}),
   };
 }
 

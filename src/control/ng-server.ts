@@ -12,16 +12,23 @@ const MAX_REQUEST = 65507;
 const REPLY_CACHE_MS = 30000;
 const REPLY_CACHE_MAX = 10000;
 
+/** Executes one decoded ng request; what a relay, or a dispatcher in front of several, answers. */
+export type NgHandler = (req: NgDict) => Promise<NgDict>;
+
 /**
  * A subset of rtpengine's ng control protocol (bencode over UDP): ping, offer, answer,
- * delete, query. Enough for Kamailio's rtpengine module or rtpengine-client to drive keylatch.
+ * delete, query, list. Enough for Kamailio's rtpengine module or rtpengine-client to drive
+ * keylatch. The commands go to one Relay, or to any NgHandler (src/media/cluster routes them
+ * to relay workers).
  */
 export class NgServer {
   private readonly socket: dgram.Socket;
   /** ng clients retransmit; a repeated cookie gets the first reply, never a second execution. */
   private readonly replies = new Map<string, { reply: Buffer | Promise<Buffer>; at: number }>();
+  private readonly handler: NgHandler;
 
-  constructor(private readonly relay: Relay, private readonly log: Logger = silentLogger) {
+  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger) {
+    this.handler = typeof target === 'function' ? target : relayCommands(target);
     this.socket = dgram.createSocket('udp4');
     this.socket.on('message', (msg, rinfo) => void this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err: err.message }, 'ng socket error'));
@@ -66,25 +73,40 @@ export class NgServer {
   private async execute(body: Buffer): Promise<Buffer> {
     let reply: NgDict;
     try {
-      const req = decodeRequest(body);
-      reply = await this.dispatch(req);
+      reply = await answerNg(this.handler, decodeRequest(body), this.log);
     } catch (err) {
-      const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
-      if (!known) this.log.error({ err }, 'ng command failed unexpectedly');
-      reply = { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };
+      reply = errorReply(err, this.log); // a request that did not decode
     }
     return Buffer.from(bencode.encode(reply));
   }
+}
 
-  private async dispatch(req: NgDict): Promise<NgDict> {
+/** Runs a request; a failure becomes an ng error reply (its reason only when it is one of ours). */
+export async function answerNg(handler: NgHandler, req: NgDict, log: Logger = silentLogger): Promise<NgDict> {
+  try {
+    return await handler(req);
+  } catch (err) {
+    return errorReply(err, log);
+  }
+}
+
+function errorReply(err: unknown, log: Logger): NgDict {
+  const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
+  if (!known) log.error({ err }, 'ng command failed unexpectedly');
+  return { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };
+}
+
+/** The ng commands, executed against one Relay. */
+export function relayCommands(relay: Relay): NgHandler {
+  return async (req) => {
     const command = required(req, 'command');
     switch (command) {
       case 'ping':
         // keylatch's own addition (rtpengine clients ignore it): the address this relay writes
         // into SDP, so an edge pooling it knows its legs in an offer it never made itself.
-        return { result: 'pong', 'media-address': this.relay.advertisedAddress };
+        return { result: 'pong', 'media-address': relay.advertisedAddress };
       case 'offer': {
-        const { sdp } = await this.relay.offer({
+        const { sdp } = await relay.offer({
           callId: required(req, 'call-id'),
           fromTag: required(req, 'from-tag'),
           toTag: optional(req, 'to-tag'),
@@ -95,7 +117,7 @@ export class NgServer {
         return { result: 'ok', sdp };
       }
       case 'answer': {
-        const { sdp } = await this.relay.answer({
+        const { sdp } = await relay.answer({
           callId: required(req, 'call-id'),
           fromTag: required(req, 'from-tag'),
           toTag: required(req, 'to-tag'),
@@ -105,35 +127,47 @@ export class NgServer {
         return { result: 'ok', sdp };
       }
       case 'delete': {
-        const stats = this.relay.delete({ callId: required(req, 'call-id') });
+        const stats = relay.delete({ callId: required(req, 'call-id') });
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
         return { result: 'ok', ...queryReply(stats) };
       }
       case 'query': {
-        const stats = this.relay.stats(required(req, 'call-id'));
+        const stats = relay.stats(required(req, 'call-id'));
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
         return { result: 'ok', ...queryReply(stats) };
       }
+      case 'list':
+        // rtpengine's list: the call-ids, at most `limit` of them (default 32).
+        return { result: 'ok', calls: relay.callIds().slice(0, listLimit(req)) };
       // keylatch's own commands, for an edge that pools keylatch relays (src/relay-pool): a PBX
       // that routes one of our offers back to a client gets that leg rather than a second anchor.
       case 'adopt': {
         const sdp = required(req, 'sdp');
-        const ref = this.relay.legAddressedBy(sdp);
+        const ref = relay.legAddressedBy(sdp);
         if (!ref) return { result: 'error', 'error-reason': 'no leg of this relay is addressed by that SDP' };
         const opts = { policy: 'guarded' as const, secure: false, ...legOptions(req, 'answerer'), ...legHints(req) };
-        return { result: 'ok', sdp: this.relay.adopt(ref, sdp, opts).sdp, 'call-id': ref.callId, 'leg-id': ref.legId };
+        return { result: 'ok', sdp: relay.adopt(ref, sdp, opts).sdp, 'call-id': ref.callId, 'leg-id': ref.legId };
       }
       case 'toward-adopter':
-        return { result: 'ok', sdp: this.relay.towardAdopter(legRef(req), required(req, 'sdp')).sdp };
+        return { result: 'ok', sdp: relay.towardAdopter(legRef(req), required(req, 'sdp')).sdp };
       case 'describe-adopted':
-        return { result: 'ok', sdp: this.relay.describeAdopted(legRef(req), required(req, 'sdp'), legHints(req).signallingAddress).sdp };
+        return { result: 'ok', sdp: relay.describeAdopted(legRef(req), required(req, 'sdp'), legHints(req).signallingAddress).sdp };
       case 'disown':
-        this.relay.disown(legRef(req), { policy: 'guarded', secure: false, ...legOptions(req, 'answerer'), ...legHints(req) });
+        relay.disown(legRef(req), { policy: 'guarded', secure: false, ...legOptions(req, 'answerer'), ...legHints(req) });
         return { result: 'ok' };
       default:
         return { result: 'error', 'error-reason': `Unrecognized command: ${command}` };
     }
-  }
+  };
+}
+
+/** rtpengine's `limit` for list: a number (or numeric string) >= 0; 32 when absent. */
+export function listLimit(req: NgDict): number {
+  const raw = req.limit;
+  if (raw === undefined) return 32;
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 0) throw new RelayError('bad-request', '"limit" must be a non-negative integer');
+  return n;
 }
 
 const legRef = (req: NgDict): LegRef => ({ callId: required(req, 'call-id'), legId: required(req, 'leg-id') });

@@ -48,7 +48,8 @@ export function formatStatus(s: StatusSnapshot): string {
     }
     out.push('');
   }
-  out.push(`Calls: ${s.calls.length}`);
+  const direct = s.calls.filter((c) => c.legs.length > 0 && c.legs.every((l) => l.mediaPath === 'direct')).length;
+  out.push(`Calls: ${s.calls.length}${direct ? ` (${direct} with media direct between their clients)` : ''}`);
   if (s.calls.length) {
     const rows = s.calls.flatMap((c) => c.legs.map((l, i) => [
       i === 0 ? c.callId : '',
@@ -56,11 +57,12 @@ export function formatStatus(s: StatusSnapshot): string {
       l.policy,
       l.latchState,
       l.latched ?? '-',
+      l.mediaPath,
       String(l.packetsIn),
       String(l.packetsOut),
       l.packetsIn === 0 ? 'never' : ago(l.lastSeen, s.now),
     ]));
-    out.push(...table(['CALL-ID', 'LEG TAG', 'POLICY', 'LATCH', 'LATCHED ON', 'PKTS IN', 'PKTS OUT', 'LAST MEDIA'], rows).map((l) => `  ${l}`));
+    out.push(...table(['CALL-ID', 'LEG TAG', 'POLICY', 'LATCH', 'LATCHED ON', 'MEDIA', 'PKTS IN', 'PKTS OUT', 'LAST MEDIA'], rows).map((l) => `  ${l}`));
   }
   return `${out.join('\n')}\n`;
 }

@@ -32,6 +32,8 @@ export interface LegStatus {
   /** The latch of each stream's RTP port, e.g. "locked", "learning", "authenticated". */
   latchState: string;
   latched: string | null;
+  /** Where the leg's client says its media goes: 'relay', or 'direct' to the other client. */
+  mediaPath: 'relay' | 'direct';
   packetsIn: number;
   packetsOut: number;
   bytesIn: number;
@@ -101,6 +103,7 @@ export function callStatuses(relay: Relay): CallStatus[] {
       policy: stats.policy,
       latchState: stats.streams.length ? stats.streams.map((s) => s.rtp.state).join(',') : 'no-media',
       latched: hostPort(stats.latched),
+      mediaPath: stats.mediaPath,
       packetsIn: stats.packetsIn,
       packetsOut: stats.packetsOut,
       bytesIn: stats.bytesIn,

@@ -1,4 +1,5 @@
-import { formatLegKey, newLegId, newLegKey, type Endpoint } from './challenge';
+import { ReplayWindow, formatLegKey, newLegId, newLegKey, type Endpoint } from './challenge';
+import type { DirectPair } from '../direct/rendezvous';
 import type { LatchPolicy } from './latch/latch';
 import { rankSource, type AddressTrust, type LegEvidence, type SourceRank } from './latch/source-rank';
 import type { SocketStats } from './media-socket';
@@ -18,6 +19,8 @@ export interface LegOptions {
   trust?: AddressTrust;
   /** Only named IPs may lock, never the sole plausible stream (rtpengine's strict-source). */
   strictSource?: boolean;
+  /** May this leg's client take media direct to the other client (key legs only; default yes)? */
+  direct?: boolean;
 }
 
 /** The per-message hints an ng caller may give about a leg; each replaces the last one given. */
@@ -29,6 +32,8 @@ export class Stream {
   onHold = false;
   sdp: MediaDescription | null = null;
   partner: Stream | null = null;
+  /** Shared with the partner stream once both ends are key clients that may go direct. */
+  pair: DirectPair | null = null;
 
   constructor(readonly index: number, readonly leg: Leg, readonly rtp: RelayPort, readonly rtcp: RelayPort) {}
 
@@ -78,6 +83,11 @@ export class Leg implements LegEvidence {
   contested = false;
   /** Set while a hairpinned call's client owns this leg: SDP that merely points back at it is an echo. */
   adopted = false;
+  directAllowed!: boolean;
+  /** What the client's last authenticated hello said: its media goes to the peer, not to us. */
+  reportedDirect = false;
+  /** Hello counters this leg's ports have accepted, shared so a hello is good once per leg. */
+  helloReplay!: ReplayWindow;
 
   constructor(public tag: string | null, opts: LegOptions) {
     this.assume(opts);
@@ -92,6 +102,9 @@ export class Leg implements LegEvidence {
     this.mediaAddress = opts.mediaAddress ?? null;
     this.trust = opts.trust ?? 'both';
     this.strictSource = opts.strictSource ?? false;
+    this.directAllowed = opts.direct ?? true;
+    this.reportedDirect = false;
+    this.helloReplay = new ReplayWindow();
     this.learnedIp = null;
     this.contested = false;
   }
@@ -186,6 +199,10 @@ export interface LegStats {
   jitterMs: number;
   lastSeen: number;
   latched: Endpoint | null;
+  /** Where this leg's client says its media goes: through us, or straight to the other client. */
+  mediaPath: 'relay' | 'direct';
+  /** Signalling (config, header or ng flag) lets this leg go direct, if it is a key leg. */
+  directAllowed: boolean;
   streams: StreamStats[];
 }
 
@@ -222,6 +239,8 @@ export function legStats(leg: Leg): LegStats {
     jitterMs: streams.reduce((m, s) => Math.max(m, s.jitterMs), 0),
     lastSeen: streams.reduce((m, s) => Math.max(m, s.rtp.lastSeen, s.rtcp.lastSeen), 0),
     latched: streams[0]?.rtp.latched ?? null,
+    mediaPath: leg.reportedDirect ? 'direct' : 'relay',
+    directAllowed: leg.directAllowed,
     streams,
   };
 }

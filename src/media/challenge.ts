@@ -8,7 +8,7 @@
  * (first byte 0..3) separates them from RTP/RTCP on the same 5-tuple, and so middleboxes
  * treat them like the STUN keepalives they already know.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 
 export interface Endpoint {
@@ -22,31 +22,70 @@ const HEADER_SIZE = 20;
 /** Methods from the unassigned STUN range; classes per RFC 8489 section 5. */
 export const METHOD_LATCH = 0x0c8;
 export const METHOD_PROVE = 0x0c9;
+/** Relay to client: where the other client of the call is, and the key the two share (direct media). */
+export const METHOD_RENDEZVOUS = 0x0ca;
 const CLASS_REQUEST = 0b00;
+const CLASS_INDICATION = 0b01;
 const CLASS_SUCCESS = 0b10;
 
+const ATTR_XOR_PEER_ADDRESS = 0x0012;
 const ATTR_XOR_MAPPED_ADDRESS = 0x0020;
 const ATTR_PADDING = 0x0026;
 /** Comprehension-optional range, so a stock STUN stack ignores rather than rejects them. */
 export const ATTR_LEG_ID = 0xc0a1;
 export const ATTR_NONCE = 0xc0a2;
 export const ATTR_MAC = 0xc0a3;
+export const ATTR_COUNTER = 0xc0a4;
+export const ATTR_PAIR_ID = 0xc0a5;
+export const ATTR_FLAGS = 0xc0a6;
+export const ATTR_WRAPPED_KEY = 0xc0a7;
+const KNOWN_ATTRIBUTES = new Set([ATTR_LEG_ID, ATTR_NONCE, ATTR_MAC, ATTR_COUNTER, ATTR_PAIR_ID, ATTR_FLAGS, ATTR_WRAPPED_KEY, ATTR_XOR_MAPPED_ADDRESS, ATTR_XOR_PEER_ADDRESS, ATTR_PADDING]);
 
 export const NONCE_SIZE = 16;
 export const MAC_SIZE = 32;
 export const KEY_SIZE = 32;
 export const MAX_LEG_ID_SIZE = 64;
+const COUNTER_SIZE = 8;
+const FLAGS_SIZE = 4;
+const WRAP_IV_SIZE = 12;
+const WRAP_TAG_SIZE = 16;
+const WRAPPED_KEY_SIZE = WRAP_IV_SIZE + KEY_SIZE + WRAP_TAG_SIZE;
 /** The largest sealed message: IPv6 mapping and a 64-byte leg id. */
 export const MAX_SEALED_SIZE = HEADER_SIZE + (4 + MAX_LEG_ID_SIZE) + (4 + NONCE_SIZE) + (4 + 20) + (4 + MAC_SIZE);
 /** Hellos are padded so the challenge answering them is never larger: no amplification. */
 export const HELLO_SIZE = MAX_SEALED_SIZE + 4;
 
-export type MessageKind = 'hello' | 'challenge' | 'proof' | 'success';
+/** HELLO flag: the sender's media currently goes to its peer directly, not through the relay. */
+export const HELLO_FLAG_DIRECT = 0x1;
+/** RENDEZVOUS flag: the receiver is side "b" of the pair (the call's second leg). */
+export const RENDEZVOUS_FLAG_SIDE_B = 0x1;
 
+export type MessageKind = 'hello' | 'challenge' | 'proof' | 'success' | 'rendezvous';
+
+/**
+ * Protocol revision 2: a hello is itself keyed (MAC over leg, counter and flags), so a source
+ * that knows nothing draws nothing, and its counter keeps a captured hello from being replayed.
+ */
 export interface Hello {
   kind: 'hello';
   txid: Buffer;
   legId: string;
+  counter: bigint;
+  flags: number;
+  mac: Buffer;
+}
+
+/** The relay's word to one client of a call: the other client's mapping and their pair key (wrapped). */
+export interface Rendezvous {
+  kind: 'rendezvous';
+  txid: Buffer;
+  legId: string;
+  counter: bigint;
+  flags: number;
+  pairId: string;
+  peer: Endpoint;
+  wrappedKey: Buffer;
+  mac: Buffer;
 }
 
 /** challenge, proof and success share one shape; their MACs use different labels. */
@@ -59,7 +98,7 @@ export interface Sealed {
   mac: Buffer;
 }
 
-export type LatchMessage = Hello | Sealed;
+export type LatchMessage = Hello | Sealed | Rendezvous;
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
@@ -99,6 +138,7 @@ const TYPE_OF: Record<MessageKind, number> = {
   challenge: encodeType(METHOD_LATCH, CLASS_SUCCESS),
   proof: encodeType(METHOD_PROVE, CLASS_REQUEST),
   success: encodeType(METHOD_PROVE, CLASS_SUCCESS),
+  rendezvous: encodeType(METHOD_RENDEZVOUS, CLASS_INDICATION),
 };
 
 const KIND_OF = new Map<number, MessageKind>(Object.entries(TYPE_OF).map(([k, t]) => [t, k as MessageKind]));
@@ -230,8 +270,7 @@ export function decode(buf: Buffer): LatchMessage {
     const alen = buf.readUInt16BE(at + 2);
     const end = at + 4 + alen;
     if (end > buf.length) throw new ProtocolError(`attribute 0x${atype.toString(16)} overruns the message`);
-    const known = atype === ATTR_LEG_ID || atype === ATTR_NONCE || atype === ATTR_MAC || atype === ATTR_XOR_MAPPED_ADDRESS || atype === ATTR_PADDING;
-    if (!known && atype < 0x8000) throw new ProtocolError(`unknown comprehension-required attribute 0x${atype.toString(16)}`);
+    if (!KNOWN_ATTRIBUTES.has(atype) && atype < 0x8000) throw new ProtocolError(`unknown comprehension-required attribute 0x${atype.toString(16)}`);
     if (!attrs.has(atype)) attrs.set(atype, buf.subarray(at + 4, end));
     at = end + ((4 - (alen % 4)) % 4);
   }
@@ -239,19 +278,173 @@ export function decode(buf: Buffer): LatchMessage {
   if (!legRaw || legRaw.length > MAX_LEG_ID_SIZE) throw new ProtocolError('missing or oversized LEG-ID');
   const legId = legRaw.toString('latin1');
   if (!isValidLegId(legId)) throw new ProtocolError('malformed LEG-ID');
-  if (kind === 'hello') return { kind, txid, legId };
-  const nonce = attrs.get(ATTR_NONCE);
   const mac = attrs.get(ATTR_MAC);
+  if (!mac || mac.length !== MAC_SIZE) throw new ProtocolError('missing or malformed MAC');
+  if (kind === 'hello' || kind === 'rendezvous') {
+    const counter = attrs.get(ATTR_COUNTER);
+    const flags = attrs.get(ATTR_FLAGS);
+    if (!counter || counter.length !== COUNTER_SIZE) throw new ProtocolError('missing or malformed COUNTER');
+    if (!flags || flags.length !== FLAGS_SIZE) throw new ProtocolError('missing or malformed FLAGS');
+    const common = { txid, legId, counter: counter.readBigUInt64BE(0), flags: flags.readUInt32BE(0), mac: Buffer.from(mac) };
+    if (kind === 'hello') return { kind, ...common };
+    const pairRaw = attrs.get(ATTR_PAIR_ID);
+    const wrapped = attrs.get(ATTR_WRAPPED_KEY);
+    const xpa = attrs.get(ATTR_XOR_PEER_ADDRESS);
+    if (!pairRaw || pairRaw.length > MAX_LEG_ID_SIZE || !isValidLegId(pairRaw.toString('latin1'))) throw new ProtocolError('missing or malformed PAIR-ID');
+    if (!wrapped || wrapped.length !== WRAPPED_KEY_SIZE) throw new ProtocolError('missing or malformed WRAPPED-KEY');
+    if (!xpa) throw new ProtocolError('missing XOR-PEER-ADDRESS');
+    return { kind, ...common, pairId: pairRaw.toString('latin1'), peer: unxorAddress(xpa, txid), wrappedKey: Buffer.from(wrapped) };
+  }
+  const nonce = attrs.get(ATTR_NONCE);
   const xma = attrs.get(ATTR_XOR_MAPPED_ADDRESS);
   if (!nonce || nonce.length !== NONCE_SIZE) throw new ProtocolError('missing or malformed NONCE');
-  if (!mac || mac.length !== MAC_SIZE) throw new ProtocolError('missing or malformed MAC');
   if (!xma) throw new ProtocolError('missing XOR-MAPPED-ADDRESS');
   return { kind, txid, legId, nonce: Buffer.from(nonce), mac: Buffer.from(mac), observed: unxorAddress(xma, txid) };
 }
 
-export function encodeHello(legId: string, txid: Buffer = newTxid()): Buffer {
+const u64 = (n: bigint): Buffer => {
+  const b = Buffer.alloc(COUNTER_SIZE);
+  b.writeBigUInt64BE(n);
+  return b;
+};
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(FLAGS_SIZE);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
+let lastCounter = 0n;
+/**
+ * Counters for hellos and rendezvous messages: strictly increasing in this process, and seeded
+ * from the clock in microseconds, so a leg whose prover is rebuilt (a re-INVITE naming a new
+ * relay port) keeps counting upward and its first new hello is not taken for a replay.
+ */
+export function nextCounter(now = Date.now()): bigint {
+  const fromClock = BigInt(now) * 1000n;
+  lastCounter = fromClock > lastCounter ? fromClock : lastCounter + 1n;
+  return lastCounter;
+}
+
+function helloMac(key: Buffer, legId: string, counter: bigint, flags: number): Buffer {
+  return createHmac('sha256', key).update('keylatch/2 hello\0').update(Buffer.from([legId.length])).update(legId, 'latin1').update(u64(counter)).update(u32(flags)).digest();
+}
+
+export function encodeHello(key: Buffer, legId: string, opts: { counter?: bigint; flags?: number; txid?: Buffer } = {}): Buffer {
   if (!isValidLegId(legId)) throw new ProtocolError('malformed leg id');
-  return frame('hello', txid, [[ATTR_LEG_ID, Buffer.from(legId, 'latin1')]], HELLO_SIZE);
+  const counter = opts.counter ?? nextCounter();
+  const flags = opts.flags ?? 0;
+  return frame('hello', opts.txid ?? newTxid(), [
+    [ATTR_LEG_ID, Buffer.from(legId, 'latin1')],
+    [ATTR_COUNTER, u64(counter)],
+    [ATTR_FLAGS, u32(flags)],
+    [ATTR_MAC, helloMac(key, legId, counter, flags)],
+  ], HELLO_SIZE);
+}
+
+export function verifyHelloMac(key: Buffer, msg: Hello): boolean {
+  return constantTimeEqual(msg.mac, helloMac(key, msg.legId, msg.counter, msg.flags));
+}
+
+const constantTimeEqual = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b);
+
+/**
+ * Which counters a verifier has already accepted (RFC 4303 section 3.4.3 in spirit): each counter
+ * is good once, and one older than everything remembered is refused. Counters a little out of
+ * order (hellos to the RTP and the RTCP port of one leg) are still accepted.
+ */
+export class ReplayWindow {
+  private readonly seen: bigint[] = [];
+
+  constructor(private readonly size = 32) {}
+
+  /** True, and remembered, if `counter` was never accepted and is not older than the window. */
+  accept(counter: bigint): boolean {
+    if (this.seen.includes(counter)) return false;
+    if (this.seen.length >= this.size) {
+      let oldest = this.seen[0]!;
+      let at = 0;
+      this.seen.forEach((c, i) => {
+        if (c < oldest) [oldest, at] = [c, i];
+      });
+      if (counter < oldest) return false;
+      this.seen.splice(at, 1);
+    }
+    this.seen.push(counter);
+    return true;
+  }
+}
+
+// ---- rendezvous: the pair key, wrapped under the leg key --------------------------------
+
+function wrapKeyFor(legKey: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', legKey, Buffer.alloc(0), 'keylatch/2 pair-key wrap', KEY_SIZE));
+}
+
+function wrapAad(legId: string, pairId: string, counter: bigint): Buffer {
+  return Buffer.concat([Buffer.from(`${legId}\0${pairId}\0`, 'latin1'), u64(counter)]);
+}
+
+function rendezvousMac(legKey: Buffer, m: Omit<Rendezvous, 'kind' | 'txid' | 'mac'>): Buffer {
+  return createHmac('sha256', legKey)
+    .update('keylatch/2 rendezvous\0')
+    .update(Buffer.from([m.legId.length]))
+    .update(m.legId, 'latin1')
+    .update(u64(m.counter))
+    .update(u32(m.flags))
+    .update(Buffer.from([m.pairId.length]))
+    .update(m.pairId, 'latin1')
+    .update(endpointBytes(m.peer))
+    .update(m.wrappedKey)
+    .digest();
+}
+
+export interface PairGrant {
+  pairId: string;
+  /** The receiving client's side of the pair: it proves as `<pairId>-<side>`. */
+  side: 'a' | 'b';
+  pairKey: Buffer;
+  /** The other client's media mapping, as the relay authenticated it. */
+  peer: Endpoint;
+}
+
+/**
+ * Tells one client (by its leg key) where its peer is and what key they share. The pair key is
+ * encrypted (AES-256-GCM under a key derived from the leg key), so it never crosses UDP in clear,
+ * and the whole message is MAC'd, so only the relay, which holds the leg key, can issue it.
+ */
+export function encodeRendezvous(legKey: Buffer, legId: string, grant: PairGrant, counter: bigint = nextCounter()): Buffer {
+  if (!isValidLegId(legId) || !isValidLegId(grant.pairId)) throw new ProtocolError('malformed leg or pair id');
+  if (grant.pairKey.length !== KEY_SIZE) throw new ProtocolError(`pair key must be ${KEY_SIZE} bytes`);
+  const iv = randomBytes(WRAP_IV_SIZE);
+  const cipher = createCipheriv('aes-256-gcm', wrapKeyFor(legKey), iv);
+  cipher.setAAD(wrapAad(legId, grant.pairId, counter));
+  const wrappedKey = Buffer.concat([iv, cipher.update(grant.pairKey), cipher.final(), cipher.getAuthTag()]);
+  const flags = grant.side === 'b' ? RENDEZVOUS_FLAG_SIDE_B : 0;
+  const mac = rendezvousMac(legKey, { legId, counter, flags, pairId: grant.pairId, peer: grant.peer, wrappedKey });
+  const txid = newTxid();
+  return frame('rendezvous', txid, [
+    [ATTR_LEG_ID, Buffer.from(legId, 'latin1')],
+    [ATTR_COUNTER, u64(counter)],
+    [ATTR_FLAGS, u32(flags)],
+    [ATTR_PAIR_ID, Buffer.from(grant.pairId, 'latin1')],
+    [ATTR_XOR_PEER_ADDRESS, xorAddress(grant.peer, txid)],
+    [ATTR_WRAPPED_KEY, wrappedKey],
+    [ATTR_MAC, mac],
+  ]);
+}
+
+/** The grant in a rendezvous, or null if its MAC or its wrapped key does not check under `legKey`. */
+export function openRendezvous(legKey: Buffer, msg: Rendezvous): PairGrant | null {
+  if (!constantTimeEqual(msg.mac, rendezvousMac(legKey, msg))) return null;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', wrapKeyFor(legKey), msg.wrappedKey.subarray(0, WRAP_IV_SIZE));
+    decipher.setAAD(wrapAad(msg.legId, msg.pairId, msg.counter));
+    decipher.setAuthTag(msg.wrappedKey.subarray(WRAP_IV_SIZE + KEY_SIZE));
+    const pairKey = Buffer.concat([decipher.update(msg.wrappedKey.subarray(WRAP_IV_SIZE, WRAP_IV_SIZE + KEY_SIZE)), decipher.final()]);
+    return { pairId: msg.pairId, side: msg.flags & RENDEZVOUS_FLAG_SIDE_B ? 'b' : 'a', pairKey, peer: msg.peer };
+  } catch {
+    return null;
+  }
 }
 
 // ---- the key in SDP ---------------------------------------------------------------------
@@ -283,8 +476,7 @@ export function computeMac(key: Buffer, kind: Sealed['kind'], legId: string, non
 }
 
 export function verifyMac(key: Buffer, msg: Sealed): boolean {
-  const expected = computeMac(key, msg.kind, msg.legId, msg.nonce, msg.observed);
-  return msg.mac.length === expected.length && timingSafeEqual(msg.mac, expected);
+  return constantTimeEqual(msg.mac, computeMac(key, msg.kind, msg.legId, msg.nonce, msg.observed));
 }
 
 export function encodeSealed(
@@ -319,8 +511,12 @@ export interface VerifierOptions {
   nonceTtlMs: number;
   /** Bounds memory per component whatever a sender does. */
   maxOutstanding?: number;
+  /** Shared by every verifier of one leg (its RTP and RTCP ports), so a hello counts once per leg. */
+  replay?: ReplayWindow;
   now?: () => number;
 }
+
+export type HelloVerdict = { ok: true; flags: number } | { ok: false; reason: 'wrong-leg' | 'bad-mac' | 'replayed' };
 
 export type ProofVerdict =
   | { ok: true; source: Endpoint; success: Buffer }
@@ -334,14 +530,28 @@ export class ChallengeVerifier {
   private readonly outstanding = new Map<string, Outstanding>();
   private readonly now: () => number;
   private readonly maxOutstanding: number;
+  private readonly replay: ReplayWindow;
 
   constructor(private readonly opts: VerifierOptions) {
     this.now = opts.now ?? Date.now;
     this.maxOutstanding = opts.maxOutstanding ?? 16;
+    this.replay = opts.replay ?? new ReplayWindow();
   }
 
   get legId(): string {
     return this.opts.legId;
+  }
+
+  /**
+   * May this hello be answered? Only if it names our leg, its MAC checks under our key, and its
+   * counter was never seen: a blind source, or one replaying a captured hello, draws nothing.
+   * The MAC is checked before the counter is remembered, so forgeries cannot fill the window.
+   */
+  checkHello(msg: Hello): HelloVerdict {
+    if (msg.legId !== this.opts.legId) return { ok: false, reason: 'wrong-leg' };
+    if (!verifyHelloMac(this.opts.key, msg)) return { ok: false, reason: 'bad-mac' };
+    if (!this.replay.accept(msg.counter)) return { ok: false, reason: 'replayed' };
+    return { ok: true, flags: msg.flags };
   }
 
   challenge(source: Endpoint, txid?: Buffer): Buffer {
@@ -380,6 +590,7 @@ export class ChallengeVerifier {
 export type ProverEvent =
   | { type: 'proof-sent'; to: Endpoint; reply: Buffer }
   | { type: 'latched'; mapping: Endpoint; mappingChanged: boolean }
+  | { type: 'rendezvous'; grant: PairGrant }
   | { type: 'ignored'; reason: string };
 
 /**
@@ -389,14 +600,16 @@ export type ProverEvent =
 export class ChallengeProver {
   private mapping: Endpoint | null = null;
   private readonly pending = new Set<string>();
+  private lastRendezvous = 0n;
 
   constructor(private readonly legId: string, private readonly key: Buffer) {
     if (!isValidLegId(legId)) throw new ProtocolError('malformed leg id');
     if (key.length !== KEY_SIZE) throw new ProtocolError(`leg key must be ${KEY_SIZE} bytes`);
   }
 
-  hello(): Buffer {
-    return encodeHello(this.legId);
+  /** `flags` tell the verifier about us (HELLO_FLAG_DIRECT); they are under the MAC. */
+  hello(flags = 0): Buffer {
+    return encodeHello(this.key, this.legId, { flags });
   }
 
   get externalMapping(): Endpoint | null {
@@ -420,6 +633,14 @@ export class ChallengeProver {
       const changed = this.mapping !== null && !sameEndpoint(this.mapping, msg.observed);
       this.mapping = { ...msg.observed };
       return { type: 'latched', mapping: { ...msg.observed }, mappingChanged: changed };
+    }
+    if (msg.kind === 'rendezvous') {
+      // Counters only go up: an older rendezvous (reordered, or replayed) must not undo a newer one.
+      if (msg.counter <= this.lastRendezvous) return { type: 'ignored', reason: 'stale rendezvous' };
+      const grant = openRendezvous(this.key, msg);
+      if (!grant) return { type: 'ignored', reason: 'rendezvous MAC or wrapped key invalid' };
+      this.lastRendezvous = msg.counter;
+      return { type: 'rendezvous', grant };
     }
     return { type: 'ignored', reason: `${msg.kind} is not for a prover` };
   }

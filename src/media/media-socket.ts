@@ -29,10 +29,21 @@ interface FastPath {
   setClockRate(id: number, rate: number): void;
   stats(id: number): SocketStats;
   lastSeen(id: number): number;
+  setSendBatching(mode: 0 | 1 | 2): void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
 const fastPath = require(findUp('build/Release/keylatch_fastpath.node')) as FastPath;
+
+export type SendBatching = 'gso' | 'sendmmsg' | 'off';
+
+/**
+ * How the fast path sends the packets one recvmmsg brought in from one source (all bound for
+ * one destination): one UDP GSO send, one sendmmsg, or one sendto each. Process-wide.
+ */
+export function setSendBatching(mode: SendBatching): void {
+  fastPath.setSendBatching(mode === 'gso' ? 2 : mode === 'sendmmsg' ? 1 : 0);
+}
 
 const LATCHED = 0;
 const DESTINATION = 1;

@@ -37,6 +37,14 @@ export function relayMetrics(relay: Relay, registry: Registry = new Registry()):
     },
   });
   new Gauge({ name: 'keylatch_relay_calls', help: 'Calls with media anchored', registers: [registry], collect() { this.set(relay.callCount); } });
+  new Gauge({ name: 'keylatch_relay_direct_calls', help: 'Calls whose clients all report their media going to each other directly', registers: [registry], collect() { this.set(relay.directCallCount); } });
+  new Counter({
+    name: 'keylatch_relay_rendezvous_sent_total', help: 'Rendezvous messages sent (one client told where its peer is)', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(relay.rendezvousSent);
+    },
+  });
   new Gauge({ name: 'keylatch_relay_port_pairs_in_use', help: 'RTP/RTCP port pairs allocated', registers: [registry], collect() { this.set(relay.pool.inUse); } });
   new Gauge({ name: 'keylatch_relay_port_pairs_capacity', help: 'RTP/RTCP port pairs in the pool', registers: [registry], collect() { this.set(relay.pool.capacity); } });
 
@@ -54,6 +62,7 @@ export function relayMetrics(relay: Relay, registry: Registry = new Registry()):
   perLeg('keylatch_leg_packets_sent', 'Packets sent to this leg', (s) => s.packetsOut);
   perLeg('keylatch_leg_rtp_lost', 'RTP packets lost from this leg (RFC 3550)', (s) => s.lost);
   perLeg('keylatch_leg_jitter_seconds', 'Interarrival jitter from this leg (RFC 3550)', (s) => s.jitterMs / 1000);
+  perLeg('keylatch_leg_direct', '1 while this leg\'s client reports its media going straight to the other client', (s) => (s.mediaPath === 'direct' ? 1 : 0));
   perLeg('keylatch_leg_authenticated', '1 when every stream of a key-policy leg has proved the key', (s) => (s.authenticated ? 1 : 0));
   perLeg('keylatch_leg_last_seen_timestamp_seconds', 'When media last arrived from this leg', (s) => s.lastSeen / 1000);
   return registry;

@@ -6,6 +6,7 @@ import { parseSdp, rewriteSdp, type SessionDescription } from '../sdp/session';
 import { isPrivateAddress } from '../nat/private-address';
 import { AddressPolicy } from './address-policy';
 import { Call, Leg, Stream, legStats, type LegHints, type LegOptions, type LegStats } from './call';
+import { DirectPair, type PairEnd } from '../direct/rendezvous';
 import { GuardedLatch } from './latch/guarded-latch';
 import { KeyLatch } from './latch/key-latch';
 import { SourceSpread } from './latch/source-spread';
@@ -76,6 +77,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     'stun-invalid': 0,
     'unknown-leg': 0,
     'proof-rejected': 0,
+    'hello-rejected': 0,
     'rate-limited': 0,
     'no-destination': 0,
     'internal-error': 0,
@@ -84,6 +86,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly retired: PortCounters = emptyCounters();
   latchEvents = 0;
   private retiredNoDestination = 0;
+  private retiredRendezvous = 0;
   private readonly family: 4 | 6;
   private readonly calls = new Map<string, Call>();
   /** Which streams each unlatched source has sent to: how guarded latching tells a sprayer from a phone. */
@@ -110,6 +113,18 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   get callCount(): number {
     return this.calls.size;
+  }
+
+  /** Calls whose clients all say their media goes straight to each other. */
+  get directCallCount(): number {
+    let n = 0;
+    for (const call of this.calls.values()) if (call.legs.length > 0 && call.legs.every((l) => l.reportedDirect)) n++;
+    return n;
+  }
+
+  /** Rendezvous messages sent so far (each tells one client where its peer is). */
+  get rendezvousSent(): number {
+    return this.retiredRendezvous + [...this.calls.values()].reduce((n, c) => n + pairsOf(c).reduce((m, p) => m + p.rendezvousSent, 0), 0);
   }
 
   callIds(): string[] {
@@ -186,6 +201,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const call = this.calls.get(req.callId);
     if (!call) return null;
     const stats = call.legs.map(legStats);
+    for (const p of pairsOf(call)) this.retiredRendezvous += p.rendezvousSent;
     for (const leg of call.legs) for (const s of leg.streams) if (s) this.release(s);
     this.calls.delete(call.id);
     this.log.info({ callId: call.id }, 'delete');
@@ -243,6 +259,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     assertKeyTransport(opts);
     leg.assume(opts);
     leg.adopted = true;
+    forgetPairs(leg);
     for (const p of leg.ports()) p.relatch();
     this.log.info({ callId: ref.callId, legId: ref.legId, policy: opts.policy }, 'leg adopted by hairpinned call');
     return this.towardAdopter(ref, sdp);
@@ -271,6 +288,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (!leg?.adopted) return;
     leg.assume(opts);
     leg.adopted = false;
+    forgetPairs(leg);
     for (const s of leg.streams) {
       if (!s) continue;
       s.sdp = null;
@@ -329,6 +347,18 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
+  /** The direct pair of a stream and its partner, minted the first time both may go direct. */
+  private pairOf(call: Call, s: Stream): DirectPair | null {
+    const partner = s.partner;
+    if (!this.config.direct.enabled || !partner) return null;
+    if (s.pair && s.pair === partner.pair) return s.pair;
+    const [a, b] = call.legs[0] === s.leg ? [s, partner] : [partner, s];
+    const pair = new DirectPair(endOf(a), endOf(b));
+    if (!pair.ready) return null;
+    s.pair = partner.pair = pair;
+    return pair;
+  }
+
   private legOf(ref: LegRef): Leg {
     const call = this.calls.get(ref.callId);
     if (!call) throw new RelayError('unknown-call', `no call ${ref.callId}`);
@@ -385,6 +415,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       onLatch: (p: RelayPort, source: { address: string; port: number } | null) => {
         this.latchEvents++;
         if (source) leg.learned(source.address);
+        // A new mapping for this end is news for the other end (the proving end hears it after its success).
+        const s = leg.streams[index];
+        if (source && p.kind === 'rtp' && s?.partner) this.pairOf(call, s)?.tell(s.partner.leg.legId);
         this.log.info({ callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy }, source ? 'latched' : 'unlatched');
         this.emit('latch', { callId: call.id, tag: leg.tag, port: p.port, source, policy: leg.policy });
       },
@@ -392,7 +425,22 @@ export class Relay extends EventEmitter<RelayEvents> {
     };
     const latchFor = (p: RelayPort): Latch =>
       leg.policy === 'key'
-        ? new KeyLatch(p, { legId: leg.legId, key: leg.key!, ...this.config.key })
+        ? new KeyLatch(p, {
+            legId: leg.legId,
+            key: leg.key!,
+            ...this.config.key,
+            replay: leg.helloReplay,
+            knownSsrcs: () => knownSsrcs(leg.streams[index]),
+            onProved: () => {
+              const s = leg.streams[index];
+              if (p.kind === 'rtp' && s) this.pairOf(call, s)?.tell(leg.legId);
+            },
+            onPathReport: (direct) => {
+              if (p.kind !== 'rtp' || leg.reportedDirect === direct) return;
+              leg.reportedDirect = direct;
+              this.log.info({ callId: call.id, tag: leg.tag, path: direct ? 'direct' : 'relay' }, 'client reports its media path');
+            },
+          })
         : new GuardedLatch(p, {
             ...this.config.guarded,
             rankOf: (ip) => leg.rankOf(ip),
@@ -456,7 +504,8 @@ export class Relay extends EventEmitter<RelayEvents> {
           if (!s) continue;
           for (const p of s.ports) p.latch.tick(now);
           // A pair is dead only when neither side sends; it is held when either side holds.
-          const idleMs = now - Math.max(s.lastSeen(), s.partner?.lastSeen() ?? 0);
+          // A key leg that keeps proving is alive even when its media goes direct, past us.
+          const idleMs = now - Math.max(s.lastSeen(), s.partner?.lastSeen() ?? 0, provedAt(s), s.partner ? provedAt(s.partner) : 0);
           const held = s.onHold || (s.partner?.onHold ?? false);
           const limitMs = (held ? this.config.timeouts.holdSec : this.config.timeouts.mediaSec) * 1000;
           if (idleMs > limitMs && !call.timedOut) {
@@ -468,6 +517,57 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     }
   }
+}
+
+/** The pairs of a call's streams, each once. */
+function pairsOf(call: Call): DirectPair[] {
+  const out = new Set<DirectPair>();
+  for (const leg of call.legs) for (const s of leg.streams) if (s?.pair) out.add(s.pair);
+  return [...out];
+}
+
+/** A leg changed hands: a pair key given to its old client must not serve the new one. */
+function forgetPairs(leg: Leg): void {
+  for (const s of leg.streams) {
+    if (!s) continue;
+    if (s.partner) s.partner.pair = null;
+    s.pair = null;
+  }
+}
+
+/** A live view of one stream as an end of a direct pair. */
+function endOf(s: Stream): PairEnd {
+  return {
+    get legId() {
+      return s.leg.legId;
+    },
+    get key() {
+      return s.leg.key;
+    },
+    get directAllowed() {
+      return s.leg.policy === 'key' && s.leg.directAllowed;
+    },
+    get mapping() {
+      return s.rtp.latched;
+    },
+    send: (buf, to) => s.rtp.reply(buf, to),
+  };
+}
+
+/** The SSRCs a stream's latched source sends: RTP on its RTP port, RTCP sender SSRC on its RTCP port. */
+function knownSsrcs(s: Stream | null | undefined): number[] {
+  if (!s) return [];
+  const out: number[] = [];
+  for (const p of s.ports) {
+    if (!p.latched) continue;
+    const ssrc = p.socket.stats().ssrc;
+    if (ssrc >= 0) out.push(ssrc);
+  }
+  return out;
+}
+
+function provedAt(s: Stream): number {
+  return Math.max(...s.ports.map((p) => p.latch.provedAt ?? 0));
 }
 
 /** Only a secure (TLS/WSS) signalling path may carry a leg key. */

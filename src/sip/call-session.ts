@@ -17,6 +17,9 @@ import { routeRequest, routedHeaders, type Route } from './route';
 import { OriginKeeper } from './sdp-origin';
 import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from './srf';
 
+/** A per-call switch for direct media, as operators who record or meter calls need it. */
+export const DIRECT_HEADER = 'X-Keylatch-Direct';
+
 export interface CallDeps {
   /** The drachtio-server facing the phones: every request toward a phone or the PBX leaves here. */
   srf: Srf;
@@ -310,6 +313,7 @@ export class CallSession {
     }
   }
 
+  /** `X-Keylatch-Direct: no` on an INVITE keeps that call's media on the relay (docs/direct-media.md). */
   private policies(toClient: Binding | null): { offerer: LegOptions; answerer: LegOptions } {
     const secure = isSecureTransport(transportOf(this.req));
     const fromClient = toClient === null;
@@ -319,14 +323,17 @@ export class CallSession {
     } catch {
       /* the relay's own parse reports bad SDP */
     }
+    // Per call, whoever sends the INVITE (a client, or the PBX for a recorded call) may keep media on the relay.
+    const direct = !/^\s*(no|false|off)\s*$/i.test(this.req.get(DIRECT_HEADER) ?? '');
     const offerer: LegOptions = {
       policy: fromClient && announces && secure ? 'key' : 'guarded',
       secure,
       signallingAddress: this.req.source_address,
+      direct,
     };
     const answerer: LegOptions = toClient
-      ? { policy: toClient.keylatch && toClient.secure ? 'key' : 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address }
-      : { policy: 'guarded', secure: false, signallingAddress: this.deps.pbx!.host };
+      ? { policy: toClient.keylatch && toClient.secure ? 'key' : 'guarded', secure: toClient.secure, signallingAddress: toClient.source.address, direct }
+      : { policy: 'guarded', secure: false, signallingAddress: this.deps.pbx!.host, direct };
     return { offerer, answerer };
   }
 

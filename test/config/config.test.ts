@@ -51,4 +51,14 @@ describe('configuration', () => {
     expect(() => flagsToOverrides(['--ports', '20000'])).toThrow(/MIN-MAX/);
     expect(() => flagsToOverrides(['--bogus'])).toThrow();
   });
+
+  it('takes the relay worker count from --workers or the environment, "auto" by default', () => {
+    expect(loadConfig({ env: {} }).media.workers).toBe('auto');
+    expect(loadConfig({ env: { KEYLATCH_MEDIA__WORKERS: '3' } }).media.workers).toBe(3);
+    expect(loadConfig({ env: {}, overrides: flagsToOverrides(['--workers', '2']).overrides }).media.workers).toBe(2);
+    expect(loadConfig({ env: {}, overrides: flagsToOverrides(['--workers', 'auto']).overrides }).media.workers).toBe('auto');
+    expect(() => flagsToOverrides(['--workers', 'many'])).toThrow(/--workers/);
+    expect(() => loadConfig({ env: { KEYLATCH_MEDIA__WORKERS: '0' } })).toThrow('media.workers');
+    expect(() => loadConfig({ env: { KEYLATCH_MEDIA__SEND_BATCHING: 'sometimes' } })).toThrow('media.sendBatching');
+  });
 });

@@ -22,9 +22,9 @@ function output(child: ChildProcess): { text: () => string } {
 }
 
 describe('keylatch relay (CLI)', () => {
-  it('starts, answers ng offer and ping, logs pino JSON, and stops cleanly on SIGTERM', async () => {
+  it.each([['1'], ['2']])('starts with --workers %s, answers ng offer and ping, logs pino JSON, and stops cleanly on SIGTERM', async (workers) => {
     const ngPort = 22300 + (process.pid % 100);
-    const child = run(['relay', '--ng', `127.0.0.1:${ngPort}`, '--interface', '127.0.0.1', '--ports', '38000-38099']);
+    const child = run(['relay', '--ng', `127.0.0.1:${ngPort}`, '--interface', '127.0.0.1', '--ports', '38000-38099', '--workers', workers]);
     const out = output(child);
     const client = new Client({ localPort: 0, localAddress: '127.0.0.1', timeout: 500 });
     try {
@@ -38,8 +38,14 @@ describe('keylatch relay (CLI)', () => {
       child.kill('SIGTERM');
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);
-      const lines = out.text().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string });
+      const lines = out.text().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; pid?: number });
       expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['keylatch relay started', 'offer', 'shutting down']));
+      // Two workers: each started, and none is left behind holding ports.
+      if (workers === '2') {
+        const pids = lines.filter((l) => l.msg === 'relay worker started').map((l) => l.pid!);
+        expect(pids).toHaveLength(2);
+        for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+      }
     } finally {
       client.close();
       child.kill('SIGKILL');

@@ -64,6 +64,15 @@ describe('ng control', () => {
     expect(relay.pool.inUse).toBe(0);
   });
 
+  it('lists call-ids, at most limit of them', async () => {
+    for (const id of ['l1', 'l2', 'l3']) {
+      expect((await client.offer(ng, { 'call-id': id, 'from-tag': 'ta', sdp: sdp('127.0.0.1', 4000) })).result).toBe('ok');
+    }
+    expect([...(await client.list(ng, {})).calls].sort()).toEqual(['l1', 'l2', 'l3']);
+    expect((await client.list(ng, { limit: 2 })).calls).toHaveLength(2);
+    expect(await client.list(ng, { limit: -1 })).toMatchObject({ result: 'error' });
+  });
+
   it('puts the key only toward a side marked secure, and that side can prove it', async () => {
     const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
     peers.push(a, b);
@@ -77,6 +86,20 @@ describe('ng control', () => {
     expect(mapping.port).toBe(b.port);
     const answer = await client.answer(ng, { 'call-id': 'ng2', 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port) });
     expect(keyFromSdp(answer.sdp)).toBeNull(); // the offerer is guarded: no key toward it
+  });
+
+  it.each([[[], true], [['direct=no'], false]])('two key legs over ng with flags %j: a rendezvous is sent = %s', async (extra, expected) => {
+    const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
+    peers.push(a, b);
+    const callId = `ng-direct-${expected}`;
+    const keyFlags = ['keylatch-offerer=key', 'secure-offerer', 'keylatch-answerer=key', 'secure-answerer', ...extra];
+    const offer = await client.offer(ng, { 'call-id': callId, 'from-tag': 'ta', sdp: sdp(a.address, a.port), flags: keyFlags });
+    const answer = await client.answer(ng, { 'call-id': callId, 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port) });
+    const [kb, ka] = [keyFromSdp(offer.sdp)!, keyFromSdp(answer.sdp)!];
+    await prove(a, { address: '127.0.0.1', port: mediaPorts(answer.sdp)[0]! }, ka.legId, ka.key);
+    await prove(b, { address: '127.0.0.1', port: mediaPorts(offer.sdp)[0]! }, kb.legId, kb.key);
+    await sleep(100);
+    expect(relay.rendezvousSent > 0).toBe(expected);
   });
 
   it('refuses the key policy without a secure signalling path', async () => {

@@ -115,9 +115,9 @@ describe('keylatch status against the admin endpoint', () => {
     expect(aliceLeg).toMatchObject({ packetsIn: expect.any(Number), packetsOut: delivered.toAlice });
     expect(aliceLeg!.packetsIn).toBeGreaterThan(4);
     expect(bobLeg).toMatchObject({ packetsIn: 5, packetsOut: delivered.toBob });
-    expect(row('alice-tag')).toEqual(['call-1', 'alice-tag', 'key', 'authenticated', `127.0.0.1:${aliceLeg!.latched!.port}`, String(aliceLeg!.packetsIn), String(delivered.toAlice), expect.stringMatching(/^\d+s ago$/)]);
-    expect(row('bob-tag')).toEqual(['bob-tag', 'guarded', 'locked', `127.0.0.1:${bobLeg!.latched!.port}`, '5', String(delivered.toBob), expect.stringMatching(/^\d+s ago$/)]);
-    expect(row('erin-tag')).toEqual(['call-2', 'erin-tag', 'guarded', 'learning', '-', '0', '0', 'never']);
+    expect(row('alice-tag')).toEqual(['call-1', 'alice-tag', 'key', 'authenticated', `127.0.0.1:${aliceLeg!.latched!.port}`, 'relay', String(aliceLeg!.packetsIn), String(delivered.toAlice), expect.stringMatching(/^\d+s ago$/)]);
+    expect(row('bob-tag')).toEqual(['bob-tag', 'guarded', 'locked', `127.0.0.1:${bobLeg!.latched!.port}`, 'relay', '5', String(delivered.toBob), expect.stringMatching(/^\d+s ago$/)]);
+    expect(row('erin-tag')).toEqual(['call-2', 'erin-tag', 'guarded', 'learning', '-', 'relay', '0', '0', 'never']);
 
     const json = await cli(['--json', '--admin', admin]);
     expect(json.code).toBe(0);

@@ -28,7 +28,15 @@ export function netnsUnavailable(): string | null {
   return null;
 }
 
-export type NatKind = 'port-preserving' | 'symmetric';
+/**
+ * The NATs a test can put a client behind, in RFC 4787 terms:
+ * - port-preserving: Linux MASQUERADE; endpoint-independent mapping (the port is kept),
+ *   address-and-port-dependent filtering (only the exact peer a flow went to may answer);
+ * - symmetric: MASQUERADE --random-fully; a new random port for every destination;
+ * - address-restricted: the same mapping, but any port of an address the client has sent to
+ *   may reach it (xt_recent remembers the destinations; a DNAT sends their packets inside).
+ */
+export type NatKind = 'port-preserving' | 'symmetric' | 'address-restricted';
 
 export class Topology {
   private readonly namespaces: string[] = [];
@@ -96,8 +104,19 @@ export class Topology {
     this.exec(clientNs, 'ip', ['link', 'set', 'eth0', 'up']);
     this.exec(clientNs, 'ip', ['route', 'add', 'default', 'via', `198.19.${n}.1`]);
     this.exec(natNs, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    // A router's firewall: nothing unsolicited from the internet is for the router itself. Without
+    // this, Linux accepts an unanswered packet to an unused port of its own address and keeps a
+    // conntrack entry for it for 30 s; the first hole-punching probe from a peer then occupies the
+    // very tuple our client's own packet to that peer needs, and the client's port is remapped.
+    // Home routers drop (or reject) such input, which leaves no entry behind.
+    this.exec(natNs, 'iptables', ['-A', 'INPUT', '-i', 'wan0', '-m', 'conntrack', '--ctstate', 'NEW,INVALID', '-j', 'DROP']);
     const masq = ['-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE'];
     this.exec(natNs, 'iptables', kind === 'symmetric' ? [...masq, '--random-fully'] : masq);
+    if (kind === 'address-restricted') {
+      this.exec(natNs, 'iptables', ['-A', 'FORWARD', '-i', 'lan0', '-o', 'wan0', '-m', 'recent', '--name', 'peers', '--set', '--rdest']);
+      this.exec(natNs, 'iptables', ['-t', 'nat', '-A', 'PREROUTING', '-i', 'wan0', '-p', 'udp', '-m', 'recent', '--name', 'peers', '--rcheck', '--rsource',
+        '-j', 'DNAT', '--to-destination', privateIp]);
+    }
     return { natNs, clientNs, publicIp, privateIp };
   }
 

@@ -134,6 +134,8 @@ describeNat('through real NATs', () => {
     expect(bAfter.port).not.toBe(bBefore!.port);
     expect(r.linesB.some((l) => l.event === 'latched' && l.changed === true)).toBe(true);
     expect(relay.drops['proof-rejected']).toBe(0);
+    // Silence toward strangers: not one challenge for the sprayer's RTP, RTCP, unkeyed hellos or garbage.
+    expect(r.spray.stunIn).toBe(0);
   }, 40000);
 
   it('guarded policy: clients without keys lock by signalling IP; the sprayer gets nothing and reaches nobody', async () => {

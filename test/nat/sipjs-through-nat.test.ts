@@ -139,8 +139,10 @@ const ATTACKER_SSRC = 0xbad;
 
     const spray = (await sprayer).find((l) => l.event === 'done')!;
     s = await alice.stats();
-    // Nothing of the attacker's reached alice, nothing of alice's reached the attacker.
+    // Nothing of the attacker's reached alice, nothing of alice's reached the attacker, and the
+    // relay answered none of its packets (not even with a challenge).
     expect(spray.mediaIn).toBe(0);
+    expect(spray.stunIn).toBe(0);
     expect(s.ssrcs).not.toContain(ATTACKER_SSRC);
     expect(Object.keys(s.sources)).toEqual([`${s.relay.rtp!.address}:${s.relay.rtp!.port}`]);
 

@@ -6,7 +6,7 @@
  */
 import dgram from 'node:dgram';
 import readline from 'node:readline';
-import { encodeHello, looksLikeStun, newLegId } from '../../src/media/challenge';
+import { encodeHello, looksLikeStun, newLegId, newLegKey } from '../../src/media/challenge';
 
 const { target, portMin, portMax, durationMs } = JSON.parse(process.argv[2]!) as { target: string; portMin: number; portMax: number; durationMs: number };
 const socket = dgram.createSocket('udp4');
@@ -42,7 +42,7 @@ socket.bind(0, () => {
     if (Date.now() - started > durationMs) return finish();
     rtp.writeUInt16BE(seq++ & 0xffff, 2);
     // RTP to every port every round (enough to win a naive latch), plus one other kind in turn.
-    const extra = [rtcp, encodeHello(newLegId()), garbage][seq % 3]!;
+    const extra = [rtcp, encodeHello(newLegKey(), newLegId()), garbage][seq % 3]!;
     for (let p = portMin; p <= portMax; p++) {
       socket.send(rtp, p, target);
       socket.send(extra, p, target);

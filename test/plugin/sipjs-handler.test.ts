@@ -7,19 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rms, tone } from '../../src/codec/g711';
-import type { Relay } from '../../src/media/relay';
-import { DEFAULT_MEDIA_OPTIONS, KeylatchSessionDescriptionHandler, readWav, type KeylatchPluginError, type MediaSessionOptions } from '../../plugins/sipjs/src';
-import { newRelay, sleep, waitFor } from '../helpers/peers';
+import { readWav, type KeylatchPluginError } from '../../plugins/sipjs/src';
+import { sleep, waitFor } from '../helpers/peers';
+import { heard, pluginHandlers, type Handler } from '../helpers/plugin-handlers';
 
-type Handler = KeylatchSessionDescriptionHandler;
-const open: Handler[] = [];
-let relay: Relay;
-
-function handler(over: Partial<MediaSessionOptions> = {}): Handler {
-  const h = new KeylatchSessionDescriptionHandler({ ...DEFAULT_MEDIA_OPTIONS, bindAddress: '127.0.0.1', sdpAddress: '127.0.0.1', secureSignalling: true, transportName: 'WSS', ...over });
-  open.push(h);
-  return h;
-}
+const ctx = pluginHandlers();
+const { handler } = ctx;
 
 const failures = (h: Handler): KeylatchPluginError[] => {
   const seen: KeylatchPluginError[] = [];
@@ -32,34 +25,20 @@ async function call(a: Handler, b: Handler, opts: { policy?: 'key' | 'guarded'; 
   const policy = opts.policy ?? 'key';
   const secure = opts.secure ?? true;
   const offer = await a.getDescription();
-  const toB = await relay.offer({ callId: 'c1', fromTag: 'ta', sdp: offer.body, offerer: { policy, secure, signallingAddress: '127.0.0.1' }, answerer: { policy, secure, signallingAddress: '127.0.0.1' } });
+  const toB = await ctx.relay.offer({ callId: 'c1', fromTag: 'ta', sdp: offer.body, offerer: { policy, secure, signallingAddress: '127.0.0.1' }, answerer: { policy, secure, signallingAddress: '127.0.0.1' } });
   await b.setDescription(toB.sdp);
   const answer = await b.getDescription();
-  const toA = await relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: answer.body });
+  const toA = await ctx.relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: answer.body });
   const modifiers = opts.modifyAnswer ? [async (d: { type: string; sdp?: string }) => ({ ...d, sdp: opts.modifyAnswer!(d.sdp!) })] : undefined;
   await a.setDescription(toA.sdp, undefined, modifiers as never);
   return { toA: toA.sdp, toB: toB.sdp };
 }
 
-function heard(h: Handler): Int16Array[] {
-  const frames: Int16Array[] = [];
-  h.media.on('frame', (pcm) => frames.push(pcm));
-  return frames;
-}
-
-beforeEach(() => {
-  relay = newRelay();
-});
-
-afterEach(async () => {
-  for (const h of open.splice(0)) h.close();
-  await relay.close();
-});
-
 describe('SIP.js plugin handler through the relay', () => {
-  it('proves the key on both legs before media, then carries G.711 both ways', async () => {
-    const a = handler();
-    const b = handler();
+  it('proves the key on both legs before media, then carries G.711 both ways (through the relay when direct media is off)', async () => {
+    // Two plugin clients would move their media to the direct path (test/plugin/direct-media.test.ts); this is the relay's path.
+    const a = handler({ direct: false });
+    const b = handler({ direct: false });
     const aHeard = heard(a);
     const bHeard = heard(b);
     a.media.play({ toneHz: 1000 }, { loop: true });
@@ -72,7 +51,7 @@ describe('SIP.js plugin handler through the relay', () => {
     expect(rms(bHeard.at(-1)!)).toBeGreaterThan(1000);
 
     const stats = a.media.stats();
-    const legs = relay.stats('c1')!;
+    const legs = ctx.relay.stats('c1')!;
     const legA = legs.find((l) => l.tag === 'ta')!;
     expect(legA.authenticated).toBe(true);
     expect(stats.state).toBe('authenticated');
@@ -126,11 +105,11 @@ describe('SIP.js plugin handler through the relay', () => {
     await waitFor(() => a.media.state === 'authenticated' && b.media.state === 'authenticated', 3000);
     const reoffer = await a.getDescription({ hold: true });
     expect(reoffer.body).toMatch(/a=sendonly/);
-    const toB = await relay.offer({ callId: 'c1', fromTag: 'ta', sdp: reoffer.body, offerer: { signallingAddress: '127.0.0.1' } });
+    const toB = await ctx.relay.offer({ callId: 'c1', fromTag: 'ta', sdp: reoffer.body, offerer: { signallingAddress: '127.0.0.1' } });
     await b.setDescription(toB.sdp);
     const answer = await b.getDescription();
     expect(answer.body).toMatch(/a=recvonly/);
-    await a.setDescription((await relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: answer.body })).sdp);
+    await a.setDescription((await ctx.relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: answer.body })).sdp);
     expect(b.media.sendFrame(tone(440, 160))).toBe(false);
     expect(a.media.sendFrame(tone(440, 160))).toBe(true);
     expect(a.media.state).toBe('authenticated');
@@ -172,15 +151,17 @@ describe('SIP.js plugin handler through the relay', () => {
 });
 
 describe('SIP.js plugin handler: refusals are typed and reported', () => {
-  it('reports a wrong key as challenge-failed, and never latches', async () => {
+  it('a wrong key draws no reply at all (the relay is silent to what it cannot authenticate): reported, never latched', async () => {
     const a = handler({ proveTimeoutMs: 600 });
     const errors = failures(a);
     const flip = (sdp: string) => sdp.replace(/key=(\S)/, (_m, c: string) => `key=${c === 'A' ? 'B' : 'A'}`);
     await call(a, handler(), { modifyAnswer: flip });
     await waitFor(() => errors.length === 1, 3000);
-    expect(errors[0]!.code).toBe('challenge-failed');
+    expect(errors[0]!.code).toBe('relay-unreachable');
+    expect(errors[0]!.message).toMatch(/key is not the one it issued/);
+    expect(ctx.relay.drops['hello-rejected']).toBeGreaterThan(0);
     expect(a.media.state).toBe('failed');
-    expect(relay.stats('c1')!.find((l) => l.tag === 'ta')!.authenticated).toBe(false);
+    expect(ctx.relay.stats('c1')!.find((l) => l.tag === 'ta')!.authenticated).toBe(false);
   });
 
   it('refuses a key that arrived over insecure signalling', async () => {

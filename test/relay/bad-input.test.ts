@@ -1,4 +1,4 @@
-import { encodeHello } from '../../src/media/challenge';
+import { encodeHello, newLegKey } from '../../src/media/challenge';
 import type { Relay } from '../../src/media/relay';
 import { Peer, answerChallenges, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, sleep, waitFor } from '../helpers/peers';
 
@@ -10,7 +10,7 @@ afterEach(async () => {
 });
 
 function stunWith(mutate: (b: Buffer) => Buffer): Buffer {
-  return mutate(Buffer.from(encodeHello('legid')));
+  return mutate(Buffer.from(encodeHello(newLegKey(), 'legid')));
 }
 
 const garbage: Array<[string, Buffer, 'malformed' | 'stun-invalid']> = [

@@ -4,7 +4,7 @@
  * host, then assert forwarded or dropped.
  */
 import type { Relay } from '../../src/media/relay';
-import { ChallengeProver, decode, encodeHello, type Endpoint } from '../../src/media/challenge';
+import { ChallengeProver, HELLO_FLAG_DIRECT, decode, encodeHello, newLegKey, openRendezvous, type Endpoint, type PairGrant, type Rendezvous } from '../../src/media/challenge';
 import { Peer, answerChallenges, keyFromSdp, mediaPorts, newRelay, prove, rtp, sdp, sleep, testPeers, waitFor } from '../helpers/peers';
 
 interface KeyCall {
@@ -84,21 +84,58 @@ describe('key policy', () => {
 
   it('drops media from the wrong port and the wrong host, and sends them no media', async () => {
     const c = await bothProved();
+    c.a.send(rtp(0, 0, 0xa), c.relayForA); // the leg's current SSRC is now known
+    await waitFor(() => c.b.media().length === 1);
     const wrongPort = await peer('127.0.0.1');
     const wrongHost = await peer('127.0.0.3');
-    for (let i = 0; i < 10; i++) {
+    const blind = await peer('127.0.0.4');
+    for (let i = 1; i <= 10; i++) {
       wrongPort.send(rtp(i, i * 160, 0xa), c.relayForA);
       wrongHost.send(rtp(i, i * 160, 0xa), c.relayForA);
+      blind.send(rtp(i, i * 160, 0xbad), c.relayForA);
       c.b.send(rtp(i, i * 160, 0xb), c.relayForB);
     }
     await waitFor(() => c.a.media().length === 10);
     await sleep(50);
-    expect(c.b.media()).toHaveLength(0);
+    expect(c.b.media()).toHaveLength(1);
     expect(wrongPort.media()).toHaveLength(0);
     expect(wrongHost.media()).toHaveLength(0);
-    // They are challenged (that is how a rebinding client gets back in), but cannot answer.
+    // Media with the leg's SSRC from a new source is challenged (that is how a rebinding client
+    // gets back in), but cannot answer; media with any other SSRC draws nothing at all.
     expect(wrongHost.stun().length).toBeGreaterThan(0);
-    expect(wrongHost.stun().length).toBeLessThanOrEqual(3);
+    expect(wrongHost.stun().length).toBeLessThanOrEqual(5);
+    expect(blind.received).toHaveLength(0);
+  });
+
+  it('a blind sprayer gets no reply at all: not to media, not to hellos without the key, not to garbage', async () => {
+    const c = await bothProved();
+    const sprayer = await peer('127.0.0.3');
+    for (let i = 0; i < 50; i++) {
+      for (const to of [c.relayForA, c.relayForB]) {
+        sprayer.send(rtp(i, i * 160, 0xbad, 160), to);
+        sprayer.send(Buffer.from([0x80, 200, 0, 1, 0, 0, 0x0b, 0xad]), to);
+        sprayer.send(encodeHello(newLegKey(), c.keyA.legId), to);
+        sprayer.send(encodeHello(newLegKey(), 'made-up-leg'), to);
+        sprayer.send(Buffer.from('\x00\x01garbage'), to);
+      }
+    }
+    await sleep(150);
+    expect(sprayer.received).toHaveLength(0);
+    expect(c.relay.drops['hello-rejected']).toBe(50);
+  });
+
+  it('a captured hello replayed from elsewhere draws nothing', async () => {
+    const c = await keyCall();
+    const attacker = await peer('127.0.0.3');
+    const hello = new ChallengeProver(c.keyA.legId, c.keyA.key).hello();
+    c.a.send(hello, c.relayForA);
+    await waitFor(() => c.a.stun().length === 1);
+    attacker.send(hello, c.relayForA);
+    attacker.send(hello, c.relayForB);
+    await sleep(50);
+    expect(attacker.received).toHaveLength(0);
+    expect(c.relay.drops['hello-rejected']).toBe(1); // on A's port, replayed; on B's port, the wrong leg
+    expect(c.relay.drops['unknown-leg']).toBe(1);
   });
 
   it('refuses a proof replayed from another host', async () => {
@@ -141,7 +178,7 @@ describe('key policy', () => {
   it('drops a hello for an unknown leg without a reply', async () => {
     const c = await keyCall();
     const stranger = await peer('127.0.0.3');
-    stranger.send(encodeHello('no-such-leg'), c.relayForA);
+    stranger.send(encodeHello(c.keyA.key, 'no-such-leg'), c.relayForA);
     await sleep(50);
     expect(stranger.received).toHaveLength(0);
     expect(c.relay.drops['unknown-leg']).toBe(1);
@@ -151,20 +188,41 @@ describe('key policy', () => {
     const c = await keyCall();
     const probe = await peer('127.0.0.3');
     probe.send(rtp(1, 1, 1, 4), c.relayForA); // a 16-byte RTP packet
-    const shortHello = encodeHello(c.keyA.legId).subarray(0, 40);
-    shortHello.writeUInt16BE(20, 2); // re-frame: a valid hello without padding
+    // Re-framed without its padding: a valid hello, smaller than the challenge that would answer it.
+    const full = encodeHello(c.keyA.key, c.keyA.legId);
+    const unpadded = 20 + (4 + 16) + (4 + 8) + (4 + 4) + (4 + 32);
+    const shortHello = Buffer.from(full.subarray(0, unpadded));
+    shortHello.writeUInt16BE(unpadded - 20, 2);
     probe.send(shortHello, c.relayForA);
     probe.send(rtp(2, 2, 1, 160), c.relayForA);
     await sleep(100);
     const sizes = probe.received.map((r) => r.buf.length);
-    expect(sizes.length).toBe(1);
+    expect(decode(shortHello).kind).toBe('hello');
+    expect(sizes.length).toBe(0); // the 16-byte RTP and the short hello draw nothing; the 172-byte RTP has no known SSRC
+    probe.send(encodeHello(c.keyA.key, c.keyA.legId), c.relayForA);
+    await waitFor(() => probe.received.length === 1);
+    expect(probe.received[0]!.buf.length).toBeLessThanOrEqual(172);
+  });
+
+  it('challenges small media with the leg SSRC only if the challenge is no larger', async () => {
+    const c = await bothProved();
+    c.a.send(rtp(0, 0, 0xa), c.relayForA);
+    await waitFor(() => c.b.media().length === 1);
+    const probe = await peer('127.0.0.3');
+    probe.send(rtp(1, 1, 0xa, 4), c.relayForA); // 16 bytes, the leg's SSRC
+    await sleep(50);
+    expect(probe.received).toHaveLength(0);
+    probe.send(rtp(2, 2, 0xa, 160), c.relayForA);
+    await waitFor(() => probe.received.length === 1);
+    const sizes = probe.received.map((r) => r.buf.length);
     expect(sizes[0]).toBeLessThanOrEqual(172);
   });
 
   it('rate-limits challenges per source', async () => {
     const c = await keyCall();
     const sprayer = await peer('127.0.0.3');
-    for (let i = 0; i < 200; i++) sprayer.send(encodeHello(c.keyA.legId), c.relayForA);
+    // Someone who holds the key (or replays nothing: fresh counters) still gets at most 5 a second.
+    for (let i = 0; i < 200; i++) sprayer.send(encodeHello(c.keyA.key, c.keyA.legId), c.relayForA);
     await sleep(150);
     expect(sprayer.stun().length).toBeLessThanOrEqual(5);
     expect(c.relay.drops['rate-limited']).toBeGreaterThan(190);
@@ -172,6 +230,9 @@ describe('key policy', () => {
 
   it('hands over to a new source only after it proves the key (NAT rebinding)', async () => {
     const c = await bothProved();
+    c.a.send(rtp(99, 99 * 160, 0xa), c.relayForA); // the stream was flowing before the NAT rebound
+    await waitFor(() => c.b.media().length === 1);
+    c.b.clear();
     const rebound = await peer('127.0.0.1');
     const stop = answerChallenges(rebound, c.keyA.legId, c.keyA.key);
     const t0 = Date.now();
@@ -210,5 +271,45 @@ describe('key policy', () => {
     ).rejects.toThrow(/secure/);
     expect(relay.callCount).toBe(0);
     expect(relay.pool.inUse).toBe(0);
+  });
+
+  it('tells each client where the other is, with a pair key both open with their own leg keys', async () => {
+    const c = await bothProved();
+    const grants = (p: typeof c.a, key: Buffer): PairGrant[] =>
+      p.stun().map((b) => decode(b)).filter((m): m is Rendezvous => m.kind === 'rendezvous').map((m) => openRendezvous(key, m)!).filter(Boolean);
+    await waitFor(() => grants(c.a, c.keyA.key).length > 0 && grants(c.b, c.keyB.key).length > 0);
+    const [ga, gb] = [grants(c.a, c.keyA.key).at(-1)!, grants(c.b, c.keyB.key).at(-1)!];
+    expect(ga.peer).toEqual(c.b.endpoint);
+    expect(gb.peer).toEqual(c.a.endpoint);
+    expect(ga.pairKey.equals(gb.pairKey)).toBe(true);
+    expect(ga.pairId).toBe(gb.pairId);
+    expect([ga.side, gb.side]).toEqual(['a', 'b']);
+    expect(c.relay.rendezvousSent).toBeGreaterThanOrEqual(2);
+  });
+
+  it('hears which path a client says its media takes, and keeps a call alive that only proves', async () => {
+    const c = await keyCall({ key: { rechallengeIntervalMs: 100, consentTimeoutMs: 1000 }, timeouts: { mediaSec: 0.4, holdSec: 3600 } });
+    const timeouts: unknown[] = [];
+    c.relay.on('media-timeout', (t) => timeouts.push(t));
+    await prove(c.a, c.relayForA, c.keyA.legId, c.keyA.key);
+    await prove(c.b, c.relayForB, c.keyB.legId, c.keyB.key);
+    const stops = [answerChallenges(c.a, c.keyA.legId, c.keyA.key), answerChallenges(c.b, c.keyB.legId, c.keyB.key)];
+    c.a.send(new ChallengeProver(c.keyA.legId, c.keyA.key).hello(HELLO_FLAG_DIRECT), c.relayForA);
+    await waitFor(() => c.relay.stats('c1')!.find((l) => l.tag === 'ta')!.mediaPath === 'direct');
+    expect(c.relay.directCallCount).toBe(0);
+    c.b.send(new ChallengeProver(c.keyB.legId, c.keyB.key).hello(HELLO_FLAG_DIRECT), c.relayForB);
+    await waitFor(() => c.relay.directCallCount === 1);
+    await sleep(800); // twice mediaSec with no media through the relay at all
+    expect(timeouts).toHaveLength(0);
+    stops.forEach((s) => s());
+  });
+
+  it('tells nobody anything when direct media is off', async () => {
+    const c = await keyCall({ direct: { enabled: false } });
+    await prove(c.a, c.relayForA, c.keyA.legId, c.keyA.key);
+    await prove(c.b, c.relayForB, c.keyB.legId, c.keyB.key);
+    await sleep(100);
+    expect([...c.a.stun(), ...c.b.stun()].map((b) => decode(b).kind)).not.toContain('rendezvous');
+    expect(c.relay.rendezvousSent).toBe(0);
   });
 });

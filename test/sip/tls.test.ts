@@ -53,7 +53,7 @@ const offerSdp = (announce: boolean) =>
   });
 
   let calls = 0;
-  async function call(kind: 'tls' | 'tcp' | 'wss', announce: boolean) {
+  async function call(kind: 'tls' | 'tcp' | 'wss', announce: boolean, extraHeaders: string[] = []) {
     const pbxMedia = dgram.createSocket('udp4');
     pbxMedia.bind(0, '127.0.0.2');
     await once(pbxMedia, 'listening');
@@ -64,7 +64,7 @@ const offerSdp = (announce: boolean) =>
     const n = ++calls;
     const dialog = [`From: <sip:dave@keylatch.test>;tag=d${kind}${n}`, `Call-ID: call-${kind}-${n}-${process.pid}`];
     c.send([`INVITE sip:bob@keylatch.test SIP/2.0`, `Via: SIP/2.0/${T} 192.168.1.40:5061;branch=z9hG4bK${kind}inv${n};rport`, ...dialog, 'To: <sip:bob@keylatch.test>',
-      'CSeq: 1 INVITE', `Contact: <sip:dave@192.168.1.40:5061;transport=${kind}>`, 'Max-Forwards: 70', 'Content-Type: application/sdp'], offerSdp(announce));
+      'CSeq: 1 INVITE', `Contact: <sip:dave@192.168.1.40:5061;transport=${kind}>`, 'Max-Forwards: 70', ...extraHeaders, 'Content-Type: application/sdp'], offerSdp(announce));
     const ok = await c.next((m) => m.status === 200, 8000);
     const to = ok.headers.get('to')!;
     const ack = (method: string, cseq: string, branch: string) =>
@@ -104,6 +104,15 @@ const offerSdp = (announce: boolean) =>
     expect(legs.find((l) => l.policy === 'key')?.authenticated).toBe(true);
     media.close();
     await hangUp();
+  });
+
+  it('lets a call keep its media on the relay with X-Keylatch-Direct: no', async () => {
+    for (const [headers, allowed] of [[['X-Keylatch-Direct: no'], false], [[], true]] as const) {
+      const { hangUp } = await call('tls', true, [...headers]);
+      const legs = f.relay.stats(f.relay.callIds()[0]!)!;
+      expect(legs.map((l) => l.directAllowed)).toEqual([allowed, allowed]);
+      await hangUp();
+    }
   });
 
   it('registers over WSS and gives a WebSocket client that announced keylatch its leg key', async () => {

@@ -6,8 +6,15 @@ import {
   ProtocolError,
   computeMac,
   decode,
+  HELLO_FLAG_DIRECT,
+  ReplayWindow,
   encodeHello,
+  encodeRendezvous,
   encodeSealed,
+  nextCounter,
+  openRendezvous,
+  type Hello,
+  type Rendezvous,
   looksLikeStun,
   newLegId,
   newLegKey,
@@ -16,6 +23,7 @@ import {
 } from '../../src/media/challenge';
 
 const client: Endpoint = { address: '203.0.113.7', port: 40002 };
+const K = newLegKey();
 const other: Endpoint = { address: '203.0.113.66', port: 40002 };
 
 function setup(now = () => 1000) {
@@ -34,7 +42,7 @@ function prove(prover: ChallengeProver, challenge: Buffer, from: Endpoint = { ad
 
 describe('framing', () => {
   it('is STUN per RFC 7983: first byte 0..3 and the magic cookie', () => {
-    const hello = encodeHello(newLegId());
+    const hello = encodeHello(K, newLegId());
     expect(hello[0]).toBeLessThan(4);
     expect(hello.readUInt32BE(4)).toBe(0x2112a442);
     expect(looksLikeStun(hello)).toBe(true);
@@ -55,7 +63,7 @@ describe('framing', () => {
         expect(msg.mac.equals(computeMac(key, kind, legId, nonce, observed))).toBe(true);
       }
     }
-    expect(decode(encodeHello(legId))).toMatchObject({ kind: 'hello', legId });
+    expect(decode(encodeHello(key, legId, { counter: 7n, flags: 1 }))).toMatchObject({ kind: 'hello', legId, counter: 7n, flags: 1 });
   });
 
   it('keeps every reply no larger than the smallest hello', () => {
@@ -64,14 +72,14 @@ describe('framing', () => {
 
   it.each([
     ['empty', Buffer.alloc(0)],
-    ['truncated header', encodeHello('abc').subarray(0, 19)],
-    ['length field too long', (() => { const b = encodeHello('abc'); b.writeUInt16BE(b.readUInt16BE(2) + 4, 2); return b; })()],
-    ['length not a multiple of 4', (() => { const b = encodeHello('abc'); b.writeUInt16BE(b.readUInt16BE(2) - 1, 2); return b.subarray(0, b.length - 1); })()],
-    ['bad cookie', (() => { const b = encodeHello('abc'); b.writeUInt32BE(1, 4); return b; })()],
-    ['attribute overrunning', (() => { const b = encodeHello('abc'); b.writeUInt16BE(4000, 22); return b; })()],
-    ['unknown comprehension-required attribute', (() => { const b = encodeHello('abc'); b.writeUInt16BE(0x0001, 20); return b; })()],
+    ['truncated header', encodeHello(K, 'abc').subarray(0, 19)],
+    ['length field too long', (() => { const b = encodeHello(K, 'abc'); b.writeUInt16BE(b.readUInt16BE(2) + 4, 2); return b; })()],
+    ['length not a multiple of 4', (() => { const b = encodeHello(K, 'abc'); b.writeUInt16BE(b.readUInt16BE(2) - 1, 2); return b.subarray(0, b.length - 1); })()],
+    ['bad cookie', (() => { const b = encodeHello(K, 'abc'); b.writeUInt32BE(1, 4); return b; })()],
+    ['attribute overrunning', (() => { const b = encodeHello(K, 'abc'); b.writeUInt16BE(4000, 22); return b; })()],
+    ['unknown comprehension-required attribute', (() => { const b = encodeHello(K, 'abc'); b.writeUInt16BE(0x0001, 20); return b; })()],
     ['a STUN binding request', (() => { const b = Buffer.alloc(20); b.writeUInt16BE(1, 0); b.writeUInt32BE(0x2112a442, 4); return b; })()],
-    ['leg id with forbidden bytes', (() => { const b = encodeHello('abc'); b[24] = 0x20; return b; })()],
+    ['leg id with forbidden bytes', (() => { const b = encodeHello(K, 'abc'); b[24] = 0x20; return b; })()],
   ])('rejects %s with ProtocolError', (_name, buf) => {
     expect(() => decode(buf)).toThrow(ProtocolError);
   });
@@ -178,5 +186,76 @@ describe('ChallengeVerifier and ChallengeProver', () => {
     const bAddr = { address: '198.18.2.2', port: 6000 };
     expect(b.verifier.verify(prove(a.prover, b.verifier.challenge(aAddr)), aAddr).ok).toBe(true);
     expect(a.verifier.verify(prove(b.prover, a.verifier.challenge(bAddr)), bAddr).ok).toBe(true);
+  });
+});
+
+describe('revision 2: keyed hellos', () => {
+  it('answers a hello only under the right key, and each counter once', () => {
+    const { legId, key, verifier, prover } = setup();
+    const hello = decode(prover.hello(HELLO_FLAG_DIRECT)) as Hello;
+    expect(verifier.checkHello(hello)).toEqual({ ok: true, flags: HELLO_FLAG_DIRECT });
+    expect(verifier.checkHello(hello)).toEqual({ ok: false, reason: 'replayed' });
+    expect(verifier.checkHello(decode(encodeHello(newLegKey(), legId)) as Hello)).toEqual({ ok: false, reason: 'bad-mac' });
+    const tamperedFlags = { ...(decode(encodeHello(key, legId)) as Hello), flags: 7 };
+    expect(verifier.checkHello(tamperedFlags)).toEqual({ ok: false, reason: 'bad-mac' });
+    expect(verifier.checkHello(decode(encodeHello(key, 'other-leg')) as Hello)).toEqual({ ok: false, reason: 'wrong-leg' });
+  });
+
+  it('forged hellos do not use up the replay window', () => {
+    const { legId, key, verifier } = setup();
+    const good = decode(encodeHello(key, legId)) as Hello;
+    for (let i = 0; i < 100; i++) verifier.checkHello(decode(encodeHello(newLegKey(), legId, { counter: good.counter + BigInt(i + 1) })) as Hello);
+    expect(verifier.checkHello(good).ok).toBe(true);
+  });
+
+  it('the replay window takes counters slightly out of order and refuses ones older than it remembers', () => {
+    const w = new ReplayWindow(4);
+    expect([5n, 3n, 4n, 6n].map((c) => w.accept(c))).toEqual([true, true, true, true]);
+    expect(w.accept(4n)).toBe(false);
+    expect(w.accept(7n)).toBe(true); // evicts 3
+    expect(w.accept(2n)).toBe(false);
+    expect(w.accept(3n)).toBe(false); // forgotten, but older than all it remembers
+  });
+
+  it('counters keep rising even when the clock does not', () => {
+    const a = nextCounter(1000);
+    const b = nextCounter(1000);
+    const c = nextCounter(999);
+    expect(b > a && c > b).toBe(true);
+  });
+});
+
+describe('revision 2: rendezvous', () => {
+  const peer: Endpoint = { address: '198.18.0.12', port: 4000 };
+  const grantFor = (pairKey = newLegKey()) => ({ pairId: newLegId(), side: 'b' as const, pairKey, peer });
+
+  it('carries the peer mapping and a pair key that only the leg key opens', () => {
+    const { legId, key, prover } = setup();
+    const grant = grantFor();
+    const buf = encodeRendezvous(key, legId, grant);
+    expect(buf.includes(grant.pairKey)).toBe(false); // never in clear
+    const msg = decode(buf) as Rendezvous;
+    expect(openRendezvous(key, msg)).toEqual(grant);
+    expect(openRendezvous(newLegKey(), msg)).toBeNull();
+    expect(prover.onMessage(msg, client)).toEqual({ type: 'rendezvous', grant });
+  });
+
+  it('is refused when tampered with, replayed or older than the last one', () => {
+    const { legId, key, prover } = setup();
+    const first = decode(encodeRendezvous(key, legId, grantFor())) as Rendezvous;
+    const second = decode(encodeRendezvous(key, legId, grantFor())) as Rendezvous;
+    const movedPeer = { ...first, peer: { address: '198.18.0.66', port: 4000 } };
+    expect(prover.onMessage(movedPeer, client).type).toBe('ignored');
+    const flippedKey = { ...first, wrappedKey: Buffer.from(first.wrappedKey).fill(0, 12, 20) };
+    expect(openRendezvous(key, flippedKey)).toBeNull();
+    expect(prover.onMessage(second, client).type).toBe('rendezvous');
+    expect(prover.onMessage(first, client)).toEqual({ type: 'ignored', reason: 'stale rendezvous' });
+    expect(prover.onMessage(second, client)).toEqual({ type: 'ignored', reason: 'stale rendezvous' });
+  });
+
+  it('round-trips IPv6 peers', () => {
+    const { legId, key } = setup();
+    const grant = { ...grantFor(), peer: { address: '2001:db8::7', port: 9 }, side: 'a' as const };
+    expect(openRendezvous(key, decode(encodeRendezvous(key, legId, grant)) as Rendezvous)).toEqual(grant);
   });
 });

@@ -1,5 +1,5 @@
 import { classify } from '../../src/media/packet';
-import { encodeHello } from '../../src/media/challenge';
+import { encodeHello, newLegKey } from '../../src/media/challenge';
 import { rtp } from '../helpers/peers';
 
 function rtcpRr(): Buffer {
@@ -13,7 +13,7 @@ function rtcpRr(): Buffer {
 
 describe('classify', () => {
   it('tells STUN, RTP and RTCP apart by the first bytes', () => {
-    expect(classify(encodeHello('leg'))).toBe('stun');
+    expect(classify(encodeHello(newLegKey(), 'leg'))).toBe('stun');
     expect(classify(rtp(1, 160))).toBe('rtp');
     expect(classify(rtcpRr())).toBe('rtcp');
   });

@@ -34,7 +34,11 @@ export class KeyOverInsecureTransportError extends KeylatchPluginError {
   }
 }
 
-/** The relay answered, but not with challenges or successes this key can verify: a wrong key. */
+/**
+ * The relay answered, but not with challenges or successes this key can verify. (A relay of
+ * protocol revision 2 answers no hello it cannot authenticate, so a wrong key usually shows as
+ * relay-unreachable instead: see RelayUnreachableError.)
+ */
 export class ChallengeFailedError extends KeylatchPluginError {
   override name = 'ChallengeFailedError';
   constructor(detail: string) {
@@ -42,10 +46,14 @@ export class ChallengeFailedError extends KeylatchPluginError {
   }
 }
 
-/** Nothing came back from the relay address in the SDP: blocked, or not there. */
+/**
+ * Nothing came back from the relay address in the SDP: blocked, not there, or our key is not
+ * the one the relay gave. The relay is silent toward anything it cannot authenticate, so from
+ * here those look the same; the message says so.
+ */
 export class RelayUnreachableError extends KeylatchPluginError {
   override name = 'RelayUnreachableError';
   constructor(relay: string, afterMs: number) {
-    super('relay-unreachable', `no answer from the keylatch relay at ${relay} after ${afterMs} ms`);
+    super('relay-unreachable', `no answer from the keylatch relay at ${relay} after ${afterMs} ms (unreachable, or our leg key is not the one it issued: it answers nothing it cannot authenticate)`);
   }
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { ChallengeProver, ProtocolError, decode, sameEndpoint, type Endpoint } from '../../../src/media/challenge';
+import { ChallengeProver, ProtocolError, decode, sameEndpoint, type Endpoint, type PairGrant } from '../../../src/media/challenge';
 import { ChallengeFailedError, RelayUnreachableError, type KeylatchPluginError } from './errors';
 
 export interface KeyProofOptions {
@@ -18,6 +18,8 @@ export type ProofState = 'proving' | 'authenticated' | 'failed';
 
 export interface KeyProofEvents {
   latched: [mapping: Endpoint, changed: boolean];
+  /** The relay named the other client of the call, for direct media. */
+  rendezvous: [grant: PairGrant];
   failed: [error: KeylatchPluginError];
 }
 
@@ -55,9 +57,13 @@ export class KeyProof extends EventEmitter<KeyProofEvents> {
   }
 
   /** Keepalive and prompt re-proof share this: the relay answers a hello with a fresh challenge. */
-  sendHello(): void {
-    this.opts.send(this.prover.hello(), this.opts.relay);
+  sendHello(flags = this.flags): void {
+    this.flags = flags;
+    this.opts.send(this.prover.hello(flags), this.opts.relay);
   }
+
+  /** Hello flags (HELLO_FLAG_DIRECT) that every later hello repeats, so the relay's view stays current. */
+  private flags = 0;
 
   /** Returns true when the datagram was ours to handle (STUN-framed), whatever became of it. */
   onDatagram(buf: Buffer, from: Endpoint): boolean {
@@ -79,6 +85,8 @@ export class KeyProof extends EventEmitter<KeyProofEvents> {
       const first = this.state_ !== 'authenticated';
       this.state_ = 'authenticated';
       if (first || event.mappingChanged) this.emit('latched', event.mapping, event.mappingChanged);
+    } else if (event.type === 'rendezvous') {
+      this.emit('rendezvous', event.grant);
     } else if (msg.kind === 'challenge') {
       this.rejectedChallenges++;
     }

@@ -3,7 +3,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { looksLikeStun, sameEndpoint, type Endpoint } from '../../../src/media/challenge';
+import { HELLO_FLAG_DIRECT, ProtocolError, decode, looksLikeStun, sameEndpoint, type Endpoint, type PairGrant } from '../../../src/media/challenge';
+import { PeerPath, type PeerPathStats, type PeerPathTiming, type SocketPool } from '../../../src/direct/peer-path';
 import { isNullAddress } from '../../../src/sdp/session';
 import { decodeG711, encodeG711 } from '../../../src/codec/g711';
 import { KeyMissingError, KeyOverInsecureTransportError, type KeylatchPluginError } from './errors';
@@ -15,6 +16,14 @@ import { WavWriter } from './wav';
 
 export const SAMPLES_PER_FRAME = (8000 * PTIME_MS) / 1000;
 const COMFORT_NOISE_PT = 13;
+/**
+ * While media goes direct nothing else reaches the relay: a keyed hello this often keeps our NAT
+ * mapping toward it open and, after a rebinding, moves its latch to the new mapping, so the
+ * fallback path is there when the direct one fails.
+ */
+const DIRECT_RELAY_HELLO_MS = 1000;
+/** Packets on either side of the first direct one over which the switch's gap is measured. */
+const SWITCH_WINDOW_PACKETS = 5;
 
 export interface MediaSessionOptions {
   /** Where the RTP and RTCP sockets bind. */
@@ -34,6 +43,9 @@ export interface MediaSessionOptions {
   /** After this long without sending on a socket, send something so the NAT keeps its mapping. */
   keepaliveMs: number;
   rtcpIntervalMs: number;
+  /** Take media straight to the other client when keylatch names one (docs/direct-media.md). */
+  direct: boolean;
+  directTiming?: Partial<PeerPathTiming>;
 }
 
 export const DEFAULT_MEDIA_OPTIONS: MediaSessionOptions = {
@@ -48,6 +60,7 @@ export const DEFAULT_MEDIA_OPTIONS: MediaSessionOptions = {
   proveTimeoutMs: 5000,
   keepaliveMs: 10000,
   rtcpIntervalMs: 5000,
+  direct: true,
 };
 
 export type MediaState = 'idle' | 'proving' | 'authenticated' | 'guarded' | 'failed' | 'closed';
@@ -69,6 +82,12 @@ export interface MediaStats {
   /** Every source RTP came from, with its count: nothing but the relay should be here. */
   sources: Record<string, number>;
   ssrcs: number[];
+  /** Which path our media takes: through the relay, or straight to the other client. */
+  path: PeerPathStats & {
+    firstDirectRtpMs: number | null;
+    /** The longest silence among the packets around the first direct one: what the switch cost us. */
+    gapAtSwitchMs: number | null;
+  };
 }
 
 export interface FrameInfo {
@@ -84,6 +103,8 @@ export interface MediaSessionEvents {
   authenticated: [mapping: { rtp: Endpoint | null; rtcp: Endpoint | null }];
   mapping: [socket: 'rtp' | 'rtcp', mapping: Endpoint, changed: boolean];
   'first-media': [ms: number];
+  /** Media moved to the direct path (peer is where it goes) or back to the relay (peer null). */
+  path: [path: 'relay' | 'direct', peer: Endpoint | null, reason: string | null];
   failed: [error: KeylatchPluginError];
 }
 
@@ -98,6 +119,19 @@ const key = (e: Endpoint): string => (isIPv6(e.address) ? `[${e.address}]:${e.po
 export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private readonly sockets: Partial<Record<Which, Socket>> = {};
   private readonly proofs: Partial<Record<Which, KeyProof>> = {};
+  /** Direct media with the other client, once the relay has named it. */
+  private peerPath: PeerPath | null = null;
+  private relayHelloTimer: NodeJS.Timeout | null = null;
+  /** Sockets opened for the birthday attempt (id → socket); id 0 is the RTP socket. */
+  private readonly extraSockets = new Map<number, Socket>();
+  private nextExtraId = 1;
+  /** From the answer taking effect to the first RTP from the proved peer. */
+  private firstDirectRtpMs: number | null = null;
+  /** Arrival times of the last packets, to measure the gap around the switch to the direct path. */
+  private readonly arrivals: number[] = [];
+  private switchWindow = -1;
+  private gapAtSwitchMs: number | null = null;
+  private readonly createdAt = Date.now();
   private readonly lastSentAt: Record<Which, number> = { rtp: 0, rtcp: 0 };
   private remote: RemoteMedia | null = null;
   private codec: { codec: Codec; pt: number } | null = null;
@@ -179,10 +213,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (samePath && this.state_ !== 'failed') return;
     this.answeredAt = Date.now();
     this.firstMediaMs = null;
+    this.firstDirectRtpMs = null;
     for (const which of ['rtp', 'rtcp'] as const) {
       this.proofs[which]?.close();
       delete this.proofs[which];
     }
+    this.endDirect();
     this.startTimers();
     if (!remote.legKey) {
       this.state_ = 'guarded';
@@ -202,6 +238,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       });
       proof.on('latched', (mapping, changed) => this.onLatched(which, mapping, changed));
       proof.on('failed', (error) => this.fail(error));
+      if (which === 'rtp') proof.on('rendezvous', (grant) => this.onRendezvous(grant));
       this.proofs[which] = proof;
       proof.start();
     }
@@ -289,6 +326,14 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       firstMediaMs: this.firstMediaMs,
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
+      path: {
+        ...(this.peerPath?.stats() ?? {
+          path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null,
+          firstDirectMs: null, lastFallback: null, birthday: { tried: false, sockets: 0, probes: 0, succeeded: false }, via: 0,
+        }),
+        firstDirectRtpMs: this.firstDirectRtpMs,
+        gapAtSwitchMs: this.gapAtSwitchMs,
+      },
     };
   }
 
@@ -299,6 +344,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.stopRecording();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.endDirect();
     for (const which of ['rtp', 'rtcp'] as const) {
       this.proofs[which]?.close();
       this.sockets[which]?.close();
@@ -312,14 +358,18 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private bind(which: Which): Promise<Socket> {
+    return this.bindSocket((buf, from) => this.onDatagram(which, buf, from));
+  }
+
+  /** A UDP socket on our bind address; a send to an unreachable port surfaces as ICMP and must not end the process. */
+  private bindSocket(onMessage: (buf: Buffer, from: Endpoint) => void): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const socket = createSocket(isIPv6(this.options.bindAddress) ? 'udp6' : 'udp4');
       socket.once('error', reject);
       socket.bind(0, this.options.bindAddress, () => {
         socket.off('error', reject);
-        // A send to an unreachable port surfaces here as ICMP; it must not end the process.
         socket.on('error', () => undefined);
-        socket.on('message', (buf, rinfo) => this.onDatagram(which, buf, { address: rinfo.address, port: rinfo.port }));
+        socket.on('message', (buf, rinfo) => onMessage(buf, { address: rinfo.address, port: rinfo.port }));
         resolve(socket);
       });
     });
@@ -333,10 +383,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   private sendRtp(p: RtpPacket): void {
-    const to = this.relayEndpoint('rtp');
+    const direct = this.peerPath?.target ?? null;
+    const to = direct ?? this.relayEndpoint('rtp');
     if (!to) return;
     const b = encodeRtp(p);
-    this.transmit('rtp', b, to);
+    if (direct) this.sendVia(this.peerPath!.via, b, direct);
+    else this.transmit('rtp', b, to);
     this.seq = (this.seq + 1) & 0xffff;
     this.sent.packets++;
     this.sent.octets += p.payload.length;
@@ -347,13 +399,21 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     return false;
   }
 
-  private onDatagram(which: Which, buf: Buffer, from: Endpoint): void {
+  private onDatagram(which: Which, buf: Buffer, from: Endpoint, via = 0): void {
+    const expected = this.relayEndpoint(which);
+    const fromRelay = via === 0 && expected !== null && sameEndpoint(expected, from);
     if (looksLikeStun(buf)) {
-      this.proofs[which]?.onDatagram(buf, from);
+      if (fromRelay || !this.peerPath || which !== 'rtp') this.proofs[which]?.onDatagram(buf, from);
+      else this.toPeerPath(buf, from);
       return;
     }
-    const expected = this.relayEndpoint(which);
-    if (!expected || !sameEndpoint(expected, from)) {
+    // Media is ours from the relay, or from the one source that proved the pair key to us.
+    const fromPeer = !fromRelay && which === 'rtp' && (this.peerPath?.accepts(from, via) ?? false);
+    if (fromPeer && this.firstDirectRtpMs === null && this.answeredAt !== null) {
+      this.firstDirectRtpMs = Date.now() - this.answeredAt;
+      this.switchWindow = SWITCH_WINDOW_PACKETS;
+    }
+    if (!fromRelay && !fromPeer) {
       this.received.foreign++;
       return;
     }
@@ -371,6 +431,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     // The longest silence between two packets: how long a NAT rebinding or handover cost us.
     if (this.lastRtpAt) this.received.maxGapMs = Math.max(this.received.maxGapMs, now - this.lastRtpAt);
     this.lastRtpAt = now;
+    this.noteArrival(now);
     this.recv.onPacket(p, now);
     this.emit('rtp', p);
     if (p.pt === this.dtmfPt) return this.onDtmf(p);
@@ -383,6 +444,17 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     }
     this.recorder?.write(pcm);
     this.emit('frame', pcm, { seq: p.seq, timestamp: p.timestamp, ssrc: p.ssrc });
+  }
+
+  /** Keeps the last arrivals; SWITCH_WINDOW_PACKETS after the first direct one, the gap around the switch is known. */
+  private noteArrival(now: number): void {
+    this.arrivals.push(now);
+    if (this.arrivals.length > 2 * SWITCH_WINDOW_PACKETS) this.arrivals.shift();
+    if (this.switchWindow < 0 || --this.switchWindow > 0) return;
+    this.switchWindow = -1;
+    let gap = 0;
+    for (let i = 1; i < this.arrivals.length; i++) gap = Math.max(gap, this.arrivals[i]! - this.arrivals[i - 1]!);
+    this.gapAtSwitchMs = gap;
   }
 
   private onDtmf(p: RtpPacket): void {
@@ -402,6 +474,85 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     if (!all) return;
     this.state_ = 'authenticated';
     this.emit('authenticated', { rtp: this.proofs.rtp?.mapping ?? null, rtcp: this.proofs.rtcp?.mapping ?? null });
+  }
+
+  /**
+   * The relay named the other client of the call. We punch toward it and prove the pair key;
+   * media moves over once both directions are proved, and back to the relay when the direct
+   * path stops proving. The relay path stays proved throughout, as the fallback.
+   */
+  private onRendezvous(grant: PairGrant): void {
+    if (!this.options.direct || this.state_ === 'closed') return;
+    if (this.peerPath) return this.peerPath.update(grant);
+    const path = new PeerPath(grant, (buf, to, via) => this.sendVia(via, buf, to), { timing: this.options.directTiming, sockets: this.socketPool() });
+    path.on('direct', (peer) => this.onPath('direct', peer, null));
+    path.on('relay', (reason) => this.onPath('relay', null, reason));
+    this.peerPath = path;
+    path.start();
+  }
+
+  private onPath(path: 'relay' | 'direct', peer: Endpoint | null, reason: string | null): void {
+    // Tell the relay at once (under the leg key): its stats and metrics count direct calls.
+    this.proofs.rtp?.sendHello(path === 'direct' ? HELLO_FLAG_DIRECT : 0);
+    if (this.relayHelloTimer) clearInterval(this.relayHelloTimer);
+    this.relayHelloTimer = path === 'direct' ? setInterval(() => this.proofs.rtp?.sendHello(), DIRECT_RELAY_HELLO_MS) : null;
+    this.emit('path', path, peer, reason);
+  }
+
+  private toPeerPath(buf: Buffer, from: Endpoint, via = 0): void {
+    try {
+      this.peerPath?.onMessage(decode(buf), from, buf.length, via);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+    }
+  }
+
+  /** From the RTP socket (0) or one the birthday attempt opened. */
+  private sendVia(via: number, buf: Buffer, to: Endpoint): void {
+    if (via === 0) return this.transmit('rtp', buf, to);
+    const socket = this.extraSockets.get(via);
+    if (socket && this.state_ !== 'closed') socket.send(buf, to.port, to.address);
+  }
+
+  /** Extra sockets on request: what arrives on them is the peer path's (STUN) or, once it chose one, media. */
+  private socketPool(): SocketPool {
+    return {
+      open: async (count) => {
+        const ids: number[] = [];
+        for (let i = 0; i < count && this.state_ !== 'closed'; i++) {
+          const id = this.nextExtraId++;
+          const socket = await this.bindExtra(id);
+          this.extraSockets.set(id, socket);
+          ids.push(id);
+        }
+        return ids;
+      },
+      close: (keep) => {
+        for (const [id, socket] of this.extraSockets) {
+          if (id === keep) continue;
+          socket.close();
+          this.extraSockets.delete(id);
+        }
+      },
+    };
+  }
+
+  private bindExtra(id: number): Promise<Socket> {
+    return this.bindSocket((buf, from) => (looksLikeStun(buf) ? this.toPeerPath(buf, from, id) : this.onDatagram('rtp', buf, from, id)));
+  }
+
+
+  private endDirect(): void {
+    for (const socket of this.extraSockets.values()) socket.close();
+    this.extraSockets.clear();
+    if (!this.peerPath) return;
+    const wasDirect = this.peerPath.target !== null;
+    this.peerPath.close();
+    this.peerPath = null;
+    // A renegotiated path is news; a closed session is not (nothing more is sent or said).
+    if (wasDirect && this.state_ !== 'closed') this.onPath('relay', null, 'path renegotiated');
+    if (this.relayHelloTimer) clearInterval(this.relayHelloTimer);
+    this.relayHelloTimer = null;
   }
 
   /** A refused description: the application hears of it, and the media keeps the state it had. */
@@ -436,9 +587,12 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   private sendReport(): void {
     if (!(this.state_ === 'authenticated' || this.state_ === 'guarded')) return;
-    const to = this.relayEndpoint('rtcp');
-    if (!to) return;
     const sent = this.sent.packets > 0 ? { packets: this.sent.packets, octets: this.sent.octets, timestamp: this.timestamp } : null;
-    this.transmit('rtcp', encodeRtcpReport(this.ssrc, this.cname, sent), to);
+    const report = encodeRtcpReport(this.ssrc, this.cname, sent);
+    // Muxed RTCP follows the RTP: straight to the peer, from the same socket, while media goes direct.
+    const direct = this.remote?.rtcpMux ? (this.peerPath?.target ?? null) : null;
+    if (direct) return this.sendVia(this.peerPath!.via, report, direct);
+    const to = this.relayEndpoint('rtcp');
+    if (to) this.transmit('rtcp', report, to);
   }
 }

@@ -1,4 +1,4 @@
-import { ChallengeVerifier, ProtocolError, decode, sameEndpoint, sealedSize, type Endpoint } from '../challenge';
+import { ChallengeVerifier, HELLO_FLAG_DIRECT, ProtocolError, ReplayWindow, decode, sameEndpoint, sealedSize, type Endpoint } from '../challenge';
 import { PerSourceRateLimiter } from '../rate-limiter';
 import type { Latch, LatchHost } from './latch';
 
@@ -9,6 +9,14 @@ export interface KeyLatchOptions {
   rechallengeIntervalMs: number;
   consentTimeoutMs: number;
   challengesPerSecondPerSource: number;
+  /** One per leg, shared by its ports: a hello is good once for the whole leg. */
+  replay: ReplayWindow;
+  /** The SSRCs the latched source is sending: media carrying one of them shows it belongs to this leg. */
+  knownSsrcs: () => readonly number[];
+  /** The client proved the key again (a success went out): the relay may have news for it. */
+  onProved?: (source: Endpoint) => void;
+  /** What an authenticated hello from the latched source says about the client's media path. */
+  onPathReport?: (direct: boolean) => void;
 }
 
 /**
@@ -16,6 +24,11 @@ export interface KeyLatchOptions {
  * attacker) is challenged and takes over only once it has proved the key; until then the
  * current source keeps the latch. The latched source is re-challenged on an interval and
  * loses the latch if it stops proving (consent freshness).
+ *
+ * Silence toward strangers: a source is challenged only when it has shown it knows something,
+ * a hello MAC'd under the leg key (with a counter never seen before), or media carrying the
+ * SSRC the leg is sending right now (the rebinding case: the same stream from a new mapping).
+ * A blind sprayer of the port range gets no reply at all.
  */
 export class KeyLatch implements Latch {
   readonly policy = 'key';
@@ -27,7 +40,7 @@ export class KeyLatch implements Latch {
   private challenged = false;
 
   constructor(private readonly host: LatchHost, private readonly opts: KeyLatchOptions) {
-    this.verifier = new ChallengeVerifier({ legId: opts.legId, key: opts.key, nonceTtlMs: opts.nonceTtlMs });
+    this.verifier = new ChallengeVerifier({ legId: opts.legId, key: opts.key, nonceTtlMs: opts.nonceTtlMs, replay: opts.replay });
     this.limiter = new PerSourceRateLimiter(opts.challengesPerSecondPerSource);
   }
 
@@ -46,6 +59,9 @@ export class KeyLatch implements Latch {
     }
     if (msg.legId !== this.opts.legId) return this.host.drop('unknown-leg');
     if (msg.kind === 'hello') {
+      const verdict = this.verifier.checkHello(msg);
+      if (!verdict.ok) return this.host.drop('hello-rejected');
+      if (this.host.latched && sameEndpoint(this.host.latched, from)) this.opts.onPathReport?.((verdict.flags & HELLO_FLAG_DIRECT) !== 0);
       if (!this.challenge(from, buf.length, now, msg.txid)) this.host.drop('rate-limited');
       return;
     }
@@ -55,10 +71,17 @@ export class KeyLatch implements Latch {
     this.lastProofAt = now;
     if (!this.host.latched || !sameEndpoint(this.host.latched, verdict.source)) this.host.latchTo(verdict.source, now);
     this.host.reply(verdict.success, verdict.source);
+    this.opts.onProved?.(verdict.source);
   }
 
-  onForeignMedia(buf: Buffer, from: Endpoint, _cls: string, now: number): boolean {
-    this.challenge(from, buf.length, now);
+  /** When the leg last proved its key: a key leg whose media went direct is alive as long as this is fresh. */
+  get provedAt(): number {
+    return this.lastProofAt;
+  }
+
+  onForeignMedia(buf: Buffer, from: Endpoint, cls: string, now: number): boolean {
+    const ssrc = senderSsrc(buf, cls);
+    if (ssrc !== null && this.opts.knownSsrcs().includes(ssrc)) this.challenge(from, buf.length, now);
     this.host.drop('unlatched-source');
     return false;
   }
@@ -91,4 +114,11 @@ export class KeyLatch implements Latch {
     this.host.reply(this.verifier.challenge(from, txid), from);
     return true;
   }
+}
+
+/** The SSRC a packet names as its sender: RTP's header field, or an RTCP packet's sender SSRC. */
+function senderSsrc(buf: Buffer, cls: string): number | null {
+  if (cls === 'rtp') return buf.length >= 12 ? buf.readUInt32BE(8) : null;
+  if (cls === 'rtcp') return buf.length >= 8 ? buf.readUInt32BE(4) : null;
+  return null;
 }

@@ -23,6 +23,7 @@ export type DropReason =
   | 'stun-invalid'
   | 'unknown-leg'
   | 'proof-rejected'
+  | 'hello-rejected'
   | 'rate-limited'
   | 'no-destination'
   | 'internal-error';
@@ -33,6 +34,8 @@ export interface Latch {
   readonly state: string;
   /** May media go to the SDP-given address before anything has latched? */
   readonly sendsBeforeLatch: boolean;
+  /** When the source last proved a key (key latches): proof of life even with no media through us. */
+  readonly provedAt?: number;
   onStun(buf: Buffer, from: Endpoint, now: number): void;
   /** Media from a source other than the latched one. True means: latched now, forward it. */
   onForeignMedia(buf: Buffer, from: Endpoint, cls: MediaClass, now: number): boolean;

@@ -1,0 +1,183 @@
+/**
+ * keylatch relay on two worker processes, as `keylatch relay --workers 2` runs it: the real
+ * ng socket, real worker processes with their own native fast paths, real media.
+ */
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import http from 'node:http';
+import { Client } from 'rtpengine-client';
+import { loadConfig } from '../../src/config/load';
+import { silentLogger } from '../../src/log';
+import { homeWorker } from '../../src/media/cluster/placement';
+import type { WorkerExit } from '../../src/media/cluster/relay-cluster';
+import { startRelayService, type RelayService } from '../../src/relay-service';
+import { Peer, mediaPorts, rtp, sdp, sleep, testMediaConfig, waitFor, waitForAsync } from '../helpers/peers';
+
+jest.setTimeout(60000);
+
+let service: RelayService;
+let client: InstanceType<typeof Client>;
+let ng: { host: string; port: number };
+const peers: Peer[] = [];
+
+/** The inodes of the UDP sockets bound to a local port (from /proc/net/udp). */
+function udpInodes(port: number): string[] {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(`:${hex}`))
+    .map((f) => f[9]!);
+}
+
+/** Does this process hold the socket bound to this port? */
+function holdsPort(pid: number, port: number): boolean {
+  const inodes = new Set(udpInodes(port).map((i) => `socket:[${i}]`));
+  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+    try {
+      return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      return false;
+    }
+  });
+}
+
+function metricsText(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
+interface TestCall {
+  id: string;
+  a: Peer;
+  b: Peer;
+  toA: number; // the relay port A sends to
+  toB: number;
+}
+
+async function call(id: string): Promise<TestCall> {
+  const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
+  peers.push(a, b);
+  const offer = await client.offer(ng, { 'call-id': id, 'from-tag': 'ta', sdp: sdp(a.address, a.port), 'received-from': ['IP4', '127.0.0.1'] });
+  expect(offer.result).toBe('ok');
+  const answer = await client.answer(ng, { 'call-id': id, 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp(b.address, b.port), 'received-from': ['IP4', '127.0.0.2'] });
+  expect(answer.result).toBe('ok');
+  return { id, a, b, toA: mediaPorts(answer.sdp)[0]!, toB: mediaPorts(offer.sdp)[0]! };
+}
+
+/** Sends n packets each way and waits until both sides got them all (guarded latching locks after 3). */
+async function talk(c: TestCall, n: number, seq0 = 0): Promise<void> {
+  const [gotA, gotB] = [c.a.media().length, c.b.media().length];
+  for (let i = seq0; i < seq0 + n; i++) {
+    c.a.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: c.toA });
+    c.b.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: c.toB });
+    await sleep(2);
+  }
+  const expected = (got: number) => got + n - (seq0 === 0 ? 2 : 0); // the first 2 packets of each side teach the latch
+  await waitFor(() => c.b.media().length >= expected(gotB) && c.a.media().length >= expected(gotA), 3000);
+}
+
+beforeEach(async () => {
+  const base = loadConfig({ env: {} });
+  service = await startRelayService(
+    { ...base, media: testMediaConfig({ workers: 2 }), control: { ng: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } },
+    silentLogger,
+  );
+  ng = { host: '127.0.0.1', port: service.ng!.port };
+  client = new Client({ localPort: 0, localAddress: '127.0.0.1', timeout: 3000 });
+});
+afterEach(async () => {
+  peers.splice(0).forEach((p) => p.close());
+  client.close();
+  await service.close();
+});
+
+describe('relay workers', () => {
+  it('gives each worker its own share and sockets; every command of a call reaches the worker its media flows through', async () => {
+    const cluster = service.cluster!;
+    expect(service.relay).toBeNull();
+    const [s0, s1] = cluster.shares;
+    expect(s0!.portMax).toBeLessThan(s1!.portMin);
+    const calls: TestCall[] = [];
+    for (let i = 0; i < 8; i++) calls.push(await call(`w-${i}@test`));
+    const byWorker = [0, 1].map((w) => calls.filter((c) => cluster.placement.of(c.id) === w));
+    expect(byWorker[0]!.length).toBeGreaterThan(0);
+    expect(byWorker[1]!.length).toBeGreaterThan(0);
+    const pids = cluster.info().map((w) => w.pid!);
+    expect(new Set([...pids, process.pid]).size).toBe(3);
+    for (const c of calls) {
+      const w = cluster.placement.of(c.id)!;
+      expect(w).toBe(homeWorker(c.id, 2));
+      const share = cluster.shares[w]!;
+      for (const port of [c.toA, c.toA + 1, c.toB, c.toB + 1]) {
+        expect(port).toBeGreaterThanOrEqual(share.portMin);
+        expect(port).toBeLessThanOrEqual(share.portMax);
+        // The worker's process, not the dispatcher or the other worker, holds the socket.
+        expect(holdsPort(pids[w]!, port)).toBe(true);
+        expect(holdsPort(pids[1 - w]!, port)).toBe(false);
+        expect(holdsPort(process.pid, port)).toBe(false);
+      }
+    }
+    for (const c of calls) await talk(c, 6);
+    for (const c of calls) {
+      const q = await client.query(ng, { 'call-id': c.id });
+      expect(q.result).toBe('ok');
+      expect(q.tags.ta.packets).toBe(6);
+      expect(q.tags.tb.packets).toBe(6);
+      expect(q.tags.ta.latched).toEqual({ address: '127.0.0.1', port: c.a.port });
+    }
+    const list = await client.list(ng, { limit: 100 });
+    expect(list.result).toBe('ok');
+    expect([...(list.calls as string[])].sort()).toEqual(calls.map((c) => c.id).sort());
+    expect((await client.list(ng, { limit: 3 })).calls).toHaveLength(3);
+    const metrics = await metricsText(service.metrics!.port);
+    expect(metrics).toMatch(/^keylatch_relay_calls 8$/m);
+    expect(metrics).toMatch(/^keylatch_relay_workers\{state="alive"\} 2$/m);
+    // Every packet each side sent reached the relay: 8 calls x 2 sides x 6.
+    expect(metrics).toMatch(/^keylatch_relay_packets_received_total 96$/m);
+    expect(metrics).toMatch(new RegExp(`^keylatch_leg_packets_received\\{call_id="${calls[0]!.id}",tag="ta",policy="guarded"\\} 6$`, 'm'));
+    const del = await client.delete(ng, { 'call-id': calls[0]!.id, 'from-tag': 'ta' });
+    expect(del.result).toBe('ok');
+    expect(cluster.placement.of(calls[0]!.id)).toBeUndefined();
+    expect((await client.query(ng, { 'call-id': calls[0]!.id }))['error-reason']).toBe('Unknown call-id');
+  });
+
+  it('reports a worker that dies, keeps the other worker\'s calls flowing, and starts the dead one again', async () => {
+    const cluster = service.cluster!;
+    const calls: TestCall[] = [];
+    for (let i = 0; calls.filter((c) => cluster.placement.of(c.id) === 0).length < 2 || calls.filter((c) => cluster.placement.of(c.id) === 1).length < 2; i++) {
+      calls.push(await call(`crash-${i}@test`));
+    }
+    for (const c of calls) await talk(c, 5);
+    const victims = calls.filter((c) => cluster.placement.of(c.id) === 0);
+    const survivors = calls.filter((c) => cluster.placement.of(c.id) === 1);
+    const exits: WorkerExit[] = [];
+    cluster.on('worker-exit', (e) => exits.push(e));
+    const pid0 = cluster.info()[0]!.pid!;
+    process.kill(pid0, 'SIGKILL');
+    await waitFor(() => exits.length === 1, 5000);
+    expect(exits[0]).toMatchObject({ index: 0, pid: pid0, signal: 'SIGKILL', callsLost: victims.length });
+    // While worker 0 is down: worker 1's calls go on, ng still answers, lost calls are unknown, and a new call is placed on worker 1.
+    for (const c of survivors) await talk(c, 5, 100);
+    expect(await client.ping(ng)).toMatchObject({ result: 'pong' });
+    expect((await client.query(ng, { 'call-id': victims[0]!.id })).result).toBe('error');
+    const list = await client.list(ng, { limit: 100 });
+    expect([...(list.calls as string[])].sort()).toEqual(survivors.map((c) => c.id).sort());
+    await waitForAsync(async () => /^keylatch_relay_worker_exits_total\{worker="0"\} 1$/m.test(await metricsText(service.metrics!.port)), 3000);
+    // Restarted on the same share: calls whose home is worker 0 go there again.
+    await waitFor(() => cluster.isAlive(0), 15000);
+    expect(cluster.info()[0]!.pid).not.toBe(pid0);
+    expect(cluster.info()[0]!.restarts).toBe(1);
+    let id = '';
+    for (let i = 0; homeWorker((id = `after-${i}@test`), 2) !== 0; i++);
+    const again = await call(id);
+    expect(cluster.placement.of(id)).toBe(0);
+    expect(again.toA).toBeGreaterThanOrEqual(cluster.shares[0]!.portMin);
+    expect(again.toA).toBeLessThanOrEqual(cluster.shares[0]!.portMax);
+    await talk(again, 5);
+    for (const c of survivors) await talk(c, 5, 200);
+  });
+});
