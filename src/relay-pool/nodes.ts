@@ -177,6 +177,8 @@ export class NgNode implements RelayNode {
       if (req.offerer?.policy === 'key' || req.answerer?.policy === 'key') throw new Error(`${this.id} is rtpengine, which cannot hold key legs`);
       return { ICE: 'remove' };
     }
-    return { ...keylatchLeg('offerer', req.offerer), ...keylatchLeg('answerer', req.answerer) };
+    // direct=no (X-Keylatch-Direct: no) names the call, as the node's ng reads it.
+    const direct = req.offerer?.direct === false || req.answerer?.direct === false ? { direct: 'no' } : {};
+    return { ...keylatchLeg('offerer', req.offerer), ...keylatchLeg('answerer', req.answerer), ...direct };
   }
 }
