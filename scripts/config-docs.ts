@@ -72,6 +72,11 @@ function describeInner(t: z.ZodTypeAny, outer: z.ZodTypeAny): string {
   if (t instanceof z.ZodLiteral) return `\`${String(t.value)}\``;
   if (t instanceof z.ZodUnion) return (t.options as z.ZodTypeAny[]).map((o) => describeInner(unwrap(o).inner, o)).join(', or ');
   if (t instanceof z.ZodArray) return `list of ${describeInner(unwrap(t.element).inner, t.element)}`;
+  // A list of records (media.relays): name each field and its type.
+  if (t instanceof z.ZodObject) {
+    const fields = Object.entries(t.shape as Record<string, z.ZodTypeAny>).map(([k, v]) => `${k}: ${describeType(v)}`);
+    return `{${fields.join('; ')}}`;
+  }
   if (t instanceof z.ZodString) {
     const parts: string[] = [];
     for (const c of t._def.checks) {

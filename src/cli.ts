@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, problemLines } from './config/load';
 import { fetchStatus, StatusUnavailable } from './control/status-client';
 import { formatStatus, summaryLines } from './control/status-format';
+import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-admin';
 import { createLogger } from './log';
 import { startEdgeService } from './edge-service';
 import { splitHostPort, startRelayService } from './relay-service';
@@ -13,11 +14,14 @@ const USAGE = `usage: keylatch edge   [--interface IP] [--advertise IP] [--ports
                        [--config FILE]
        keylatch relay  [--ng HOST:PORT] [--workers N|auto] [the same flags]
        keylatch status [--json] [--admin HOST:PORT] [--config FILE]
+       keylatch relays [--drain URL | --undrain URL] [--json] [--admin HOST:PORT] [--config FILE]
 
 edge:   the SIP edge on drachtio-server (sip.* settings) with the relay in-process.
 relay:  the media relay alone, controlled over rtpengine's ng protocol; --workers: relay
         processes sharing the port range (media.workers, default one per core).
 status: bindings and live calls of a running edge, read from its admin endpoint (admin.listen).
+relays: the edge's relay nodes (media.relays) and their state; --drain URL stops new calls to
+        one (its calls finish there), --undrain URL gives it calls again.
 Flags override config/default.yaml, FILE and KEYLATCH_* environment variables.
 Every setting: docs/configuration.md.`;
 
@@ -90,6 +94,38 @@ export async function status(argv: string[]): Promise<number> {
   }
 }
 
+/** keylatch relays: lists a running edge's relay nodes, or drains / undrains one. */
+export async function relays(argv: string[]): Promise<number> {
+  let values;
+  let admin: string | null;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { drain: { type: 'string' }, undrain: { type: 'string' }, json: { type: 'boolean' }, admin: { type: 'string' }, config: { type: 'string' } }, strict: true }));
+    admin = values.admin ?? loadConfig({ file: values.config }).admin.listen;
+    if (!admin) throw new ConfigError('admin.listen is off', [{ key: 'admin.listen', message: 'off, so there is no relay admin to reach', hint: 'KEYLATCH_ADMIN__LISTEN=HOST:PORT on the edge, or --admin HOST:PORT here' }]);
+  } catch (err) {
+    if (err instanceof ConfigError) return reportFailure(err);
+    process.stderr.write(`keylatch relays: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    const { host, port } = splitHostPort(admin);
+    const target = values.drain ?? values.undrain;
+    if (target) {
+      const path = `${RELAYS_PATH}/${values.drain ? 'drain' : 'undrain'}?url=${encodeURIComponent(target)}`;
+      const { status: code, body } = await relayAdminRequest(host, port, 'POST', path);
+      (code === 200 ? process.stdout : process.stderr).write(`${code === 200 ? '' : 'keylatch relays: '}${body}`);
+      return code === 200 ? 0 : 1;
+    }
+    const { status: code, body } = await relayAdminRequest(host, port, 'GET', RELAYS_PATH);
+    if (code !== 200) throw new Error(`${admin}${RELAYS_PATH} answered ${code}`);
+    process.stdout.write(values.json ? `${body}\n` : formatRelays(JSON.parse(body) as Parameters<typeof formatRelays>[0]));
+    return 0;
+  } catch (err) {
+    process.stderr.write(`keylatch relays: ${(err as Error).message} (is keylatch edge running with admin.listen there?)\n`);
+    return 1;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -97,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'status') return status(rest);
+  if (command === 'relays') return relays(rest);
   if (command !== 'relay' && command !== 'edge') {
     process.stderr.write(`${USAGE}\n`);
     return 2;

@@ -15,9 +15,14 @@ import { roomActions } from './rooms/admin';
 import { registerRoomMetrics } from './rooms/metrics';
 import { RoomRegistry } from './rooms/registry';
 import { startSipEdge, type SipEdge } from './sip/edge';
+import { relayAdmin } from './control/relay-admin';
+import { InProcessNode, NgNode, type RelayNode } from './relay-pool/nodes';
+import { registerPoolMetrics } from './relay-pool/metrics';
+import { RelayPool } from './relay-pool/pool';
 
 export interface EdgeService {
   relay: Relay;
+  pool: RelayPool;
   edge: SipEdge;
   /** What is up, one line per part: the start-up summary, and the top of `keylatch status`. */
   summary(): Record<string, string>;
@@ -78,12 +83,26 @@ function explainDrachtioFailure(err: Error & { code?: string }, config: Config):
   return err;
 }
 
+/** media.relays as a pool; with none listed, the in-process relay alone. */
+export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPool {
+  const listed = config.media.relays;
+  const p = config.media.relayPool;
+  const nodes: Array<{ node: RelayNode; weight: number }> = listed.length
+    ? listed.map((r) => ({
+        node: r.url === 'in-process' ? new InProcessNode(relay) : new NgNode(r.url, r.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }),
+        weight: r.weight,
+      }))
+    : [{ node: new InProcessNode(relay), weight: 1 }];
+  return new RelayPool(nodes, { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown }, log);
+}
+
 /** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
 export async function startEdgeService(config: Config, log: Logger): Promise<EdgeService> {
   const { secret } = requireEdgeSettings(config);
   const startedAt = Date.now();
   setSendBatching(config.media.sendBatching);
   const relay = new Relay(config.media, { logger: log });
+  const pool = relayPoolFor(config, relay, log);
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });
   let edge: SipEdge | null = null;
   let listeners: HttpListeners | null = null;
@@ -95,8 +114,10 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}` +
       (config.sip.pbxDrachtio ? `; toward the PBX ${config.sip.pbxDrachtio.host}:${config.sip.pbxDrachtio.port}` : ''),
     PBX: `${config.sip.pbx} (registrations upstream by ${config.sip.registration.upstreamMode}, keylatch as ${config.sip.advertisedAddress})`,
-    'media relay': `${config.media.interface} ports ${config.media.portMin}-${config.media.portMax}` +
-      (relay.advertisedAddress !== config.media.interface ? `, advertised as ${relay.advertisedAddress}` : ''),
+    'media relay': config.media.relays.length
+      ? `pool of ${pool.status().map((n) => `${n.id} (${n.kind}, weight ${n.weight}, ${n.state})`).join(', ')}`
+      : `${config.media.interface} ports ${config.media.portMin}-${config.media.portMax}` +
+        (relay.advertisedAddress !== config.media.interface ? `, advertised as ${relay.advertisedAddress}` : ''),
     'leg key': config.sip.requireKey ? 'required (calls without a key are refused)' : 'optional (plain softphones get guarded latching)',
     'binding store': redactUrl(config.sip.bindingStore),
     metrics: listeners?.urls['/metrics'] ?? 'off (metrics.listen)',
@@ -107,16 +128,19 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     listeners = await startHttpListeners(config, {
       metrics: metricsRoute(registry),
       status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000, ...(rooms ? { rooms: () => rooms.info() } : {}) }),
-      actions: rooms ? [roomActions(rooms)] : [],
+      admin: { ...relayAdmin(pool), prefixed: rooms ? [roomActions(rooms)] : [] },
     });
+    pool.start();
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, store, rooms, logger: log }).catch((err: Error) => {
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, pool, store, rooms, logger: log }).catch((err: Error) => {
       throw explainDrachtioFailure(err, config);
     });
     registerKeepaliveMetrics(edge.keepalive, registry);
+    registerPoolMetrics(pool, registry);
   } catch (err) {
     listeners?.close();
     rooms?.close();
+    pool.close();
     await relay.close();
     await store.close();
     throw err;
@@ -124,12 +148,14 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   const running = edge;
   return {
     relay,
+    pool,
     edge: running,
     summary,
     async close() {
       listeners?.close();
       await running.close();
       rooms?.close();
+      pool.close();
       await relay.close();
     },
   };

@@ -5,6 +5,7 @@ import { serveMetrics, serveRoutes } from './control/http-server';
 import { NgServer } from './control/ng-server';
 import type { Logger } from './log';
 import { clusterCommands } from './media/cluster/dispatcher';
+import { poolCommands } from './relay-pool/cluster-ng';
 import { RelayCluster, resolveWorkers } from './media/cluster/relay-cluster';
 import { setSendBatching } from './media/media-socket';
 import { relayMetrics } from './media/metrics';
@@ -42,7 +43,7 @@ export async function startRelayService(config: Config, log: Logger): Promise<Re
   try {
     if (config.control.ng) {
       const { host, port } = splitHostPort(config.control.ng);
-      ngServer = new NgServer(relay ?? clusterCommands(cluster!), log);
+      ngServer = new NgServer(relay ?? poolCommands(clusterCommands(cluster!), cluster!, config.media.advertisedAddress ?? config.media.interface), log);
       ng = await ngServer.listen(port, host);
     }
     if (config.metrics.listen) {

@@ -31,6 +31,24 @@ export const mediaSchema = z
       mediaSec: z.number().positive(),
       holdSec: z.number().positive(),
     }),
+    relays: z
+      .array(
+        z.object({
+          url: z.union([z.literal('in-process'), z.string().regex(/^ng:\/\/(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/, 'must be ng://HOST:PORT or in-process')]),
+          weight: z.number().int().min(0).max(1000).default(1),
+          kind: z.enum(['keylatch', 'rtpengine']).default('keylatch'),
+        }),
+      )
+      .default([])
+      .refine((r) => new Set(r.map((n) => n.url)).size === r.length, 'each relay may be listed once'),
+    relayPool: z
+      .object({
+        pingIntervalMs: z.number().int().min(50).default(400),
+        pingTimeoutMs: z.number().int().min(20).default(300),
+        missedPingsDown: z.number().int().min(1).default(2),
+        commandTimeoutMs: z.number().int().min(100).default(2000),
+      })
+      .default({}),
     // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     sendBatching: z.enum(['gso', 'sendmmsg', 'off']).default('gso'),
@@ -58,6 +76,7 @@ export const sipSchema = z.object({
     upstreamRefreshMarginSec: z.number().int().min(5),
     upstreamMode: z.enum(['contact', 'path']),
   }),
+  peerEdges: z.array(hostPort).default([]),
   keepalive: z
     .object({
       intervalSec: z.number().positive(),

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import bencode from 'bencode';
 import type { LegStats } from '../media/call';
 import { PortPoolExhausted } from '../media/port-pool';
-import { RelayError, type Relay } from '../media/relay';
+import { RelayError, type LegRef, type Relay } from '../media/relay';
 import { SdpError } from '../sdp/session';
 import { silentLogger, type Logger } from '../log';
 import { legHints, legOptions, optional, required, type NgDict } from './ng-options';
@@ -102,7 +102,9 @@ export function relayCommands(relay: Relay): NgHandler {
     const command = required(req, 'command');
     switch (command) {
       case 'ping':
-        return { result: 'pong' };
+        // keylatch's own addition (rtpengine clients ignore it): the address this relay writes
+        // into SDP, so an edge pooling it knows its legs in an offer it never made itself.
+        return { result: 'pong', 'media-address': relay.advertisedAddress };
       case 'offer': {
         const { sdp } = await relay.offer({
           callId: required(req, 'call-id'),
@@ -137,6 +139,22 @@ export function relayCommands(relay: Relay): NgHandler {
       case 'list':
         // rtpengine's list: the call-ids, at most `limit` of them (default 32).
         return { result: 'ok', calls: relay.callIds().slice(0, listLimit(req)) };
+      // keylatch's own commands, for an edge that pools keylatch relays (src/relay-pool): a PBX
+      // that routes one of our offers back to a client gets that leg rather than a second anchor.
+      case 'adopt': {
+        const sdp = required(req, 'sdp');
+        const ref = relay.legAddressedBy(sdp);
+        if (!ref) return { result: 'error', 'error-reason': 'no leg of this relay is addressed by that SDP' };
+        const opts = { policy: 'guarded' as const, secure: false, ...legOptions(req, 'answerer'), ...legHints(req) };
+        return { result: 'ok', sdp: relay.adopt(ref, sdp, opts).sdp, 'call-id': ref.callId, 'leg-id': ref.legId };
+      }
+      case 'toward-adopter':
+        return { result: 'ok', sdp: relay.towardAdopter(legRef(req), required(req, 'sdp')).sdp };
+      case 'describe-adopted':
+        return { result: 'ok', sdp: relay.describeAdopted(legRef(req), required(req, 'sdp'), legHints(req).signallingAddress).sdp };
+      case 'disown':
+        relay.disown(legRef(req), { policy: 'guarded', secure: false, ...legOptions(req, 'answerer'), ...legHints(req) });
+        return { result: 'ok' };
       default:
         return { result: 'error', 'error-reason': `Unrecognized command: ${command}` };
     }
@@ -151,6 +169,8 @@ export function listLimit(req: NgDict): number {
   if (!Number.isInteger(n) || n < 0) throw new RelayError('bad-request', '"limit" must be a non-negative integer');
   return n;
 }
+
+const legRef = (req: NgDict): LegRef => ({ callId: required(req, 'call-id'), legId: required(req, 'leg-id') });
 
 function decodeRequest(body: Buffer): NgDict {
   let decoded: unknown;

@@ -75,7 +75,12 @@ export class KeepaliveScheduler {
     flows: new Gauge({ name: 'keylatch_keepalive_flows', help: 'NATed UDP flows kept alive, by whether their interval was learned', labelNames: ['learned'], registers: [] }),
   };
 
-  constructor(private readonly deps: { srf: Srf; store: BindingStore; sip: SipConfig; log: Logger; ping?: Ping }) {
+  /**
+   * holdsFlow: whether this instance's drachtio-server holds a binding's flow. Edges sharing a
+   * store each keep alive their own flows only: another edge's OPTIONS would leave from an
+   * address the client's NAT never saw, go unanswered, and drop a binding that is fine.
+   */
+  constructor(private readonly deps: { srf: Srf; store: BindingStore; sip: SipConfig; log: Logger; ping?: Ping; holdsFlow?: (b: Binding) => boolean }) {
     this.policy = policyFrom(deps.sip.keepalive);
     this.ping = deps.ping ?? ((b) => this.options(b));
   }
@@ -115,7 +120,8 @@ export class KeepaliveScheduler {
     const started: Array<Promise<void>> = [];
     try {
       const now = Date.now();
-      const bindings = (await this.deps.store.all()).filter((b) => eligible(b, now));
+      const holds = this.deps.holdsFlow ?? (() => true);
+      const bindings = (await this.deps.store.all()).filter((b) => eligible(b, now) && holds(b));
       const present = new Set<string>();
       let learned = 0;
       for (const b of bindings) {

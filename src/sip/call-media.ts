@@ -1,5 +1,8 @@
 import type { LegOptions } from '../media/call';
-import type { LegRef, Relay } from '../media/relay';
+import type { LegRef } from '../media/relay';
+import { NgTimeout } from '../relay-pool/ng-client';
+import type { RelayNode } from '../relay-pool/nodes';
+import type { RelayPool } from '../relay-pool/pool';
 
 export type Side = 'a' | 'b';
 
@@ -11,46 +14,108 @@ export interface CallMedia {
   offerToB(): Promise<string>;
   /** B's answer, provisional or final. */
   answerFromB(sdp: string, toTag: string, source: string): Promise<string>;
-  /** An in-dialog offer from one side. */
-  reoffer(from: Side, sdp: string, source: string): Promise<string>;
+  /** An in-dialog offer from one side; `source` is where its SIP came from, when it did. */
+  reoffer(from: Side, sdp: string, source?: string): Promise<string>;
   /** The other side's answer to that offer. */
   reanswer(offerer: Side, sdp: string): Promise<string>;
   /** The call is over; `connected` says whether it was ever answered. */
   release(connected: boolean): void;
 }
 
-/** The usual case: the call gets a relay call of its own, one leg per side. */
+/**
+ * The usual case: the call gets a relay call of its own, one leg per side, on the pool node
+ * that took its first offer. When that node dies the call is `lost` and moves whole to another
+ * node: a fresh offer there with both legs as they were (policy, transport, signalling address),
+ * whose SDP the session sends down both legs (CallSession.moveMedia), or the next in-dialog
+ * offer if one comes first.
+ */
 export class AnchoredMedia implements CallMedia {
   private tagB = '';
+  private node: RelayNode | null = null;
+  /** The node died under the call: its next offer goes to a new node. */
+  lost = false;
 
   constructor(
-    private readonly relay: Relay,
+    private readonly pool: RelayPool,
     private readonly callId: string,
     private readonly tagA: string,
     private readonly offer: string,
     private readonly legs: { offerer: LegOptions; answerer: LegOptions },
   ) {}
 
+  /** The node the call is on (null before the first offer). */
+  get on(): RelayNode | null {
+    return this.node;
+  }
+
   async offerToB(): Promise<string> {
-    return (await this.relay.offer({ callId: this.callId, fromTag: this.tagA, sdp: this.offer, ...this.legs })).sdp;
+    return this.start('a', this.offer, this.legs.offerer, this.legs.answerer);
   }
 
   async answerFromB(sdp: string, toTag: string, source: string): Promise<string> {
     this.tagB = toTag;
-    return (await this.relay.answer({ callId: this.callId, fromTag: this.tagA, toTag, sdp, answerer: { signallingAddress: source } })).sdp;
+    this.legs.answerer.signallingAddress = source;
+    return (await this.node!.answer({ callId: this.callId, fromTag: this.tagA, toTag, sdp, answerer: { signallingAddress: source } })).sdp;
   }
 
-  async reoffer(from: Side, sdp: string, source: string): Promise<string> {
-    return (await this.relay.offer({ callId: this.callId, fromTag: this.tag(from), sdp, offerer: { signallingAddress: source } })).sdp;
+  async reoffer(from: Side, sdp: string, source?: string): Promise<string> {
+    if (source) this.optionsOf(from).signallingAddress = source;
+    if (this.lost) return this.move(from, sdp);
+    return (await this.node!.offer({ callId: this.callId, fromTag: this.tag(from), sdp, offerer: { signallingAddress: this.optionsOf(from).signallingAddress } })).sdp;
   }
 
   async reanswer(offerer: Side, sdp: string): Promise<string> {
     const [fromTag, toTag] = offerer === 'a' ? [this.tagA, this.tagB] : [this.tagB, this.tagA];
-    return (await this.relay.answer({ callId: this.callId, fromTag, toTag, sdp })).sdp;
+    const answerer = this.optionsOf(offerer === 'a' ? 'b' : 'a');
+    return (await this.node!.answer({ callId: this.callId, fromTag, toTag, sdp, answerer: { signallingAddress: answerer.signallingAddress } })).sdp;
+  }
+
+  /**
+   * Re-creates the call on another node from `from`'s SDP: returns what the other side should
+   * be offered. Key legs get new keys there (the new node's, in the SDP it returns).
+   */
+  async move(from: Side, sdp: string): Promise<string> {
+    const old = this.node;
+    this.lost = false;
+    if (old) this.pool.release(old, this.callId);
+    // Best effort: a node that comes back would otherwise hold the call's ports till its timeout.
+    if (old) old.delete(this.callId).catch(() => undefined);
+    this.node = null;
+    const to = from === 'a' ? 'b' : 'a';
+    return this.start(from, sdp, this.optionsOf(from), this.optionsOf(to), old ?? undefined);
   }
 
   release(): void {
-    this.relay.delete({ callId: this.callId });
+    const node = this.node;
+    if (!node) return;
+    this.node = null;
+    this.pool.release(node, this.callId);
+    // Even on a node found down: one that was only slow would otherwise hold the ports till its timeout.
+    node.delete(this.callId).catch(() => undefined);
+  }
+
+  /** Places the call on a node and offers; a node that times out is reported and one other is tried. */
+  private async start(from: Side, sdp: string, offerer: LegOptions, answerer: LegOptions, avoid?: RelayNode): Promise<string> {
+    const needsKey = offerer.policy === 'key' || answerer.policy === 'key';
+    const toTag = from === 'a' ? this.tagB : this.tagA;
+    for (let attempt = 0; ; attempt++) {
+      const node = this.pool.place(this.callId, needsKey, avoid);
+      this.node = node;
+      try {
+        const out = (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
+        this.pool.noteSdp(node, out);
+        return out;
+      } catch (err) {
+        if (!(err instanceof NgTimeout) || attempt > 0) throw err;
+        this.pool.release(node, this.callId);
+        this.pool.suspect(node);
+        avoid = node;
+      }
+    }
+  }
+
+  private optionsOf(side: Side): LegOptions {
+    return side === 'a' ? this.legs.offerer : this.legs.answerer;
   }
 
   private tag(side: Side): string {
@@ -59,38 +124,102 @@ export class AnchoredMedia implements CallMedia {
 }
 
 /**
+ * A PBX call for a flow another edge holds, passed on to that edge (sip.peerEdges): the media
+ * is that edge's to anchor, so the SDP goes through untouched both ways.
+ */
+export class PassthroughMedia implements CallMedia {
+  constructor(private readonly offer: string) {}
+
+  async offerToB(): Promise<string> {
+    return this.offer;
+  }
+
+  async answerFromB(sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  async reoffer(_from: Side, sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  async reanswer(_offerer: Side, sdp: string): Promise<string> {
+    return sdp;
+  }
+
+  release(): void {
+    /* nothing anchored here */
+  }
+}
+
+/** A PBX offer that names one of our own legs, on whichever node holds it, adopted by the client `opts` describes. */
+export async function adoptHairpin(pool: RelayPool, offer: string, opts: LegOptions): Promise<{ node: RelayNode; ref: LegRef; sdp: string } | null> {
+  for (const node of pool.hairpinNodesFor(offer)) {
+    const adopted = await node.hairpins!.adopt(offer, opts);
+    if (adopted) return { node, ...adopted };
+  }
+  return null;
+}
+
+/**
  * A call the PBX routed back through keylatch to a client (side b), carrying an offer that
  * names one of our own legs. That leg is handed to the client instead of anchoring the call a
  * second time; the call it belongs to keeps owning its ports. Toward the PBX (side a) the leg
- * keeps naming itself.
+ * keeps naming itself. When the node dies, the owning call moves and re-offers to the PBX,
+ * which brings that offer here, naming the owner's leg on its new node: it is adopted there.
  */
 export class HairpinMedia implements CallMedia {
+  /** The owning call's node died: the next offer from the PBX names its leg on another node. */
+  lost = false;
+
   constructor(
-    private readonly relay: Relay,
-    private readonly leg: LegRef,
-    private readonly offer: string,
+    private readonly pool: RelayPool,
+    private node: RelayNode,
+    private leg: LegRef,
+    private readonly adoptedSdp: string,
     private readonly client: LegOptions,
     private readonly pbx: LegOptions,
   ) {}
 
+  get on(): RelayNode {
+    return this.node;
+  }
+
+  /** The owning call's relay call id. */
+  get owner(): string {
+    return this.leg.callId;
+  }
+
   async offerToB(): Promise<string> {
-    return this.relay.adopt(this.leg, this.offer, this.client).sdp;
+    return this.adoptedSdp;
   }
 
   async answerFromB(sdp: string, _toTag: string, source: string): Promise<string> {
-    return this.relay.describeAdopted(this.leg, sdp, source).sdp;
+    this.client.signallingAddress = source;
+    return this.node.hairpins!.describeAdopted(this.leg, sdp, source);
   }
 
-  async reoffer(from: Side, sdp: string, source: string): Promise<string> {
-    return from === 'b' ? this.relay.describeAdopted(this.leg, sdp, source).sdp : this.relay.towardAdopter(this.leg, sdp).sdp;
+  async reoffer(from: Side, sdp: string, source?: string): Promise<string> {
+    if (from === 'b') {
+      if (source) this.client.signallingAddress = source;
+      return this.node.hairpins!.describeAdopted(this.leg, sdp, source);
+    }
+    // Another edge may have moved the owning call before this edge noticed the node die: an
+    // offer naming another node's leg is that move, whatever this edge thinks of the node.
+    if (this.lost || !this.pool.hairpinNodesFor(sdp).includes(this.node)) {
+      const adopted = await adoptHairpin(this.pool, sdp, this.client);
+      if (!adopted) throw new Error('the PBX re-offered no leg of a live relay node after the hairpin\'s node died');
+      [this.node, this.leg, this.lost] = [adopted.node, adopted.ref, false];
+      return adopted.sdp;
+    }
+    return this.node.hairpins!.towardAdopter(this.leg, sdp);
   }
 
   async reanswer(offerer: Side, sdp: string): Promise<string> {
-    return offerer === 'a' ? this.relay.describeAdopted(this.leg, sdp).sdp : this.relay.towardAdopter(this.leg, sdp).sdp;
+    return offerer === 'a' ? this.node.hairpins!.describeAdopted(this.leg, sdp) : this.node.hairpins!.towardAdopter(this.leg, sdp);
   }
 
   /** Unanswered, the leg goes back to the PBX, which may still route the call elsewhere. */
   release(connected: boolean): void {
-    if (!connected) this.relay.disown(this.leg, this.pbx);
+    if (!connected && !this.lost) this.node.hairpins!.disown(this.leg, this.pbx).catch(() => undefined);
   }
 }

@@ -3,15 +3,18 @@ import type { SipConfig } from '../config/schema';
 import type { Logger } from '../log';
 import type { LegOptions } from '../media/call';
 import { PortPoolExhausted } from '../media/port-pool';
-import { RelayError, type Relay } from '../media/relay';
+import { RelayError } from '../media/relay';
 import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
+import { NgRefused, NgTimeout } from '../relay-pool/ng-client';
+import { NoRelayAvailable, type RelayPool } from '../relay-pool/pool';
 import { bridgeAcross } from './bridge';
-import { AnchoredMedia, HairpinMedia, type CallMedia, type Side } from './call-media';
+import { AnchoredMedia, HairpinMedia, PassthroughMedia, adoptHairpin, type CallMedia, type Side } from './call-media';
 import type { LocalNames } from './local-names';
 import type { PbxPeer } from './pbx-peer';
 import { routeRequest, routedHeaders, type Route } from './route';
+import { OriginKeeper } from './sdp-origin';
 import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from './srf';
 
 /** A per-call switch for direct media, as operators who record or meter calls need it. */
@@ -28,12 +31,13 @@ export interface CallDeps {
   isOwnLeg: (callId: string) => boolean;
   /** Tells the edge the Call-ID of a leg keylatch opened toward the PBX (until onEnd). */
   onOwnLeg?: (callId: string) => void;
-  relay: Relay;
+  /** The relay nodes calls are anchored on (just the in-process relay unless media.relays is set). */
+  pool: RelayPool;
   store: BindingStore;
   sip: SipConfig;
   log: Logger;
   /** Called once when the call is over, however it ended. */
-  onEnd?: (callId: string) => void;
+  onEnd?: (callId: string, relayCallId: string) => void;
 }
 
 /** drachtio-srf keeps `connected` on its Dialog; its typings leave it out. */
@@ -54,6 +58,28 @@ async function updateOn(dialog: Dialog, offer: string): Promise<string> {
   return res.body;
 }
 
+/**
+ * A re-INVITE down a dialog; resolves with the answer SDP. drachtio-srf's modify leaves its
+ * one-at-a-time counter raised when the answer is not a 200, and every later modify on that
+ * dialog would then wait forever: put it back.
+ */
+async function modifyOn(dialog: Dialog, offer: string): Promise<string> {
+  try {
+    return await dialog.modify(offer);
+  } catch (err) {
+    const queue = (dialog as unknown as { _reinvitesInProgress?: { count: number; admitOne: Array<() => void> } })._reinvitesInProgress;
+    if (queue && typeof (err as { status?: unknown }).status === 'number' && queue.count > 0) {
+      queue.count--;
+      const next = queue.admitOne.shift();
+      if (next) setImmediate(next);
+    }
+    throw err;
+  }
+}
+
+/** The c= and m= lines of an SDP: where its sender receives. */
+const mediaLines = (sdp: string): string => sdp.split(/\r?\n/).filter((l) => l.startsWith('m=') || l.startsWith('c=')).join('\n');
+
 const tagOf = (msg: { getParsedHeader(name: 'To' | 'From'): { params?: Record<string, unknown> } }, header: 'To' | 'From'): string =>
   String(msg.getParsedHeader(header).params?.tag ?? '');
 
@@ -66,17 +92,31 @@ export class CallSession {
   private uas: Dialog | null = null;
   private uac: Dialog | null = null;
   private media: CallMedia | null = null;
+  /** Our o= toward each side: SDP toward A is built from B's and the other way round. */
+  private readonly originA = new OriginKeeper();
+  private readonly originB = new OriginKeeper();
   private connected = false;
   private ended = false;
   readonly callId: string;
+  /**
+   * The call's id on its relay node. A record-routing PBX sends a call back through keylatch
+   * with the Call-ID and From tag of keylatch's own leg (sip.pbxDrachtio): where no hairpin
+   * joins the two (an rtpengine node cannot hand a leg over), that second call is anchored
+   * again and needs an id of its own there.
+   */
+  readonly relayCallId: string;
   private readonly tagA: string;
   /** Set when this call is the PBX routing one of our own calls back to a client. */
   hairpinOf: string | null = null;
+  /** The PBX's call to a client (side a the PBX, side b the client). */
+  toClient = false;
+  private legs: { offerer: LegOptions; answerer: LegOptions } | null = null;
 
   /** arrivedOn: the drachtio-server the INVITE came in on (deps.srf or deps.pbxSrf). */
   constructor(private readonly req: SipRequest, private readonly res: SipResponse, private readonly deps: CallDeps, private readonly arrivedOn: Srf = deps.srf) {
     this.callId = req.get('Call-ID');
     this.tagA = tagOf(req, 'From');
+    this.relayCallId = arrivedOn !== deps.srf ? `${this.callId}~pbx` : this.callId;
   }
 
   async run(): Promise<void> {
@@ -92,7 +132,7 @@ export class CallSession {
     }
     let offer: string;
     try {
-      this.media = this.mediaFor(route.toClient);
+      this.media = route.toPeer ? new PassthroughMedia(this.req.body) : await this.mediaFor(route.toClient);
       if (!this.media) return this.end();
       offer = await this.media.offerToB();
     } catch (err) {
@@ -104,12 +144,12 @@ export class CallSession {
       const common = {
         proxy: route.proxy,
         headers: routedHeaders(this.req, route, PASSED_REQUEST_HEADERS),
-        localSdpB: offer,
-        localSdpA: (sdp: string, res: SipResponse) => media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address),
+        localSdpB: this.originB.stamp(offer),
+        localSdpA: async (sdp: string, res: SipResponse) => this.originA.stamp(await media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address)),
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       };
       const onUacSent = (_err: unknown, sent?: SipRequest): void => {
-        if (sent && !route.toClient) this.deps.onOwnLeg?.(sent.get('Call-ID'));
+        if (sent && !route.toClient && !route.toPeer) this.deps.onOwnLeg?.(sent.get('Call-ID'));
       };
       const { uas, uac } = this.arrivedOn === srf
         ? await (srf.createB2BUA.bind(srf) as CreateB2BUA)(this.req, this.res, route.uri, common, { cbRequest: onUacSent })
@@ -139,19 +179,21 @@ export class CallSession {
    * How this call's media goes through the relay, or null once refused. A PBX call whose offer
    * names one of our own legs is a hairpin: the client gets that leg rather than a second anchor.
    */
-  private mediaFor(toClient: Binding | null): CallMedia | null {
-    const { relay, sip } = this.deps;
+  private async mediaFor(toClient: Binding | null): Promise<CallMedia | null> {
+    const { pool, sip } = this.deps;
     const legs = this.policies(toClient);
+    this.legs = legs;
+    this.toClient = toClient !== null;
     if (sip.requireKey && toClient === null && legs.offerer.policy !== 'key') {
       this.res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
       return null;
     }
-    const bounced = toClient ? relay.legAddressedBy(this.req.body) : null;
+    const bounced = toClient ? await adoptHairpin(pool, this.req.body, legs.answerer) : null;
     if (bounced) {
-      this.hairpinOf = bounced.callId;
-      return new HairpinMedia(relay, bounced, this.req.body, legs.answerer, legs.offerer);
+      this.hairpinOf = bounced.ref.callId;
+      return new HairpinMedia(pool, bounced.node, bounced.ref, bounced.sdp, legs.answerer, legs.offerer);
     }
-    return new AnchoredMedia(relay, this.callId, this.tagA, this.req.body, legs);
+    return new AnchoredMedia(pool, this.relayCallId, this.tagA, this.req.body, legs);
   }
   /** Ends the call on both legs, e.g. when the relay reports its media dead. */
   hangUp(why: string): void {
@@ -165,7 +207,7 @@ export class CallSession {
     if (this.ended) return;
     this.ended = true;
     this.media?.release(this.connected);
-    this.deps.onEnd?.(this.callId);
+    this.deps.onEnd?.(this.callId, this.relayCallId);
   }
 
   /** BYE on one leg ends the other; a re-INVITE or UPDATE on one is re-offered through the relay to the other. */
@@ -180,11 +222,14 @@ export class CallSession {
           res.send(200, { body: from.local.sdp });
           return;
         }
-        const offer = await this.media!.reoffer(side, req.body, req.source_address);
+        const offer = this.originOf(side === 'a' ? 'b' : 'a').stamp(await this.offerThrough(side, req.body, req.source_address));
         // An UPDATE goes on as an UPDATE: it may come before the answer's ACK, or from a phone
         // that keeps its re-INVITEs for other things, and a re-INVITE there would surprise.
         const answer = req.method === 'UPDATE' ? await updateOn(to, offer) : await to.modify(offer);
-        res.send(200, { body: await this.media!.reanswer(side, answer) });
+        const body = this.originOf(side).stamp(await this.media!.reanswer(side, answer));
+        // drachtio-srf answers an offerless re-INVITE with local.sdp: it must be this one now.
+        from.local.sdp = body;
+        res.send(200, { body });
       } catch (err) {
         this.deps.log.warn({ callId: this.callId, err: (err as Error).message }, 're-offer failed');
         res.send(err instanceof SdpError ? 488 : 500, {});
@@ -193,6 +238,79 @@ export class CallSession {
     from.on('modify', reoffer);
     from.on('update', reoffer);
     from.on('refer', (_req: SipRequest, res: SipResponse) => res.send(603, 'Transfer not supported', {}));
+  }
+
+  /**
+   * An in-dialog offer through the relay. The PBX's re-offer to a client whose relay node died
+   * names the caller's half on its new node when that half moved first: the client then adopts
+   * that leg (a hairpin, as at call set-up) rather than anchoring on the same node again.
+   */
+  private async offerThrough(side: Side, sdp: string, source: string): Promise<string> {
+    const media = this.media!;
+    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && media.lost) {
+      const adopted = await adoptHairpin(this.deps.pool, sdp, this.legs!.answerer);
+      if (adopted) {
+        media.release();
+        this.media = new HairpinMedia(this.deps.pool, adopted.node, adopted.ref, adopted.sdp, this.legs!.answerer, this.legs!.offerer);
+        this.hairpinOf = adopted.ref.callId;
+        return adopted.sdp;
+      }
+    }
+    return media.reoffer(side, sdp, source);
+  }
+
+  private originOf(side: Side): OriginKeeper {
+    return side === 'a' ? this.originA : this.originB;
+  }
+
+  /** The relay node this call's media is on, if it is anchored on one (not a hairpin). */
+  get relayNode(): string | null {
+    return this.media instanceof AnchoredMedia ? (this.media.on?.id ?? null) : this.media instanceof HairpinMedia ? this.media.on.id : null;
+  }
+
+  /** For a hairpinned call: the owning call's id on its node. */
+  get hairpinOwner(): string | null {
+    return this.media instanceof HairpinMedia ? this.media.owner : null;
+  }
+
+  /** Its relay node is gone: the next offer, or moveMedia, puts the call on another. */
+  relayLost(): void {
+    if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
+  }
+
+  /**
+   * The relay node under this call died: the call moves to another. The new node gets A's last
+   * SDP as a fresh offer; its SDP goes to B by re-INVITE, B's answer back through it to A by
+   * another. Key legs get the new node's key in that SDP (over TLS/WSS, as ever) and prove it
+   * there; guarded legs learn again in the window the offer opened. A call that cannot move is
+   * ended rather than left silent. A call not yet answered only notes the loss: its answer
+   * cannot reach a dead node, and it fails as any call whose relay refused does.
+   */
+  async moveMedia(): Promise<void> {
+    const media = this.media;
+    if (!(media instanceof AnchoredMedia) || !media.lost || this.ended || !this.connected || !this.uas || !this.uac) return;
+    const { log } = this.deps;
+    const started = Date.now();
+    const from = media.on?.id ?? null;
+    try {
+      const sdpA = this.uas.remote.sdp;
+      const toB = this.originB.stamp(await media.move('a', sdpA));
+      const fromB = await modifyOn(this.uac, toB);
+      const toA = this.originA.stamp(await media.reanswer('a', fromB));
+      const fromA = await modifyOn(this.uas, toA);
+      // A may answer from other ports than it last offered: the node must send there. B's
+      // answer stands (its ports did not change), so it goes round once more, sent to no one.
+      if (mediaLines(fromA) !== mediaLines(sdpA)) {
+        await media.reoffer('a', fromA);
+        await media.reanswer('a', fromB);
+      }
+      this.deps.pool.moves.moved++;
+      log.info({ callId: this.callId, from, to: media.on?.id ?? null, ms: Date.now() - started }, 'call moved to another relay node');
+    } catch (err) {
+      this.deps.pool.moves.failed++;
+      log.error({ callId: this.callId, from, err: (err as Error).message }, 'moving the call to another relay node failed');
+      this.hangUp('relay failover failed');
+    }
   }
 
   /** `X-Keylatch-Direct: no` on an INVITE keeps that call's media on the relay (docs/direct-media.md). */
@@ -234,6 +352,8 @@ export class CallSession {
   private refuse(err: unknown): void {
     if (err instanceof SdpError) return this.res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
     if (err instanceof PortPoolExhausted) return this.res.send(503, 'Media ports exhausted', {});
+    if (err instanceof NoRelayAvailable || err instanceof NgTimeout) return this.res.send(503, 'No media relay available', {});
+    if (err instanceof NgRefused) return this.res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.reason.replace(/"/g, "'")}"` } });
     if (err instanceof RelayError && err.code === 'insecure-key-transport') return this.res.send(403, 'Key requires TLS or WSS', {});
     throw err;
   }

@@ -5,6 +5,8 @@ import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
+import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
+import { RelayPool } from '../relay-pool/pool';
 import type { RoomRegistry } from '../rooms/registry';
 import { RoomDesk } from '../rooms/sip-rooms';
 import { CallSession } from './call-session';
@@ -35,6 +37,8 @@ export interface EdgeOptions {
   pbxDrachtio?: DrachtioAdmin | null;
   sip: SipConfig;
   relay: Relay;
+  /** The relay nodes calls go on; default: just `relay`. The edge moves the calls of a node that dies. */
+  pool?: RelayPool;
   store?: BindingStore;
   logger?: Logger;
   /** Group calls (src/rooms): INVITEs to its rooms are answered here, not sent to the PBX. */
@@ -50,6 +54,7 @@ export interface SipEdge {
   store: BindingStore;
   calls: Map<string, CallSession>;
   keepalive: KeepaliveScheduler;
+  pool: RelayPool;
   close(): Promise<void>;
 }
 
@@ -86,7 +91,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const pbxSrf = opts.pbxDrachtio ? new Srf() : srf;
   const store = opts.store ?? new MemoryBindingStore();
   const names = new LocalNames(opts.sip);
-  const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx) : null;
+  const pbx = opts.sip.pbx ? new PbxPeer(opts.sip.pbx, opts.sip.peerEdges) : null;
   const handlers = router(srf);
   const forwardDeps = { srf, store, sip: opts.sip, names, pbx, log };
   const forward = forwardRequest(forwardDeps);
@@ -95,6 +100,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   handlers.message(guard(log, forward));
   handlers.register(guard(log, registrar({ srf, store, sip: opts.sip, names, log })));
   const calls = new Map<string, CallSession>();
+  // By their id on the relay node, which the pool names when a node dies.
+  const byRelayCall = new Map<string, CallSession>();
+  const pool = opts.pool ?? new RelayPool([{ node: new InProcessNode(opts.relay), weight: 1 }], { pingIntervalMs: 1000, missedPingsDown: 1 });
   // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back.
   const ownLegs = new Map<string, string>();
   const callDeps = {
@@ -102,12 +110,13 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     pbxSrf,
     pbx,
     names,
-    relay: opts.relay,
+    pool,
     store,
     sip: opts.sip,
     log,
     isOwnLeg: (callId: string) => ownLegs.has(callId),
-    onEnd: (callId: string) => {
+    onEnd: (callId: string, relayCallId: string) => {
+      if (byRelayCall.get(relayCallId)?.callId === callId) byRelayCall.delete(relayCallId);
       calls.delete(callId);
       for (const [leg, owner] of ownLegs) if (owner === callId) ownLegs.delete(leg);
     },
@@ -117,6 +126,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     if (rooms?.claims(req, arrivedOn !== srf)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
     const session = new CallSession(req, res, { ...callDeps, onOwnLeg: (leg) => ownLegs.set(leg, req.get('Call-ID')) }, arrivedOn);
     calls.set(session.callId, session);
+    byRelayCall.set(session.relayCallId, session);
     await session.run();
   });
   handlers.invite(onInvite(srf));
@@ -128,7 +138,24 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   }
   const onDeadMedia = ({ callId }: { callId: string }): void => calls.get(callId)?.hangUp('media timeout');
   opts.relay.on('media-timeout', onDeadMedia);
-  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log });
+  // One call at a time: a re-INVITE toward a B2BUA PBX may come back as the other half of the
+  // same conversation (its own session, on the same dead node), which that offer then moves;
+  // moving both at once would cross two re-INVITEs in the PBX (491).
+  let moving: Promise<void> = Promise.resolve();
+  const onNodeDown = (node: RelayNode, callIds: string[]): void => {
+    const sessions = callIds.map((id) => byRelayCall.get(id)).filter((c): c is CallSession => c !== undefined);
+    for (const c of sessions) c.relayLost();
+    // Hairpinned calls hold a leg of a call there (this edge's or another's): the owner's move
+    // re-offers it to them.
+    for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && c.relayNode === node.id) c.relayLost();
+    log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
+    // Callers' halves first: the PBX brings each one's re-offer to the callee's half, which
+    // can then adopt the caller's leg on its new node instead of anchoring the call twice.
+    sessions.sort((x, y) => Number(x.toClient) - Number(y.toClient));
+    for (const c of sessions) moving = moving.then(() => c.moveMedia());
+  };
+  pool.on('down', onNodeDown);
+  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
     try {
@@ -154,8 +181,10 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     store,
     calls,
     keepalive,
+    pool,
     async close() {
       keepalive.stop();
+      pool.off('down', onNodeDown);
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
       if (pbxSrf !== srf) pbxSrf.disconnect();

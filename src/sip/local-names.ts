@@ -17,6 +17,8 @@ const URI_HOST = /^(sips?:(?:[^@;>?]*@)?)(\[[0-9a-fA-F:.]+\]|[^:;>?]+)(:\d+)?(.*
  */
 export class LocalNames {
   private readonly endpoints = new Set<string>();
+  /** host:port of drachtio-server's own listeners (not the advertised address). */
+  private readonly listeners = new Set<string>();
   private readonly domains: Set<string>;
   private readonly pbxHost: string;
 
@@ -31,8 +33,21 @@ export class LocalNames {
   addListeners(hostport: string): void {
     for (const entry of hostport.split(',')) {
       const hp = entry.split('/')[1];
-      if (hp) this.endpoints.add(hp.toLowerCase());
+      if (hp) {
+        this.endpoints.add(hp.toLowerCase());
+        this.listeners.add(hp.toLowerCase());
+      }
     }
+  }
+
+  /**
+   * Whether a flow that arrived on `socket` (a binding's localSocket, drachtio's "ip:port") is
+   * this edge's: several edges share one binding store, and only the edge whose drachtio-server
+   * holds a flow can send down it. A socket with no port (an old or a test binding) counts as ours.
+   */
+  holdsFlow(socket: string): boolean {
+    if (!/:\d+$/.test(socket)) return true;
+    return this.listeners.has(socket.toLowerCase());
   }
 
   /** Whether the URI's host (and port) is keylatch itself. */

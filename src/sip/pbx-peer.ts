@@ -15,7 +15,11 @@ export class PbxPeer {
   readonly port: number;
   readonly transport: SipTransport;
 
-  constructor(pbxUri: string) {
+  private readonly peers: Set<string>;
+
+  /** peerEdges: host:port of the other edges (sip.peerEdges), whose requests for a binding count as the PBX's. */
+  constructor(pbxUri: string, peerEdges: string[] = []) {
+    this.peers = new Set(peerEdges.map((p) => p.replace(/:\d+$/, '').replace(/^\[|\]$/g, '')));
     const { host, port } = hostPortOf(pbxUri);
     const param = /;transport=(\w+)/i.exec(pbxUri)?.[1]?.toLowerCase();
     this.transport = /^sips:/i.test(pbxUri) ? 'tls' : ((param as SipTransport | undefined) ?? 'udp');
@@ -28,9 +32,10 @@ export class PbxPeer {
    * Whether a request is the PBX's. Besides sent(): everything on the PBX-facing
    * drachtio-server, and, from the PBX's host, a request naming one of our bindings (a PBX may
    * send from a second profile or a separate UAC; no phone knows a binding id but its own).
+   * The same from another edge (sip.peerEdges): it passes on the PBX's request for a flow we hold.
    */
   owns(req: SipRequest, arrivedOnPbxSide: boolean, namesBinding: boolean): boolean {
-    return arrivedOnPbxSide || this.sent(req) || (namesBinding && req.source_address === this.host);
+    return arrivedOnPbxSide || this.sent(req) || (namesBinding && (req.source_address === this.host || this.peers.has(req.source_address)));
   }
 
   /** The PBX-facing drachtio-server is for the PBX alone: anyone else there is refused. */

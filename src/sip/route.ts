@@ -9,7 +9,9 @@ import { bindingIdOf, contactUri } from './registration';
 import { fromWithoutTag, type SipRequest } from './srf';
 
 /** Where a new request goes: the PBX for a client's, a client's learned flow for the PBX's. */
-export type Route = { uri: string; proxy: string; toClient: Binding | null; hops: number } | { reject: number; reason: string };
+export type Route =
+  | { uri: string; proxy: string; toClient: Binding | null; hops: number; /** To the edge that holds the client's flow (sip.peerEdges). */ toPeer?: boolean }
+  | { reject: number; reason: string };
 
 export interface RouteDeps {
   store: BindingStore;
@@ -45,6 +47,12 @@ export async function routeRequest(req: SipRequest, deps: RouteDeps, onPbxSide: 
     return { uri: names.towardPbx(req.uri), proxy: sip.pbx!, toClient: null, hops };
   }
   if (!named || named.expires < Date.now()) return { reject: 404, reason: 'Not Found' };
+  if (!names.holdsFlow(named.localSocket) && sip.peerEdges.includes(named.localSocket)) {
+    // Another edge's drachtio-server holds the flow: only it can send down it (the client's
+    // NAT would drop what comes from here). It gets the binding named in its own terms.
+    log.debug({ binding: named.id, edge: named.localSocket }, 'request for a flow another edge holds: forwarded to it');
+    return { uri: `sip:${named.id}@${named.localSocket}`, proxy: `sip:${named.localSocket}`, toClient: null, hops, toPeer: true };
+  }
   const via = named.transport === 'udp' ? '' : `;transport=${named.transport}`;
   return { uri: contactUri(named.contact), proxy: `sip:${named.source.address}:${named.source.port}${via}`, toClient: named, hops };
 }

@@ -60,6 +60,26 @@ export function wavToneShare(file: string, hz: number, skipSec = 0): number {
 }
 
 /**
+ * The lowest share of `hz` over the WAV's chunks of `chunkSec`, past `skipSec`: whose tone a
+ * recording holds throughout. A recording that skips what never arrived (a gap in the media)
+ * joins two stretches of the tone at unrelated phases, and one Goertzel over both can cancel
+ * itself out; chunk by chunk, only a chunk that straddles the join is affected.
+ */
+export function wavToneShareByChunk(file: string, hz: number, skipSec = 0, chunkSec = 1): number[] {
+  const s = wavSamples(file, skipSec);
+  const n = Math.floor(chunkSec * 8000);
+  const out: number[] = [];
+  for (let i = 0; i + n <= s.length; i += n) out.push(toneShare(s.subarray(i, i + n), hz));
+  return out;
+}
+
+/** Whether a recording holds `hz` in each second past skipSec, but for one a skipped gap may split (see wavToneShareByChunk). */
+export function wavHoldsTone(file: string, hz: number, skipSec = 0): { ok: boolean; chunks: number[] } {
+  const chunks = wavToneShareByChunk(file, hz, skipSec);
+  return { ok: chunks.length >= 2 && chunks.filter((c) => c < 0.5).length <= 1, chunks: chunks.map((c) => Number(c.toFixed(2))) };
+}
+
+/**
  * Whether the program that wrote a WAV file has closed it: libsndfile writes the RIFF and data
  * sizes only then. A call that is still up on that phone leaves them short of the file's size.
  */

@@ -9,12 +9,16 @@ export function redisUnavailable(): string | null {
   return hasCommand('redis-server') ? null : 'redis-server not installed (apt-get install redis-server)';
 }
 
-/** A private redis-server on loopback for one test file, persisting nothing. */
-export async function startRedis(): Promise<{ url: string; stop: () => Promise<void> }> {
+/**
+ * A private redis-server for one test file, persisting nothing: on loopback, or on `bind` (the
+ * host's address on a test's public net, for edges in namespaces to share).
+ */
+export async function startRedis(opts: { bind?: string } = {}): Promise<{ url: string; stop: () => Promise<void> }> {
   const port = 26000 + (process.pid % 1000);
+  const bind = opts.bind ?? '127.0.0.1';
   const dir = mkdtempSync(path.join(tmpdir(), 'kl-redis-'));
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  const url = `redis://127.0.0.1:${port}`;
+  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', bind, '--protected-mode', bind === '127.0.0.1' ? 'yes' : 'no', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const url = `redis://${bind}:${port}`;
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => undefined);
   for (let i = 0; ; i++) {

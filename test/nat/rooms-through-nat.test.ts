@@ -98,7 +98,7 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
     admin = await startHttpListeners({ metrics: { listen: null }, admin: { listen: '127.0.0.1:0' } }, {
       metrics: async () => ({ contentType: 'text/plain', body: '' }),
       status: statusRoute({ service: 'edge', startedAt: Date.now(), relay, store: edge.store, summary: () => ({}), rooms: () => rooms.info() }),
-      actions: [roomActions(rooms)],
+      admin: { routes: {}, actions: {}, prefixed: [roomActions(rooms)] },
     });
     alice = softphone('alice');
     bob = softphone('bob');

@@ -33,6 +33,17 @@ describe('LocalNames: Request-URIs that name keylatch itself', () => {
   });
 });
 
+describe('LocalNames: which flows are this edge\'s', () => {
+  it('holds a flow that arrived on one of its drachtio listeners, not one on another edge\'s', () => {
+    const names = new LocalNames({ advertisedAddress: '203.0.113.10:5070', domains: [], pbx: 'sip:192.0.2.10:5080', pbxDomain: null });
+    names.addListeners('udp/203.0.113.10:5060,tcp/203.0.113.10:5060');
+    expect(names.holdsFlow('203.0.113.10:5060')).toBe(true);
+    expect(names.holdsFlow('203.0.113.11:5060')).toBe(false); // another edge's drachtio-server
+    expect(names.holdsFlow('203.0.113.10:5070')).toBe(false); // advertised, but no flow arrives there
+    expect(names.holdsFlow('udp')).toBe(true); // no socket recorded: a single edge's old binding
+  });
+});
+
 describe('PbxPeer: the PBX is its address and port, not its address alone', () => {
   const req = (address: string, port: number, protocol: string): SipRequest =>
     ({ source_address: address, source_port: String(port), protocol, receivedOn: '127.0.0.1:5060', server: { hostport: 'udp/127.0.0.1:5060,tcp/127.0.0.1:5060' } }) as unknown as SipRequest;
@@ -47,6 +58,13 @@ describe('PbxPeer: the PBX is its address and port, not its address alone', () =
   it('over TCP the PBX connects from any port', () => {
     const pbx = new PbxPeer('sip:127.0.0.1:5080;transport=tcp');
     expect(pbx.sent(req('127.0.0.1', 41234, 'tcp'))).toBe(true);
+  });
+
+  it('takes a peer edge\'s request for a binding as the PBX\'s, and nothing else from it', () => {
+    const pbx = new PbxPeer('sip:127.0.0.1:5080', ['127.0.0.7:5060']);
+    expect(pbx.owns(req('127.0.0.7', 5060, 'udp'), false, true)).toBe(true);
+    expect(pbx.owns(req('127.0.0.7', 5060, 'udp'), false, false)).toBe(false); // a peer's request naming no binding
+    expect(pbx.owns(req('127.0.0.8', 5060, 'udp'), false, true)).toBe(false);
   });
 
   it('refuses a PBX named by host name: its requests could not be recognised', () => {

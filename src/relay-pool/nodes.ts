@@ -1,0 +1,184 @@
+import type { LegOptions } from '../media/call';
+import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
+import { NgClient, NgRefused, type NgMessage } from './ng-client';
+
+/** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
+export type RelayNodeKind = 'in-process' | 'keylatch' | 'rtpengine';
+
+/**
+ * The seam between the SIP edge and a media relay: the four things a call asks of one. Every
+ * command of one call goes to the node that took its first offer (the pool sees to that).
+ */
+export interface RelayNode {
+  /** 'in-process' or the node's ng URL, e.g. ng://198.18.0.2:2223: how admins name it. */
+  readonly id: string;
+  readonly kind: RelayNodeKind;
+  /** Whether it can hold key legs (keylatch's challenge/proof); rtpengine cannot. */
+  readonly keyLegs: boolean;
+  offer(req: OfferRequest): Promise<{ sdp: string }>;
+  answer(req: AnswerRequest): Promise<{ sdp: string }>;
+  delete(callId: string): Promise<void>;
+  /**
+   * Resolves when the node answers a ping, with the media address it writes into SDP when it
+   * says (keylatch nodes do); rejects (NgTimeout) when it does not answer.
+   */
+  ping(): Promise<{ mediaAddress?: string }>;
+  /** keylatch nodes only: handing one of its legs to a call the PBX routed back (see Relay.adopt). */
+  readonly hairpins?: Hairpins;
+  close(): void;
+}
+
+/** Relay.adopt and its companions, as the edge reaches them on a node. */
+export interface Hairpins {
+  /** The leg the SDP names, adopted by a client with `opts`; null when no leg of this node is named. */
+  adopt(sdp: string, opts: LegOptions): Promise<{ ref: LegRef; sdp: string } | null>;
+  towardAdopter(ref: LegRef, sdp: string): Promise<string>;
+  describeAdopted(ref: LegRef, sdp: string, signallingAddress?: string): Promise<string>;
+  disown(ref: LegRef, opts: LegOptions): Promise<void>;
+}
+
+/** The relay inside the edge's own process: it cannot die without the edge, so its ping always answers. */
+export class InProcessNode implements RelayNode {
+  readonly id = 'in-process';
+  readonly kind = 'in-process' as const;
+  readonly keyLegs = true;
+
+  readonly hairpins: Hairpins;
+
+  constructor(readonly relay: Relay) {
+    this.hairpins = {
+      adopt: async (sdp, opts) => {
+        const ref = relay.legAddressedBy(sdp);
+        return ref ? { ref, sdp: relay.adopt(ref, sdp, opts).sdp } : null;
+      },
+      towardAdopter: async (ref, sdp) => relay.towardAdopter(ref, sdp).sdp,
+      describeAdopted: async (ref, sdp, source) => relay.describeAdopted(ref, sdp, source).sdp,
+      disown: async (ref, opts) => relay.disown(ref, opts),
+    };
+  }
+
+  offer(req: OfferRequest): Promise<{ sdp: string }> {
+    return this.relay.offer(req);
+  }
+
+  answer(req: AnswerRequest): Promise<{ sdp: string }> {
+    return this.relay.answer(req);
+  }
+
+  async delete(callId: string): Promise<void> {
+    this.relay.delete({ callId });
+  }
+
+  async ping(): Promise<{ mediaAddress?: string }> {
+    return { mediaAddress: this.relay.advertisedAddress };
+  }
+
+  close(): void {
+    /* the edge service owns the relay */
+  }
+}
+
+/** ng://host:port -> host and port (IPv6 as ng://[addr]:port). */
+export function parseNgUrl(url: string): { host: string; port: number } {
+  const m = /^ng:\/\/\[?([^\]\s/]+?)\]?:(\d{1,5})\/?$/.exec(url);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`not an ng URL (ng://HOST:PORT): ${url}`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+const family = (address: string): string => (address.includes(':') ? 'IP6' : 'IP4');
+
+/** rtpengine's "received-from": where the SIP of the side that sent this SDP came from. */
+function receivedFrom(address: string | undefined): NgMessage {
+  return address ? { 'received-from': [family(address), address] } : {};
+}
+
+/** keylatch's own ng options for a new leg: its policy, and whether its signalling path may carry a key. */
+function keylatchLeg(side: 'offerer' | 'answerer', opts: Partial<LegOptions> | undefined): NgMessage {
+  if (!opts) return {};
+  return {
+    ...(opts.policy ? { [`keylatch-${side}`]: opts.policy } : {}),
+    ...(opts.secure !== undefined ? { [`secure-${side}`]: opts.secure ? 'yes' : 'no' } : {}),
+  };
+}
+
+/** A relay node driven over rtpengine's ng protocol: `keylatch relay`, or rtpengine itself. */
+export class NgNode implements RelayNode {
+  readonly keyLegs: boolean;
+  readonly hairpins?: Hairpins;
+  private readonly client: NgClient;
+
+  /** pingTimeoutMs decides how fast a dead node is noticed; commands may take longer on a busy node. */
+  constructor(readonly id: string, readonly kind: 'keylatch' | 'rtpengine', private readonly timeouts: { pingMs: number; commandMs: number }) {
+    this.keyLegs = kind === 'keylatch';
+    this.client = new NgClient({ ...parseNgUrl(id), timeoutMs: timeouts.commandMs });
+    if (kind === 'keylatch') this.hairpins = this.ngHairpins();
+  }
+
+  private ngHairpins(): Hairpins {
+    const leg = (ref: LegRef): NgMessage => ({ 'call-id': ref.callId, 'leg-id': ref.legId });
+    return {
+      adopt: async (sdp, opts) => {
+        let reply: NgMessage;
+        try {
+          reply = await this.client.command('adopt', { sdp, ...keylatchLeg('answerer', opts), ...receivedFrom(opts.signallingAddress) });
+        } catch (err) {
+          if (err instanceof NgRefused && /no leg/.test(err.reason)) return null;
+          throw err;
+        }
+        return { ref: { callId: String(reply['call-id']), legId: String(reply['leg-id']) }, sdp: String(reply.sdp) };
+      },
+      towardAdopter: async (ref, sdp) => String((await this.client.command('toward-adopter', { ...leg(ref), sdp })).sdp),
+      describeAdopted: async (ref, sdp, source) => String((await this.client.command('describe-adopted', { ...leg(ref), sdp, ...receivedFrom(source) })).sdp),
+      disown: async (ref, opts) => void (await this.client.command('disown', { ...leg(ref), ...keylatchLeg('answerer', opts), ...receivedFrom(opts.signallingAddress) })),
+    };
+  }
+
+  async offer(req: OfferRequest): Promise<{ sdp: string }> {
+    const reply = await this.client.command('offer', {
+      'call-id': req.callId,
+      'from-tag': req.fromTag,
+      ...(req.toTag ? { 'to-tag': req.toTag } : {}),
+      sdp: req.sdp,
+      ...receivedFrom(req.offerer?.signallingAddress),
+      ...this.dialect(req),
+    });
+    return { sdp: String(reply.sdp) };
+  }
+
+  async answer(req: AnswerRequest): Promise<{ sdp: string }> {
+    const reply = await this.client.command('answer', {
+      'call-id': req.callId,
+      'from-tag': req.fromTag,
+      'to-tag': req.toTag,
+      sdp: req.sdp,
+      ...receivedFrom(req.answerer?.signallingAddress),
+      ...(this.kind === 'rtpengine' ? { ICE: 'remove' } : {}),
+    });
+    return { sdp: String(reply.sdp) };
+  }
+
+  async delete(callId: string): Promise<void> {
+    await this.client.send('delete', { 'call-id': callId });
+  }
+
+  async ping(): Promise<{ mediaAddress?: string }> {
+    const reply = await this.client.send('ping', {}, this.timeouts.pingMs);
+    if (reply.result !== 'pong') throw new Error(`ping answered ${String(reply.result)}`);
+    return typeof reply['media-address'] === 'string' ? { mediaAddress: reply['media-address'] } : {};
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** What each kind needs besides the common fields: keylatch its leg policies, rtpengine plain RTP. */
+  private dialect(req: OfferRequest): NgMessage {
+    if (this.kind === 'rtpengine') {
+      if (req.offerer?.policy === 'key' || req.answerer?.policy === 'key') throw new Error(`${this.id} is rtpengine, which cannot hold key legs`);
+      return { ICE: 'remove' };
+    }
+    // direct=no (X-Keylatch-Direct: no) names the call, as the node's ng reads it.
+    const direct = req.offerer?.direct === false || req.answerer?.direct === false ? { direct: 'no' } : {};
+    return { ...keylatchLeg('offerer', req.offerer), ...keylatchLeg('answerer', req.answerer), ...direct };
+  }
+}

@@ -1,0 +1,196 @@
+import { EventEmitter } from 'node:events';
+import { silentLogger, type Logger } from '../log';
+import type { RelayNode } from './nodes';
+
+export type NodeState = 'up' | 'down' | 'draining';
+
+export interface NodeStatus {
+  id: string;
+  kind: RelayNode['kind'];
+  weight: number;
+  state: NodeState;
+  calls: number;
+  /** Pings missed in a row. */
+  missed: number;
+  /** Round trip of the last answered ping, ms. */
+  lastPingMs: number | null;
+}
+
+export class NoRelayAvailable extends Error {
+  override name = 'NoRelayAvailable';
+}
+
+export interface PoolOptions {
+  pingIntervalMs: number;
+  /** Missed pings in a row before a node is down: its calls move, it gets no new ones. */
+  missedPingsDown: number;
+}
+
+interface Member {
+  node: RelayNode;
+  weight: number;
+  up: boolean;
+  draining: boolean;
+  missed: number;
+  pinging: boolean;
+  lastPingMs: number | null;
+  calls: Set<string>;
+  /** Media addresses this node wrote into SDP: how a PBX's offer that names one of its legs is told apart. */
+  addresses: Set<string>;
+}
+
+const CONNECTION = /^c=IN IP[46] (\S+)/gm;
+const connectionAddresses = (sdp: string): string[] => [...sdp.matchAll(CONNECTION)].map((m) => m[1]!);
+
+export interface PoolEvents {
+  /** A node stopped answering: every call on it must move. */
+  down: [RelayNode, string[]];
+  up: [RelayNode];
+}
+
+/**
+ * The relay nodes an edge may put a call on, and which call is on which. A new call goes to the
+ * live, undrained node with the fewest calls for its weight (key calls only to nodes that can
+ * hold key legs); every node is pinged, and one that misses missedPingsDown pings in a row is
+ * down: it gets no new calls and 'down' names the calls that were on it, for the edge to move.
+ */
+export class RelayPool extends EventEmitter<PoolEvents> {
+  private readonly members: Member[];
+  /** Calls moved off dead nodes, and moves that failed (the call was then ended). */
+  readonly moves = { moved: 0, failed: 0 };
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(nodes: Array<{ node: RelayNode; weight: number }>, private readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
+    super();
+    if (nodes.length === 0) throw new Error('a relay pool needs at least one node');
+    const ids = new Set<string>();
+    for (const { node } of nodes) {
+      if (ids.has(node.id)) throw new Error(`relay ${node.id} is listed twice`);
+      ids.add(node.id);
+    }
+    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: false, lastPingMs: null, calls: new Set(), addresses: new Set() }));
+  }
+
+  /** Starts pinging; the first round goes out at once so a node that is down at start gets no calls. */
+  start(): void {
+    if (this.timer) return;
+    this.pingAll();
+    this.timer = setInterval(() => this.pingAll(), this.opts.pingIntervalMs);
+    this.timer.unref();
+  }
+
+  get nodes(): RelayNode[] {
+    return this.members.map((m) => m.node);
+  }
+
+  /** The node a new call goes on, and marks the call as on it. */
+  place(callId: string, needsKey: boolean, avoid?: RelayNode): RelayNode {
+    let best: Member | null = null;
+    let bestLoad = Infinity;
+    for (const m of this.members) {
+      if (!m.up || m.draining || m.weight <= 0 || m.node === avoid || (needsKey && !m.node.keyLegs)) continue;
+      const load = (m.calls.size + 1) / m.weight;
+      if (load < bestLoad) [best, bestLoad] = [m, load];
+    }
+    if (!best) {
+      const why = needsKey ? 'no live, undrained relay node that can hold key legs' : 'no live, undrained relay node';
+      throw new NoRelayAvailable(why);
+    }
+    best.calls.add(callId);
+    return best.node;
+  }
+
+  /** The call left the node (ended, or moved elsewhere). */
+  release(node: RelayNode, callId: string): void {
+    this.member(node)?.calls.delete(callId);
+  }
+
+  /** Notes the media addresses in SDP a node returned. */
+  noteSdp(node: RelayNode, sdp: string): void {
+    const m = this.member(node);
+    if (m) for (const a of connectionAddresses(sdp)) m.addresses.add(a);
+  }
+
+  /** Live nodes able to hand a leg over whose media addresses this SDP names: where a hairpinned offer came from. */
+  hairpinNodesFor(sdp: string): RelayNode[] {
+    const named = connectionAddresses(sdp);
+    if (named.length === 0) return [];
+    return this.members.filter((m) => m.up && m.node.hairpins && named.every((a) => m.addresses.has(a))).map((m) => m.node);
+  }
+
+  isUp(node: RelayNode): boolean {
+    return this.member(node)?.up ?? false;
+  }
+
+  /** A node whose command timed out: ping it now rather than at the next round. */
+  suspect(node: RelayNode): void {
+    const m = this.member(node);
+    if (m) void this.ping(m);
+  }
+
+  /** Draining: no new calls; the calls on it go on until they end. Returns false for an unknown id. */
+  drain(id: string, on = true): boolean {
+    const m = this.members.find((x) => x.node.id === id);
+    if (!m) return false;
+    if (m.draining !== on) this.log.info({ relay: id, calls: m.calls.size }, on ? 'relay node draining: no new calls' : 'relay node taking calls again');
+    m.draining = on;
+    return true;
+  }
+
+  status(): NodeStatus[] {
+    return this.members.map((m) => ({
+      id: m.node.id,
+      kind: m.node.kind,
+      weight: m.weight,
+      state: !m.up ? 'down' : m.draining ? 'draining' : 'up',
+      calls: m.calls.size,
+      missed: m.missed,
+      lastPingMs: m.lastPingMs,
+    }));
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const m of this.members) m.node.close();
+  }
+
+  private member(node: RelayNode): Member | undefined {
+    return this.members.find((m) => m.node === node);
+  }
+
+  private pingAll(): void {
+    for (const m of this.members) void this.ping(m);
+  }
+
+  private async ping(m: Member): Promise<void> {
+    if (m.pinging) return;
+    m.pinging = true;
+    const started = Date.now();
+    try {
+      const { mediaAddress } = await m.node.ping();
+      if (mediaAddress) m.addresses.add(mediaAddress);
+      m.lastPingMs = Date.now() - started;
+      m.missed = 0;
+      if (!m.up) {
+        m.up = true;
+        this.log.warn({ relay: m.node.id }, 'relay node answers again: it takes new calls');
+        this.emit('up', m.node);
+      }
+    } catch (err) {
+      m.missed++;
+      // One lost datagram is no death: ask again at once rather than a whole interval later.
+      if (m.up && m.missed < this.opts.missedPingsDown) setImmediate(() => void this.ping(m));
+      if (m.up && m.missed >= this.opts.missedPingsDown) {
+        m.up = false;
+        // Its calls are lost with it (a restarted node has forgotten them): all of them move.
+        const calls = [...m.calls];
+        m.calls.clear();
+        this.log.error({ relay: m.node.id, calls: calls.length, err: (err as Error).message }, 'relay node down: moving its calls');
+        this.emit('down', m.node, calls);
+      }
+    } finally {
+      m.pinging = false;
+    }
+  }
+}
