@@ -19,6 +19,7 @@ import { relayAdmin } from './control/relay-admin';
 import { InProcessNode, NgNode, type RelayNode } from './relay-pool/nodes';
 import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
+import { ngSealKey } from './control/ng-key-seal';
 
 export interface EdgeService {
   relay: Relay;
@@ -89,7 +90,7 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
   const p = config.media.relayPool;
   const nodes: Array<{ node: RelayNode; weight: number }> = listed.length
     ? listed.map((r) => ({
-        node: r.url === 'in-process' ? new InProcessNode(relay) : new NgNode(r.url, r.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }),
+        node: r.url === 'in-process' ? new InProcessNode(relay) : new NgNode(r.url, r.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, p.keySecret ? ngSealKey(p.keySecret) : null),
         weight: r.weight,
       }))
     : [{ node: new InProcessNode(relay), weight: 1 }];

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import type { Config } from './config/schema';
 import { serveMetrics, serveRoutes } from './control/http-server';
 import { NgServer } from './control/ng-server';
+import { ngSealKey } from './control/ng-key-seal';
 import type { Logger } from './log';
 import { clusterCommands } from './media/cluster/dispatcher';
 import { poolCommands } from './relay-pool/cluster-ng';
@@ -43,7 +44,8 @@ export async function startRelayService(config: Config, log: Logger): Promise<Re
   try {
     if (config.control.ng) {
       const { host, port } = splitHostPort(config.control.ng);
-      ngServer = new NgServer(relay ?? poolCommands(clusterCommands(cluster!), cluster!, config.media.advertisedAddress ?? config.media.interface), log);
+      const sealKey = config.control.ngKeySecret ? ngSealKey(config.control.ngKeySecret) : null;
+      ngServer = new NgServer(relay ?? poolCommands(clusterCommands(cluster!), cluster!, config.media.advertisedAddress ?? config.media.interface), log, sealKey);
       ng = await ngServer.listen(port, host);
     }
     if (config.metrics.listen) {

@@ -47,6 +47,7 @@ export const mediaSchema = z
         pingTimeoutMs: z.number().int().min(20).default(300),
         missedPingsDown: z.number().int().min(1).default(2),
         commandTimeoutMs: z.number().int().min(100).default(2000),
+        keySecret: z.string().min(32, 'must be at least 32 characters').nullable().default(null),
       })
       .default({}),
     // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.
@@ -108,7 +109,10 @@ export const configSchema = z.object({
   log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }),
   media: mediaSchema,
   sip: sipSchema,
-  control: z.object({ ng: hostPort.nullable().default(null) }),
+  control: z.object({
+    ng: hostPort.nullable().default(null),
+    ngKeySecret: z.string().min(32, 'must be at least 32 characters').nullable().default(null),
+  }),
   metrics: z.object({ listen: hostPort.nullable().default(null) }),
   admin: z.object({ listen: hostPort.nullable().default(null) }),
   rooms: roomsSchema.default({}),

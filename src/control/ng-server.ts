@@ -7,6 +7,7 @@ import { RelayError, type LegRef, type Relay } from '../media/relay';
 import { SdpError } from '../sdp/session';
 import { silentLogger, type Logger } from '../log';
 import { legHints, legOptions, optional, required, type NgDict } from './ng-options';
+import { guardKeys, protectReply } from './ng-key-seal';
 
 const MAX_REQUEST = 65507;
 const REPLY_CACHE_MS = 30000;
@@ -27,7 +28,11 @@ export class NgServer {
   private readonly replies = new Map<string, { reply: Buffer | Promise<Buffer>; at: number }>();
   private readonly handler: NgHandler;
 
-  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger) {
+  /**
+   * `sealKey` (from control.ngKeySecret, see ng-key-seal.ts): leg keys in replies are sealed under
+   * it; without it, only ng clients on this host may ask for key legs.
+   */
+  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger, private readonly sealKey: Buffer | null = null) {
     this.handler = typeof target === 'function' ? target : relayCommands(target);
     this.socket = dgram.createSocket('udp4');
     this.socket.on('message', (msg, rinfo) => void this.onMessage(msg, rinfo));
@@ -53,7 +58,7 @@ export class NgServer {
     const cacheKey = `${rinfo.address}:${rinfo.port}:${cookie}`;
     let entry = this.replies.get(cacheKey);
     if (!entry) {
-      entry = { reply: this.execute(msg.subarray(space + 1)), at: Date.now() };
+      entry = { reply: this.execute(msg.subarray(space + 1), rinfo.address), at: Date.now() };
       this.remember(cacheKey, entry);
     }
     const body = await entry.reply;
@@ -70,10 +75,14 @@ export class NgServer {
     this.replies.set(key, entry);
   }
 
-  private async execute(body: Buffer): Promise<Buffer> {
+  private async execute(body: Buffer, from: string): Promise<Buffer> {
     let reply: NgDict;
     try {
-      reply = await answerNg(this.handler, decodeRequest(body), this.log);
+      const req = decodeRequest(body);
+      reply = await answerNg(async (r) => {
+        guardKeys(r, from, this.sealKey);
+        return protectReply(await this.handler(r), from, this.sealKey);
+      }, req, this.log);
     } catch (err) {
       reply = errorReply(err, this.log); // a request that did not decode
     }

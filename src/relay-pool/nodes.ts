@@ -1,6 +1,7 @@
 import type { LegOptions } from '../media/call';
 import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
 import { NgClient, NgRefused, type NgMessage } from './ng-client';
+import { unsealLegKeys } from '../control/ng-key-seal';
 
 /** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
 export type RelayNodeKind = 'in-process' | 'keylatch' | 'rtpengine';
@@ -108,7 +109,13 @@ export class NgNode implements RelayNode {
   private readonly client: NgClient;
 
   /** pingTimeoutMs decides how fast a dead node is noticed; commands may take longer on a busy node. */
-  constructor(readonly id: string, readonly kind: 'keylatch' | 'rtpengine', private readonly timeouts: { pingMs: number; commandMs: number }) {
+  /** `sealKey` opens the leg keys a keylatch node seals in its replies (media.relayPool.keySecret). */
+  constructor(
+    readonly id: string,
+    readonly kind: 'keylatch' | 'rtpengine',
+    private readonly timeouts: { pingMs: number; commandMs: number },
+    private readonly sealKey: Buffer | null = null,
+  ) {
     this.keyLegs = kind === 'keylatch';
     this.client = new NgClient({ ...parseNgUrl(id), timeoutMs: timeouts.commandMs });
     if (kind === 'keylatch') this.hairpins = this.ngHairpins();
@@ -125,10 +132,10 @@ export class NgNode implements RelayNode {
           if (err instanceof NgRefused && /no leg/.test(err.reason)) return null;
           throw err;
         }
-        return { ref: { callId: String(reply['call-id']), legId: String(reply['leg-id']) }, sdp: String(reply.sdp) };
+        return { ref: { callId: String(reply['call-id']), legId: String(reply['leg-id']) }, sdp: this.sdpOf(reply) };
       },
-      towardAdopter: async (ref, sdp) => String((await this.client.command('toward-adopter', { ...leg(ref), sdp })).sdp),
-      describeAdopted: async (ref, sdp, source) => String((await this.client.command('describe-adopted', { ...leg(ref), sdp, ...receivedFrom(source) })).sdp),
+      towardAdopter: async (ref, sdp) => this.sdpOf(await this.client.command('toward-adopter', { ...leg(ref), sdp })),
+      describeAdopted: async (ref, sdp, source) => this.sdpOf(await this.client.command('describe-adopted', { ...leg(ref), sdp, ...receivedFrom(source) })),
       disown: async (ref, opts) => void (await this.client.command('disown', { ...leg(ref), ...keylatchLeg('answerer', opts), ...receivedFrom(opts.signallingAddress) })),
     };
   }
@@ -142,7 +149,7 @@ export class NgNode implements RelayNode {
       ...receivedFrom(req.offerer?.signallingAddress),
       ...this.dialect(req),
     });
-    return { sdp: String(reply.sdp) };
+    return { sdp: this.sdpOf(reply) };
   }
 
   async answer(req: AnswerRequest): Promise<{ sdp: string }> {
@@ -154,7 +161,12 @@ export class NgNode implements RelayNode {
       ...receivedFrom(req.answerer?.signallingAddress),
       ...(this.kind === 'rtpengine' ? { ICE: 'remove' } : {}),
     });
-    return { sdp: String(reply.sdp) };
+    return { sdp: this.sdpOf(reply) };
+  }
+
+  /** The SDP of a reply, with any leg key the node sealed for the trip opened again. */
+  private sdpOf(reply: NgMessage): string {
+    return unsealLegKeys(String(reply.sdp), this.sealKey);
   }
 
   async delete(callId: string): Promise<void> {

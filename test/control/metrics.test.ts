@@ -19,7 +19,7 @@ afterEach(() => service?.close());
 describe('metrics', () => {
   it('exposes relay totals, drops by reason and per-leg stats to Prometheus', async () => {
     const base = loadConfig({ env: {} });
-    service = await startRelayService({ ...base, media: testMediaConfig({ workers: 1 }), metrics: { listen: '127.0.0.1:0' }, control: { ng: null } }, (await import('../../src/log')).silentLogger);
+    service = await startRelayService({ ...base, media: testMediaConfig({ workers: 1 }), metrics: { listen: '127.0.0.1:0' }, control: { ng: null, ngKeySecret: null } }, (await import('../../src/log')).silentLogger);
     const relay = service.relay!;
     const [a, b] = await Promise.all([Peer.open(), Peer.open('127.0.0.2')]);
     try {

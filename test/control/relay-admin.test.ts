@@ -110,7 +110,7 @@ describe('media.relays settings', () => {
       { url: 'ng://10.0.0.2:2223', weight: 3, kind: 'keylatch' },
       { url: 'ng://10.0.0.3:2223', weight: 1, kind: 'rtpengine' },
     ]);
-    expect(c.media.relayPool).toEqual({ pingIntervalMs: 400, pingTimeoutMs: 300, missedPingsDown: 2, commandTimeoutMs: 2000 });
+    expect(c.media.relayPool).toEqual({ pingIntervalMs: 400, pingTimeoutMs: 300, missedPingsDown: 2, commandTimeoutMs: 2000, keySecret: null });
   });
 
   it('refuses what is not an ng URL, and a node listed twice', () => {

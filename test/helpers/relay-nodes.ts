@@ -47,10 +47,16 @@ function spawnNode(topo: Topology, ns: string, ip: string, cmd: string, args: st
   return { child, log: () => log };
 }
 
+/**
+ * The secret the test relay nodes seal leg keys under on the ng link (control.ngKeySecret), and
+ * the edge opens them with (media.relayPool.keySecret): the ng link crosses the test's network.
+ */
+export const TEST_NG_KEY_SECRET = 'test-only ng key secret, 32+ characters long';
+
 /** `keylatch relay --ng IP:2223 --interface IP` in namespace `ns` (a public host at `ip`). */
 export async function startKeylatchRelay(topo: Topology, ns: string, ip: string, ports: string): Promise<RunningNode> {
   const cli = path.join(__dirname, '..', '..', 'src', 'cli.ts');
-  const { child, log } = spawnNode(topo, ns, ip, 'env', ['KEYLATCH_LOG__LEVEL=warn', process.execPath, '-r', path.join(__dirname, 'ts-register.js'), cli, 'relay', '--ng', `${ip}:2223`, '--interface', ip, '--ports', ports]);
+  const { child, log } = spawnNode(topo, ns, ip, 'env', ['KEYLATCH_LOG__LEVEL=warn', `KEYLATCH_CONTROL__NG_KEY_SECRET=${TEST_NG_KEY_SECRET}`, process.execPath, '-r', path.join(__dirname, 'ts-register.js'), cli, 'relay', '--ng', `${ip}:2223`, '--interface', ip, '--ports', ports]);
   const url = `ng://${ip}:2223`;
   await untilPong(url, ip, 2223, log);
   return { url, ip, child, log, kill: () => Topology.killGroup(child) };

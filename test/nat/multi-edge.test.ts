@@ -22,7 +22,7 @@ import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor, waitForAsync } from '../helpers/peers';
 import { redisUnavailable, startRedis } from '../helpers/redis';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
-import { RtpWatch, startKeylatchRelay, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+import { RtpWatch, TEST_NG_KEY_SECRET, startKeylatchRelay, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable() ?? redisUnavailable() ?? sippUnavailable();
 if (why) console.warn(`!!! SKIPPED multi-edge tests: ${why}`);
@@ -103,7 +103,7 @@ interface Edge {
     const relays = `[${nodes.map((n) => `{url: "${n.url}"}`).join(', ')}]`;
     env = (e) => [
       'KEYLATCH_LOG__LEVEL=info', `KEYLATCH_SIP__PBX=sip:${pbxHost.ip}:5060`, `KEYLATCH_SIP__ADVERTISED_ADDRESS=${e.ip}:5060`,
-      `KEYLATCH_SIP__BINDING_STORE=${redis.url}`, `KEYLATCH_MEDIA__INTERFACE=${e.ip}`, `KEYLATCH_MEDIA__RELAYS=${relays}`,
+      `KEYLATCH_SIP__BINDING_STORE=${redis.url}`, `KEYLATCH_MEDIA__INTERFACE=${e.ip}`, `KEYLATCH_MEDIA__RELAYS=${relays}`, `KEYLATCH_MEDIA__RELAY_POOL__KEY_SECRET=${TEST_NG_KEY_SECRET}`,
       `KEYLATCH_ADMIN__LISTEN=${e.ip}:9465`, `KEYLATCH_METRICS__LISTEN=${e.ip}:9465`,
       // Each edge knows the other: a PBX call for a flow the other holds goes there.
       `KEYLATCH_SIP__PEER_EDGES=["${EDGE_IPS.filter((ip) => ip !== e.ip).map((ip) => `${ip}:5060`).join('", "')}"]`,

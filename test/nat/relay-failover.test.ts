@@ -10,6 +10,7 @@
  *
  * Then: the dead node restarted takes calls again, and a drained node gets none.
  */
+import { ngSealKey } from '../../src/control/ng-key-seal';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -26,7 +27,7 @@ import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor, waitForAsync } from '../helpers/peers';
 import { Softphone } from '../helpers/softphone';
-import { RtpWatch, rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+import { RtpWatch, TEST_NG_KEY_SECRET, rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable();
 if (why) console.warn(`!!! SKIPPED relay failover tests: ${why}`);
@@ -67,7 +68,7 @@ async function startFixture(topo: Topology, pbxHost: { ns: string; ip: string },
   // The edge's own relay takes no calls here: every call goes to the nodes.
   const relay = new Relay({ ...defaults.media, interface: RELAY_IP, portMin: 36000, portMax: 36019 });
   const p = defaults.media.relayPool;
-  const pool = new RelayPool(nodes.map((n) => ({ node: new NgNode(n.url, n.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }), weight: n.weight })), { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown });
+  const pool = new RelayPool(nodes.map((n) => ({ node: new NgNode(n.url, n.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, ngSealKey(TEST_NG_KEY_SECRET)), weight: n.weight })), { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown });
   pool.start();
   const sip: SipConfig = { ...defaults.sip, pbx: `sip:${pbxHost.ip}:5060`, advertisedAddress: `${RELAY_IP}:5060` };
   const logger = process.env.KEYLATCH_TEST_LOG ? createLogger(process.env.KEYLATCH_TEST_LOG) : silentLogger;

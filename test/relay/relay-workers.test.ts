@@ -83,7 +83,7 @@ async function talk(c: TestCall, n: number, seq0 = 0): Promise<void> {
 beforeEach(async () => {
   const base = loadConfig({ env: {} });
   service = await startRelayService(
-    { ...base, media: testMediaConfig({ workers: 2 }), control: { ng: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } },
+    { ...base, media: testMediaConfig({ workers: 2 }), control: { ng: '127.0.0.1:0', ngKeySecret: null }, metrics: { listen: '127.0.0.1:0' } },
     silentLogger,
   );
   ng = { host: '127.0.0.1', port: service.ng!.port };
