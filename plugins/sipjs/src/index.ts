@@ -6,6 +6,8 @@ export { keylatchSessionDescriptionHandlerFactory, KeylatchSessionDescriptionHan
 export type { KeylatchHandlerOptions, KeylatchDescriptionOptions } from './session-description-handler';
 export { MediaSession, DEFAULT_MEDIA_OPTIONS, SAMPLES_PER_FRAME } from './media-session';
 export type { PlaySource } from './player';
+export { StreamMixer } from './stream-mixer';
+export type { SpeakerStats } from './stream-mixer';
 export type { MediaSessionOptions, MediaStats, MediaState, FrameInfo } from './media-session';
 export { NodeWebSocketTransport } from './ws-transport';
 export { NodeTlsTransport, SipStreamFramer } from './tls-transport';

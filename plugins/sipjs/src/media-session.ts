@@ -12,6 +12,7 @@ import { KeyProof } from './key-proof';
 import { DEFAULT_DTMF_PT, PTIME_MS, STATIC_PT, type Codec, type Direction, type LocalMedia, type RemoteMedia } from './sdp';
 import { ReceiveStats, decodeDtmf, decodeRtp, encodeDtmf, encodeRtcpReport, encodeRtp, isDtmfString, isRtcp, type RtpPacket } from './rtp';
 import { FramePlayer, type PlaySource } from './player';
+import { StreamMixer, type SpeakerStats } from './stream-mixer';
 import { WavWriter } from './wav';
 
 export const SAMPLES_PER_FRAME = (8000 * PTIME_MS) / 1000;
@@ -45,6 +46,11 @@ export interface MediaSessionOptions {
   rtcpIntervalMs: number;
   /** Take media straight to the other client when keylatch names one (docs/direct-media.md). */
   direct: boolean;
+  /**
+   * In a keylatch room, ask for every speaker's stream instead of the relay's mix, and mix here
+   * (docs/rooms.md); stats() then lists each speaker with its level.
+   */
+  roomForward?: boolean;
   directTiming?: Partial<PeerPathTiming>;
 }
 
@@ -82,6 +88,8 @@ export interface MediaStats {
   /** Every source RTP came from, with its count: nothing but the relay should be here. */
   sources: Record<string, number>;
   ssrcs: number[];
+  /** Forwarding mode in a room: every speaker we hear, with its level. */
+  speakers: SpeakerStats[];
   /** Which path our media takes: through the relay, or straight to the other client. */
   path: PeerPathStats & {
     firstDirectRtpMs: number | null;
@@ -155,9 +163,14 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private timers: NodeJS.Timeout[] = [];
   private readonly player = new FramePlayer(SAMPLES_PER_FRAME, PTIME_MS, (frame) => this.sendFrame(frame));
   private recorder: WavWriter | null = null;
+  /** Forwarding mode only: the speakers' streams, mixed here on a clock of our own. */
+  private readonly mixer: StreamMixer | null;
+  private mixedFrames = 0;
+  private mixStartedAt = 0;
 
   constructor(readonly options: MediaSessionOptions) {
     super();
+    this.mixer = options.roomForward ? new StreamMixer() : null;
   }
 
   get state(): MediaState {
@@ -183,6 +196,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       codecs: this.options.codecs,
       dtmfPt: DEFAULT_DTMF_PT,
       rtcpMux: this.options.rtcpMux,
+      roomForward: this.options.roomForward ?? false,
     };
   }
 
@@ -326,6 +340,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       firstMediaMs: this.firstMediaMs,
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
+      speakers: this.mixer?.stats() ?? [],
       path: {
         ...(this.peerPath?.stats() ?? {
           path: 'relay', since: this.answeredAt ?? this.createdAt, switches: 0, attempts: 0, probesSent: 0, peer: null, rendezvous: null,
@@ -442,8 +457,22 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       this.firstMediaMs = now - this.answeredAt;
       this.emit('first-media', this.firstMediaMs);
     }
+    if (this.mixer) return this.mixer.push(p.ssrc, pcm, now);
     this.recorder?.write(pcm);
     this.emit('frame', pcm, { seq: p.seq, timestamp: p.timestamp, ssrc: p.ssrc });
+  }
+
+  /** Forwarding mode: one mixed frame per 20 ms of wall clock (not per timer callback, which runs late on a busy box). */
+  private mixTick(): void {
+    const now = Date.now();
+    if (!this.mixStartedAt) this.mixStartedAt = now;
+    while (this.mixedFrames < Math.floor((now - this.mixStartedAt) / PTIME_MS)) {
+      this.mixedFrames++;
+      const pcm = this.mixer!.mix(now, SAMPLES_PER_FRAME);
+      if (!pcm) continue;
+      this.recorder?.write(pcm);
+      this.emit('frame', pcm, { seq: this.mixedFrames & 0xffff, timestamp: (this.mixedFrames * SAMPLES_PER_FRAME) >>> 0, ssrc: 0 });
+    }
   }
 
   /** Keeps the last arrivals; SWITCH_WINDOW_PACKETS after the first direct one, the gap around the switch is known. */
@@ -568,6 +597,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
 
   private startTimers(): void {
     if (this.timers.length) return;
+    if (this.mixer) this.timers.push(setInterval(() => this.mixTick(), PTIME_MS / 2));
     this.timers.push(setInterval(() => this.keepalive(), Math.max(200, this.options.keepaliveMs / 2)));
     this.timers.push(setInterval(() => this.sendReport(), this.options.rtcpIntervalMs));
   }

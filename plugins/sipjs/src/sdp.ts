@@ -21,6 +21,8 @@ export interface LocalMedia {
   dtmfPt: number;
   /** Offer rtcp-mux (an answer carries it only when the offer did). */
   rtcpMux: boolean;
+  /** In a keylatch room, take every speaker's stream and mix here (a=keylatch-room:forward). */
+  roomForward?: boolean;
 }
 
 /** What we use from the other side's SDP. */
@@ -118,6 +120,7 @@ export function buildSdp(local: LocalMedia, opts: BuildOptions): string {
     ...(mux ? ['a=rtcp-mux'] : []),
     ...(!mux || local.rtcpPort !== null ? [`a=rtcp:${mux ? local.rtpPort : local.rtcpPort}`] : []),
     `a=${local.direction}`,
+    ...(local.roomForward ? ['a=keylatch-room:forward'] : []),
   ];
   const index = opts.answering?.index ?? 0;
   const lines = opts.answering?.mLines ?? [{ type: 'audio', protocol: 'RTP/AVP' }];
