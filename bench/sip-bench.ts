@@ -14,7 +14,7 @@
  * utime+stime over the row; "cpu ms/tx" divides it by what completed, so a row with failures
  * costs more per success, not less. It is only as good as sipp on the same 2 cores.
  *
- *   BENCH_REGISTER_RATES=750,1500,2500  BENCH_CALL_RATES=100,200,400  BENCH_SECONDS=5  BENCH_HOLD_MS=1000
+ *   BENCH_REGISTER_RATES=750,1500,2000  BENCH_CALL_RATES=100,200,400  BENCH_SECONDS=5  BENCH_HOLD_MS=1000
  *   BENCH_TARGETS=keylatch,kamailio  BENCH_LOG_LEVEL=info
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -33,7 +33,7 @@ import { SCENARIOS, runSipp, sippUnavailable } from '../test/helpers/sipp';
 import { cpuSeconds, processTree, rtpengine } from './targets';
 
 const list = (v: string | undefined, d: string): number[] => (v ?? d).split(',').filter(Boolean).map(Number);
-const registerRates = list(process.env.BENCH_REGISTER_RATES, '750,1500,2500');
+const registerRates = list(process.env.BENCH_REGISTER_RATES, '750,1500,2000');
 const callRates = list(process.env.BENCH_CALL_RATES, '100,200,400');
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const holdMs = Number(process.env.BENCH_HOLD_MS ?? 1000);
@@ -152,11 +152,14 @@ async function measure(front: Front, kind: Row['kind'], rate: number): Promise<R
     ? ['-sf', path.join(__dirname, 'scenarios', 'register.xml')]
     : ['-sf', path.join(SCENARIOS, 'client-call.xml'), '-key', 'mport', '7000', '-d', String(holdMs)];
   const uas = reg ? ['-sf', pbxRegister] : ['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-key', 'mport', '7002'];
-  const pbx = runSipp([...uas, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + 20) * 1000 });
+  // Big socket buffers: at these rates sipp itself drops datagrams with the default ones.
+  const buffers = ['-buff_size', String(4 << 20)];
+  const pbx = runSipp([...uas, ...buffers, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + 20) * 1000 });
   await new Promise((r) => setTimeout(r, 300));
   const cpu0 = front.cpu();
   const t0 = process.hrtime.bigint();
-  const client = await runSipp([...uac, '-i', front.addr.ip, '-p', '0', '-r', String(rate), '-m', String(total), '-l', String(rate * 10), `${front.addr.ip}:${front.addr.port}`],
+  // A call that got no answer for 2 s has failed: its timeout must not stretch the row.
+  const client = await runSipp([...uac, ...buffers, '-recv_timeout', '2000', '-i', front.addr.ip, '-p', '0', '-r', String(rate), '-m', String(total), '-l', String(rate * 10), `${front.addr.ip}:${front.addr.port}`],
     { timeoutMs: (seconds + 10) * 1000 });
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu1 = front.cpu();
