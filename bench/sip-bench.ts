@@ -40,6 +40,22 @@ const holdMs = Number(process.env.BENCH_HOLD_MS ?? 1000);
 const wanted = new Set((process.env.BENCH_TARGETS ?? 'keylatch,kamailio').split(','));
 const PBX = { ip: '127.0.0.2', port: 25070 };
 
+/**
+ * Processes this bench started, killed however it ends: drachtio-srf throws on a garbled frame
+ * from drachtio-server under overload and takes this process (and the edge in it) down, and
+ * orphans would hold the bench's ports for the next run.
+ */
+const started = new Set<number>();
+process.on('exit', () => {
+  for (const pid of started) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
 /** One SIP front end under test: where sipp sends, and the processes whose CPU counts. */
 interface Front {
   name: string;
@@ -83,6 +99,7 @@ const sumCpu = (pids: number[]): number =>
 async function keylatchFront(level: string): Promise<Front> {
   const addr = { ip: '127.0.0.1', port: 25060 };
   const drachtio = await startDrachtio({ contacts: [`sip:${addr.ip}:${addr.port};transport=udp`], adminPort: 25022, loglevel: 'notice' });
+  started.add(drachtio.pid);
   // The product's logger (src/log.ts) at the product's level, written where it costs what a
   // file would but fills no disk.
   const logger = pino({ level, base: { app: 'keylatch' } }, pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: false }));
@@ -113,11 +130,13 @@ async function kamailioFront(): Promise<Front> {
   const ngPort = 22292;
   const rtpe = await rtpengine({ iface: '127.0.0.1', ngPort, ports: [50000, 59999], core: null, boost: false });
   if (!rtpe) throw new Error('rtpengine not installed (apt-get install rtpengine-daemon)');
+  started.add(rtpe.pid!);
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-bench-kamailio-'));
   const args = ['-f', path.join(__dirname, 'kamailio-nat-proxy.cfg'), '-DD', '-E', '-m', '64', '-M', '16', '-Y', runDir, '-P', path.join(runDir, 'pid'),
     '-l', `udp:${addr.ip}:${addr.port}`, '-A', `PBX_URI="sip:${PBX.ip}:${PBX.port}"`, '-A', `RTPENGINE_SOCK="udp:127.0.0.1:${ngPort}"`];
   // Its own process group, so that stopping it stops every worker it forked.
   const kam: ChildProcess = spawn('kamailio', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  started.add(-kam.pid!); // its whole process group
   let log = '';
   kam.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
   // Listening once its workers exist (main + udp children + timers).
