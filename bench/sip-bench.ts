@@ -55,6 +55,7 @@ process.on('exit', () => {
     }
   }
 });
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 
 /** One SIP front end under test: where sipp sends, and the processes whose CPU counts. */
 interface Front {
