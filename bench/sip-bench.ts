@@ -1,40 +1,82 @@
 /**
- * npm run bench:sip — SIP through a real drachtio-server plus keylatch's edge (in this
- * process, with the relay anchoring every call), driven by sipp on loopback; a sipp UAS plays
- * the PBX. Reports REGISTER transactions per second (a new registration forwarded to the PBX,
- * then a refresh keylatch answers itself) and call setups per second (INVITE with SDP, relay
- * offer and answer, ACK, BYE after BENCH_HOLD_MS). Each row runs a fixed offered rate for
- * BENCH_SECONDS; it is only as good as sipp and drachtio on the same 2 cores.
+ * npm run bench:sip — SIP through keylatch's edge (in this process, on a real drachtio-server,
+ * with the relay anchoring every call) and, in the same run, through Kamailio with rtpengine
+ * as the plain NAT-traversal proxy it is usually compared with (bench/kamailio-nat-proxy.cfg:
+ * every REGISTER forwarded, every call record-routed and anchored). The same sipp scenarios at
+ * the same offered rates drive both, one after the other at each rate; a sipp UAS plays the PBX.
  *
- *   BENCH_REGISTER_RATES=250,500,750  BENCH_CALL_RATES=25,50,100,200  BENCH_SECONDS=5  BENCH_HOLD_MS=1000
+ * REGISTER rows: each sipp call is a new registration then a refresh, two transactions. keylatch
+ * forwards the first to the PBX and answers the refresh itself; Kamailio forwards both.
+ * Call rows: INVITE with SDP, media anchored (offer and answer), ACK, BENCH_HOLD_MS, BYE.
+ *
+ * The edge logs as the product does (pino at the configured level, here to /dev/null), and
+ * drachtio-server at notice (at info it writes every SIP message). CPU is each process's own
+ * utime+stime over the row; "cpu ms/tx" divides it by what completed, so a row with failures
+ * costs more per success, not less. It is only as good as sipp on the same 2 cores.
+ *
+ *   BENCH_REGISTER_RATES=750,1500,2000  BENCH_CALL_RATES=100,200,400  BENCH_SECONDS=5  BENCH_HOLD_MS=1000
+ *   BENCH_TARGETS=keylatch,kamailio  BENCH_LOG_LEVEL=info
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import pino from 'pino';
 import { loadConfig } from '../src/config/load';
 import { Relay } from '../src/media/relay';
-import type { Binding } from '../src/nat/binding';
-import { MemoryBindingStore } from '../src/nat/binding-store';
 import { startSipEdge } from '../src/sip/edge';
 import { drachtioBinary, startDrachtio } from '../test/helpers/drachtio';
+import { kamailioUnavailable } from '../test/helpers/kamailio';
 import { testMediaConfig } from '../test/helpers/peers';
 import { SCENARIOS, runSipp, sippUnavailable } from '../test/helpers/sipp';
-import { cpuSeconds } from './targets';
+import { cpuSeconds, processTree, rtpengine } from './targets';
 
-const list = (v: string | undefined, d: string): number[] => (v ?? d).split(',').map(Number);
-const registerRates = list(process.env.BENCH_REGISTER_RATES, '250,500,750');
-const callRates = list(process.env.BENCH_CALL_RATES, '25,50,100,200');
+const list = (v: string | undefined, d: string): number[] => (v ?? d).split(',').filter(Boolean).map(Number);
+const registerRates = list(process.env.BENCH_REGISTER_RATES, '750,1500,2000');
+const callRates = list(process.env.BENCH_CALL_RATES, '100,200,400');
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const holdMs = Number(process.env.BENCH_HOLD_MS ?? 1000);
-const EDGE = { ip: '127.0.0.1', port: 25060 };
+const wanted = new Set((process.env.BENCH_TARGETS ?? 'keylatch,kamailio').split(','));
 const PBX = { ip: '127.0.0.2', port: 25070 };
 
+/**
+ * Processes this bench started, killed however it ends: drachtio-srf throws on a garbled frame
+ * from drachtio-server under overload and takes this process (and the edge in it) down, and
+ * orphans would hold the bench's ports for the next run.
+ */
+const started = new Set<number>();
+process.on('exit', () => {
+  for (const pid of started) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+/** One SIP front end under test: where sipp sends, and the processes whose CPU counts. */
+interface Front {
+  name: string;
+  addr: { ip: string; port: number };
+  /** CPU seconds so far per process role, e.g. { edge, drachtio }. */
+  cpu(): Record<string, number>;
+  stop(): Promise<void>;
+}
+
 interface Row {
-  kind: string;
+  front: string;
+  kind: 'REGISTER' | 'call';
   offered: number;
+  /** Transactions (REGISTER) or calls that completed, and those that did not. */
   done: number;
   failed: number;
   perSec: number;
-  edgeCpu: number;
-  drachtioCpu: number;
+  cpuPct: Record<string, number>;
+  /** CPU milliseconds, all processes of the front end together, per completed unit. */
+  cpuMsPer: number;
 }
 
 /** Successful and failed calls from sipp's final statistics screen (the cumulative column). */
@@ -46,104 +88,160 @@ function sippStats(out: string): { ok: number; failed: number } {
   return { ok: last('Successful call'), failed: last('Failed call') };
 }
 
-/**
- * When the edge finished each unit of work. sipp's own wall clock includes its start-up, the
- * call hold time and any straggler's retransmissions; the rate is taken between the first and
- * the last completion seen inside keylatch instead.
- */
-class Completions {
-  private times: number[] = [];
-  mark(): void {
-    this.times.push(performance.now());
-  }
-  reset(): void {
-    this.times = [];
-  }
-  perSec(): number {
-    const n = this.times.length;
-    return n < 2 ? 0 : ((n - 1) * 1000) / (this.times[n - 1]! - this.times[0]!);
-  }
-}
-const registrations = new Completions();
-const calls = new Completions();
+const sumCpu = (pids: number[]): number =>
+  pids.reduce((t, pid) => {
+    try {
+      return t + cpuSeconds(pid);
+    } catch {
+      return t; // a child that exited meanwhile
+    }
+  }, 0);
 
-/** Every REGISTER transaction the edge completes writes its binding once. */
-class TimedStore extends MemoryBindingStore {
-  override async put(b: Binding): Promise<void> {
-    await super.put(b);
-    registrations.mark();
-  }
-}
-
-/** Every call the edge anchored and then ended is deleted from the relay once. */
-class TimedRelay extends Relay {
-  override delete(req: { callId: string }) {
-    const stats = super.delete(req);
-    if (stats) calls.mark();
-    return stats;
-  }
-}
-
-async function measure(kind: string, rate: number, uac: string[], uas: string[], drachtioPid: number, done: Completions): Promise<Row> {
-  done.reset();
-  const total = Math.round(rate * seconds);
-  const pbx = runSipp([...uas, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + 20) * 1000 });
-  await new Promise((r) => setTimeout(r, 300));
-  const cpu0 = process.cpuUsage();
-  const d0 = cpuSeconds(drachtioPid);
-  const t0 = process.hrtime.bigint();
-  const client = await runSipp([...uac, '-i', EDGE.ip, '-p', '0', '-r', String(rate), '-m', String(total), '-l', String(rate * 10), `${EDGE.ip}:${EDGE.port}`],
-    { timeoutMs: (seconds + 15) * 1000 });
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = process.cpuUsage(cpu0);
-  const dCpu = cpuSeconds(drachtioPid) - d0;
-  const stats = sippStats(client.out);
-  await pbx;
+async function keylatchFront(level: string): Promise<Front> {
+  const addr = { ip: '127.0.0.1', port: 25060 };
+  const drachtio = await startDrachtio({ contacts: [`sip:${addr.ip}:${addr.port};transport=udp`], adminPort: 25022, loglevel: 'notice' });
+  started.add(drachtio.pid);
+  // The product's logger (src/log.ts) at the product's level, written where it costs what a
+  // file would but fills no disk.
+  const logger = pino({ level, base: { app: 'keylatch' } }, pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: false }));
+  const relay = new Relay(testMediaConfig({ portMin: 40000, portMax: 49999 }), { logger });
+  const defaults = loadConfig({ env: {} }).sip;
+  const edge = await startSipEdge({
+    drachtio: drachtio.admin, relay, logger,
+    sip: { ...defaults, pbx: `sip:${PBX.ip}:${PBX.port}`, advertisedAddress: `${addr.ip}:${addr.port}`, keepalive: { ...defaults.keepalive, intervalSec: 3600 } },
+  });
   return {
-    kind, offered: rate, done: stats.ok, failed: total - stats.ok, perSec: done.perSec(),
-    edgeCpu: ((cpu.user + cpu.system) / 1e6 / wall) * 100, drachtioCpu: (dCpu / wall) * 100,
+    name: 'keylatch',
+    addr,
+    cpu: () => {
+      const own = process.cpuUsage();
+      return { edge: (own.user + own.system) / 1e6, drachtio: sumCpu([drachtio.pid]) };
+    },
+    async stop() {
+      if (relay.callCount !== 0) console.error(`warning: ${relay.callCount} relay calls left after the run`);
+      await edge.close();
+      await relay.close();
+      await drachtio.stop();
+    },
   };
 }
 
+async function kamailioFront(): Promise<Front> {
+  const addr = { ip: '127.0.0.1', port: 25080 };
+  const ngPort = 22292;
+  const rtpe = await rtpengine({ iface: '127.0.0.1', ngPort, ports: [50000, 59999], core: null, boost: false });
+  if (!rtpe) throw new Error('rtpengine not installed (apt-get install rtpengine-daemon)');
+  started.add(rtpe.pid!);
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-bench-kamailio-'));
+  const args = ['-f', path.join(__dirname, 'kamailio-nat-proxy.cfg'), '-DD', '-E', '-m', '64', '-M', '16', '-Y', runDir, '-P', path.join(runDir, 'pid'),
+    '-l', `udp:${addr.ip}:${addr.port}`, '-A', `PBX_URI="sip:${PBX.ip}:${PBX.port}"`, '-A', `RTPENGINE_SOCK="udp:127.0.0.1:${ngPort}"`];
+  // Its own process group, so that stopping it stops every worker it forked.
+  const kam: ChildProcess = spawn('kamailio', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  started.add(-kam.pid!); // its whole process group
+  let log = '';
+  kam.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
+  // Listening once its workers exist (main + udp children + timers).
+  for (let i = 0; processTree(kam.pid!).length < 3; i++) {
+    if (kam.exitCode !== null || i > 100) {
+      await rtpe.stop();
+      throw new Error(`kamailio did not start:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    name: 'kamailio',
+    addr,
+    cpu: () => ({ kamailio: sumCpu(processTree(kam.pid!)), rtpengine: sumCpu([rtpe.pid!]) }),
+    async stop() {
+      if (process.env.BENCH_DEBUG) console.error(`kamailio log:\n${log}`);
+      process.kill(-kam.pid!, 'SIGTERM');
+      if (kam.exitCode === null) await once(kam, 'exit');
+      await rtpe.stop();
+      fs.rmSync(runDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function measure(front: Front, kind: Row['kind'], rate: number): Promise<Row> {
+  const total = Math.round(rate * seconds);
+  const reg = kind === 'REGISTER';
+  // Kamailio forwards the refresh too: its PBX answers both REGISTERs of each sipp call.
+  const pbxRegister = front.name === 'kamailio' ? path.join(__dirname, 'scenarios', 'pbx-register-twice.xml') : path.join(SCENARIOS, 'pbx-register-ok.xml');
+  const uac = reg
+    ? ['-sf', path.join(__dirname, 'scenarios', 'register.xml')]
+    : ['-sf', path.join(SCENARIOS, 'client-call.xml'), '-key', 'mport', '7000', '-d', String(holdMs)];
+  const uas = reg ? ['-sf', pbxRegister] : ['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-key', 'mport', '7002'];
+  // Big socket buffers: at these rates sipp itself drops datagrams with the default ones.
+  const buffers = ['-buff_size', String(4 << 20)];
+  const pbx = runSipp([...uas, ...buffers, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + 20) * 1000 });
+  await new Promise((r) => setTimeout(r, 300));
+  const cpu0 = front.cpu();
+  const t0 = process.hrtime.bigint();
+  // A call that got no answer for 2 s has failed: its timeout must not stretch the row.
+  const client = await runSipp([...uac, ...buffers, '-recv_timeout', '2000', '-i', front.addr.ip, '-p', '0', '-r', String(rate), '-m', String(total), '-l', String(rate * 10), `${front.addr.ip}:${front.addr.port}`],
+    { timeoutMs: (seconds + 10) * 1000 });
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu1 = front.cpu();
+  await pbx;
+  const stats = sippStats(client.out);
+  if (process.env.BENCH_DEBUG && stats.ok < total) console.error(`${front.name} ${kind} ${rate}: sipp said\n${client.out.slice(-2500)}\nPBX side:\n${(await pbx).out.slice(-1500)}`);
+  const perCall = reg ? 2 : 1;
+  const done = stats.ok * perCall;
+  const cpuPct: Record<string, number> = {};
+  let cpuTotal = 0;
+  for (const [role, s] of Object.entries(cpu1)) {
+    const used = s - (cpu0[role] ?? 0);
+    cpuTotal += used;
+    cpuPct[role] = (used / wall) * 100;
+  }
+  // The last calls end holdMs after they start; the rate is over the time offered work took.
+  const active = Math.max(wall - (reg ? 0 : holdMs / 1000), 0.001);
+  return { front: front.name, kind, offered: rate * perCall, done, failed: (total - stats.ok) * perCall, perSec: done / active, cpuPct, cpuMsPer: done ? (cpuTotal * 1000) / done : NaN };
+}
+
+function print(rows: Row[]): void {
+  const head = ['front end', 'kind', 'offered/s', 'done', 'failed', 'achieved/s', 'cpu% (procs)', 'cpu ms/unit', 'x kamailio'];
+  const widths = [10, 9, 10, 8, 8, 11, 30, 12, 11];
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' ');
+  console.log(line(head));
+  for (const r of rows) {
+    const ref = rows.find((k) => k.front === 'kamailio' && k.kind === r.kind && k.offered === r.offered);
+    const ratio = ref && r.front !== 'kamailio' && ref.cpuMsPer > 0 ? (r.cpuMsPer / ref.cpuMsPer).toFixed(2) : '';
+    const procs = Object.entries(r.cpuPct).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(' + ');
+    const total = Object.values(r.cpuPct).reduce((a, b) => a + b, 0);
+    console.log(line([r.front, r.kind, String(r.offered), String(r.done), String(r.failed), r.perSec.toFixed(0), `${total.toFixed(0)} = ${procs}`, r.cpuMsPer.toFixed(3), ratio]));
+  }
+  console.log('REGISTER units are transactions (two per sipp call: a new registration and a refresh; Kamailio forwards both, keylatch answers the refresh itself).');
+  console.log(`call units are calls: INVITE with SDP, media anchored, ACK, ${holdMs} ms, BYE. cpu% is of one core over the sipp run; cpu ms/unit is all the front end's processes per completed unit.`);
+  console.log('x kamailio: keylatch cpu ms/unit over Kamailio+rtpengine\'s at the same offered rate.');
+}
+
 async function main(): Promise<void> {
-  const missing = !drachtioBinary() ? 'drachtio-server not found (DRACHTIO_BIN or PATH)' : sippUnavailable();
+  const missing = sippUnavailable()
+    ?? (wanted.has('keylatch') && !drachtioBinary() ? 'drachtio-server not found (DRACHTIO_BIN or PATH)' : null)
+    ?? (wanted.has('kamailio') ? kamailioUnavailable() : null);
   if (missing) {
     console.error(`bench:sip cannot run: ${missing}`);
     process.exit(2);
   }
-  const drachtio = await startDrachtio({ contacts: [`sip:${EDGE.ip}:${EDGE.port};transport=udp`], adminPort: 25022 });
-  const relay = new TimedRelay(testMediaConfig({ portMin: 40000, portMax: 49999 }));
-  const defaults = loadConfig({ env: {} }).sip;
-  const edge = await startSipEdge({
-    drachtio: drachtio.admin, relay, store: new TimedStore(),
-    sip: { ...defaults, pbx: `sip:${PBX.ip}:${PBX.port}`, advertisedAddress: `${EDGE.ip}:${EDGE.port}`, keepalive: { ...defaults.keepalive, intervalSec: 3600 } },
-  });
+  const level = process.env.BENCH_LOG_LEVEL ?? loadConfig({ env: {} }).log.level;
+  const fronts: Front[] = [];
   const rows: Row[] = [];
   try {
-    for (const rate of registerRates) {
-      rows.push(await measure('REGISTER', rate, ['-sf', path.join(__dirname, 'scenarios', 'register.xml')], ['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml')], drachtio.pid, registrations));
-      console.error(JSON.stringify(rows.at(-1)));
-    }
-    for (const rate of callRates) {
-      rows.push(await measure('call', rate,
-        ['-sf', path.join(SCENARIOS, 'client-call.xml'), '-key', 'mport', '7000', '-d', String(holdMs)],
-        ['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-key', 'mport', '7002'], drachtio.pid, calls));
-      console.error(JSON.stringify(rows.at(-1)));
-      if (relay.callCount !== 0) console.error(`warning: ${relay.callCount} relay calls left after the run`);
+    if (wanted.has('keylatch')) fronts.push(await keylatchFront(level));
+    if (wanted.has('kamailio')) fronts.push(await kamailioFront());
+    const plan: Array<[Row['kind'], number]> = [...registerRates.map((r) => ['REGISTER', r] as [Row['kind'], number]), ...callRates.map((r) => ['call', r] as [Row['kind'], number])];
+    for (const [kind, rate] of plan) {
+      for (const front of fronts) {
+        rows.push(await measure(front, kind, rate));
+        console.error(JSON.stringify(rows.at(-1)));
+      }
     }
   } finally {
-    await edge.close();
-    await relay.close();
-    await drachtio.stop();
+    for (const f of fronts) await f.stop().catch((err: Error) => console.error(`stopping ${f.name}: ${err.message}`));
   }
-  const head = ['kind', 'offered/s', 'done', 'not done', 'achieved/s', 'edge cpu%', 'drachtio cpu%'];
-  console.log(head.map((h) => h.padStart(15)).join(''));
-  for (const r of rows) {
-    console.log([r.kind, r.offered, r.done, r.failed, r.perSec.toFixed(0), r.edgeCpu.toFixed(0), r.drachtioCpu.toFixed(0)].map((v) => String(v).padStart(15)).join(''));
-  }
-  console.log('offered/s and done are sipp calls: for REGISTER, one new registration (forwarded to the PBX) and one refresh (answered by keylatch).');
-  console.log('achieved/s is measured inside keylatch between first and last completion: REGISTER transactions, or calls set up and ended.');
-  console.log(`Each call: INVITE with SDP, relay offer and answer, ACK, ${holdMs} ms, BYE. CPU% is of one core, averaged over sipp's whole run.`);
+  print(rows);
 }
 
 main().catch((err: unknown) => {

@@ -124,18 +124,26 @@ export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | '
   return ngTarget(name, child, 22290, workers === 1 ? 1 : null);
 }
 
-export async function rtpengine(): Promise<Target | null> {
+/**
+ * rtpengine in userspace (no kernel table). The defaults are bench:relay's (media on
+ * MEDIA_ADDRESS, pinned to core 1, nice -10); bench:sip runs it as Kamailio's media proxy on
+ * another interface and ng port, unpinned, at normal priority like the SIP processes.
+ */
+export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?: [number, number]; core?: number | null; boost?: boolean } = {}): Promise<Target | null> {
   try {
     execFileSync('sh', ['-c', 'command -v rtpengine'], { stdio: 'ignore' });
   } catch {
     return null;
   }
-  const [cmd, ...args] = boosted(['rtpengine',
-    '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${MEDIA_ADDRESS}`,
-    '--listen-ng=127.0.0.1:22291', '--table=-1', '--port-min=40000', '--port-max=59999',
-  ]);
+  const ngPort = opts.ngPort ?? 22291;
+  const [min, max] = opts.ports ?? [40000, 59999];
+  const argv = ['rtpengine',
+    '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${opts.iface ?? MEDIA_ADDRESS}`,
+    `--listen-ng=${NG_HOST}:${ngPort}`, '--table=-1', `--port-min=${min}`, `--port-max=${max}`,
+  ];
+  const [cmd, ...args] = opts.boost === false ? argv : boosted(argv);
   const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'ignore'] });
-  return ngTarget('rtpengine', child, 22291);
+  return ngTarget('rtpengine', child, ngPort, opts.core === undefined ? 1 : opts.core);
 }
 
 /** No relay at all: each side sends straight to the other, for the latency baseline. */

@@ -155,7 +155,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (req.offerer && !offerer.adopted) offerer.hint(req.offerer);
     this.describe(offerer, session);
     reopenLearning(offerer);
-    this.log.info({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
+    this.log.debug({ callId: call.id, fromTag: req.fromTag, streams: session.media.length, newPorts: added }, 'offer');
     return { sdp: this.sdpFor(answerer, req.sdp, session) };
   }
 
@@ -182,7 +182,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       s.partner.wire();
     }
     reopenLearning(offerer, answerer);
-    this.log.info({ callId: call.id, toTag: req.toTag }, 'answer');
+    this.log.debug({ callId: call.id, toTag: req.toTag }, 'answer');
     return { sdp: this.sdpFor(offerer, req.sdp, session) };
   }
 
@@ -204,7 +204,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const p of pairsOf(call)) this.retiredRendezvous += p.rendezvousSent;
     for (const leg of call.legs) for (const s of leg.streams) if (s) this.release(s);
     this.calls.delete(call.id);
-    this.log.info({ callId: call.id }, 'delete');
+    this.log.debug({ callId: call.id }, 'delete');
     return stats;
   }
 

@@ -26,9 +26,19 @@ export const byExpiry = (a: Binding, b: Binding): number => a.expires - b.expire
 
 export class MemoryBindingStore implements BindingStore {
   private readonly byId = new Map<string, Binding>();
+  /**
+   * Binding ids per AOR. Every REGISTER looks its AOR up; a scan of every binding made that
+   * O(bindings) per request, the largest cost in the REGISTER path once a site has thousands.
+   */
+  private readonly idsByAor = new Map<string, Set<string>>();
 
   async put(b: Binding): Promise<void> {
+    const old = this.byId.get(b.id);
+    if (old && old.aor !== b.aor) this.unindex(old);
     this.byId.set(b.id, structuredClone(b));
+    let ids = this.idsByAor.get(b.aor);
+    if (!ids) this.idsByAor.set(b.aor, (ids = new Set()));
+    ids.add(b.id);
   }
 
   async get(id: string): Promise<Binding | null> {
@@ -37,11 +47,21 @@ export class MemoryBindingStore implements BindingStore {
   }
 
   async byAor(aor: string): Promise<Binding[]> {
-    return [...this.byId.values()].filter((b) => b.aor === aor).map((b) => structuredClone(b));
+    const ids = this.idsByAor.get(aor);
+    return ids ? [...ids].map((id) => structuredClone(this.byId.get(id)!)) : [];
   }
 
   async remove(id: string): Promise<boolean> {
+    const b = this.byId.get(id);
+    if (!b) return false;
+    this.unindex(b);
     return this.byId.delete(id);
+  }
+
+  private unindex(b: Binding): void {
+    const ids = this.idsByAor.get(b.aor);
+    ids?.delete(b.id);
+    if (ids?.size === 0) this.idsByAor.delete(b.aor);
   }
 
   async expired(now: number): Promise<Binding[]> {

@@ -43,7 +43,24 @@ function directionOf(m: sdpTransform.MediaDescription, session: sdpTransform.Ses
   return (m.direction ?? session.direction ?? 'sendrecv') as Direction;
 }
 
+/**
+ * The last few SDPs parsed, by their text. One call's offer is read by the edge (does it
+ * announce keylatch?) and then by the relay, and a hairpin check reads it too: parsed once,
+ * the result shared. Results are frozen, so one reader cannot change what another sees.
+ */
+const recent = new Map<string, SessionDescription>();
+const RECENT_MAX = 32;
+
 export function parseSdp(text: string): SessionDescription {
+  const known = typeof text === 'string' ? recent.get(text) : undefined;
+  if (known) return known;
+  const parsed = parseFresh(text);
+  if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value!);
+  recent.set(text, parsed);
+  return parsed;
+}
+
+function parseFresh(text: string): SessionDescription {
   if (typeof text !== 'string' || text.length === 0) throw new SdpError('SDP is empty');
   if (text.length > MAX_SDP_BYTES) throw new SdpError(`SDP larger than ${MAX_SDP_BYTES} bytes`);
   if (!/^v=0\r?\n/.test(text)) throw new SdpError('SDP must start with v=0');
@@ -88,7 +105,7 @@ export function parseSdp(text: string): SessionDescription {
   const announcesKeylatch = [session, ...session.media].some((part) =>
     (part.invalid ?? []).some((a) => a.value === `${KEYLATCH_ATTRIBUTE}:${KEYLATCH_VERSION}`),
   );
-  return { media, announcesKeylatch };
+  return Object.freeze({ media: Object.freeze(media.map((m) => Object.freeze(m))) as MediaDescription[], announcesKeylatch });
 }
 
 export interface RelayedMedia {

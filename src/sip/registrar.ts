@@ -147,7 +147,8 @@ export function registrar(deps: RegistrarDeps) {
     const granted = grantedExpires(reg.expires, binding, sip.registration);
     const pbxExpires = expiresFromPbx(upstream, upstreamExpires);
     await store.put({ ...binding, expires: now + granted * 1000, upstreamExpires: now + pbxExpires * 1000 });
-    log.info({ aor: reg.aor, binding: binding.id, source, transport, natTests, granted, pbxExpires }, 'registered');
+    // Per request, so debug: at info it was a JSON line per registration at thousands a second.
+    log.debug({ aor: reg.aor, binding: binding.id, source, transport, natTests, granted, pbxExpires }, 'registered');
     relay(res, upstream, { Contact: withExpires(reg.contact, granted) });
   };
 }

@@ -49,7 +49,8 @@ export function selfSignedCert(ip = '127.0.0.1'): { cert: string; key: string } 
 }
 
 /** contacts: e.g. ['sip:127.0.0.1:5090;transport=udp,tcp']. netns: run inside a test namespace. */
-export async function startDrachtio(opts: { contacts: string[]; adminPort: number; adminHost?: string; netns?: string; tls?: { cert: string; key: string } }): Promise<RunningDrachtio> {
+/** loglevel: drachtio-server logs every SIP message at info (the tests read that log); bench:sip keeps it quieter. */
+export async function startDrachtio(opts: { contacts: string[]; adminPort: number; adminHost?: string; netns?: string; tls?: { cert: string; key: string }; loglevel?: 'info' | 'notice' | 'warning' | 'error' }): Promise<RunningDrachtio> {
   const bin = drachtioBinary();
   if (!bin) throw new Error('drachtio-server not found');
   const dir = mkdtempSync(path.join(tmpdir(), 'kl-drachtio-'));
@@ -60,7 +61,7 @@ export async function startDrachtio(opts: { contacts: string[]; adminPort: numbe
   <admin port="${opts.adminPort}" secret="${secret}">${adminHost}</admin>
   <sip><contacts></contacts></sip>
   <cdrs>false</cdrs>
-  <logging><console/><sofia-loglevel>0</sofia-loglevel><loglevel>info</loglevel></logging>
+  <logging><console/><sofia-loglevel>0</sofia-loglevel><loglevel>${opts.loglevel ?? 'info'}</loglevel></logging>
 </drachtio>
 `);
   const args = ['-f', conf, '--stdout', ...opts.contacts.flatMap((c) => ['--contact', c])];

@@ -47,6 +47,16 @@ describe.each(stores)('%s binding store', (_name, make) => {
     expect((await store.byAor(a.aor)).map((x) => x.id)).toEqual([b.id]);
   });
 
+  it('finds a binding put again under another AOR only under the new one', async () => {
+    const a = binding();
+    await store.put(a);
+    await store.put({ ...a, aor: 'sip:carol@example.com' });
+    expect(await store.byAor(a.aor)).toEqual([]);
+    expect((await store.byAor('sip:carol@example.com')).map((x) => x.id)).toEqual([a.id]);
+    await store.remove(a.id);
+    expect(await store.byAor('sip:carol@example.com')).toEqual([]);
+  });
+
   it('lists what has expired for the sweeper', async () => {
     const old = binding({ expires: Date.now() - 1000 }); // lapsed, but within Redis's grace period
     const fresh = binding({ expires: Date.now() + 90000 });
