@@ -103,8 +103,10 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   // By their id on the relay node, which the pool names when a node dies.
   const byRelayCall = new Map<string, CallSession>();
   const pool = opts.pool ?? new RelayPool([{ node: new InProcessNode(opts.relay), weight: 1 }], { pingIntervalMs: 1000, missedPingsDown: 1 });
-  // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back.
-  const ownLegs = new Map<string, string>();
+  // Call-IDs of keylatch's own INVITEs toward the PBX, to recognise one looping back; and, per
+  // call, which of them it placed, so a call's end forgets its own without a scan of them all.
+  const ownLegs = new Set<string>();
+  const legsOf = new Map<string, string[]>();
   const callDeps = {
     srf,
     pbxSrf,
@@ -118,13 +120,19 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     onEnd: (callId: string, relayCallId: string) => {
       if (byRelayCall.get(relayCallId)?.callId === callId) byRelayCall.delete(relayCallId);
       calls.delete(callId);
-      for (const [leg, owner] of ownLegs) if (owner === callId) ownLegs.delete(leg);
+      for (const leg of legsOf.get(callId) ?? []) ownLegs.delete(leg);
+      legsOf.delete(callId);
     },
   };
   const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, names, pbx, store, sip: opts.sip, log }) : null;
   const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
     if (rooms?.claims(req, arrivedOn !== srf)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
-    const session = new CallSession(req, res, { ...callDeps, onOwnLeg: (leg) => ownLegs.set(leg, req.get('Call-ID')) }, arrivedOn);
+    const onOwnLeg = (leg: string): void => {
+      ownLegs.add(leg);
+      const callId = req.get('Call-ID');
+      legsOf.set(callId, [...(legsOf.get(callId) ?? []), leg]);
+    };
+    const session = new CallSession(req, res, { ...callDeps, onOwnLeg }, arrivedOn);
     calls.set(session.callId, session);
     byRelayCall.set(session.relayCallId, session);
     await session.run();
