@@ -39,7 +39,8 @@ describe('keylatch relay (CLI)', () => {
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);
       const lines = out.text().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; pid?: number });
-      expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['keylatch relay started', 'offer', 'shutting down']));
+      // (the offer itself is logged at debug: one line per request would cost at load; its reply is checked above)
+      expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['keylatch relay started', 'shutting down']));
       // Two workers: each started, and none is left behind holding ports.
       if (workers === '2') {
         const pids = lines.filter((l) => l.msg === 'relay worker started').map((l) => l.pid!);
