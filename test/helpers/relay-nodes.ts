@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { decodeG711 } from '../../src/codec/g711';
-import { toneShare } from '../../src/codec/goertzel';
+import { blockToneShare } from '../../src/codec/goertzel';
 import { NgClient } from '../../src/relay-pool/ng-client';
 import { Topology } from './netns';
 import { sleep, waitFor } from './peers';
@@ -143,9 +143,15 @@ export class RtpWatch {
    * Share of the audio energy received in [from, to] at `hz` (PCMU decoded, Goertzel): whose
    * tone reached the phone, on the wire, whatever the phone then made of it.
    */
+  /**
+   * How much of what arrived in [from, to] is the tone at `hz`, block by block (50 ms): one
+   * Goertzel over seconds of packets laid end to end in arrival order adds any reordered or
+   * missing packet's audio with the wrong phase, and a single one of those could sink it
+   * (seen: 0.24 for a stream whose every second was clean in the phone's own recording).
+   */
   toneShare(from: number, to: number, hz: number): number {
     const inside = this.arrivals.filter((a) => a.t >= from && a.t <= to);
-    return toneShare(decodeG711('PCMU', Buffer.concat(inside.map((a) => a.payload))), hz);
+    return blockToneShare(decodeG711('PCMU', Buffer.concat(inside.map((a) => a.payload))), hz);
   }
 
   /**
