@@ -68,16 +68,32 @@ async function call(id: string): Promise<TestCall> {
   return { id, a, b, toA: mediaPorts(answer.sdp)[0]!, toB: mediaPorts(offer.sdp)[0]! };
 }
 
-/** Sends n packets each way and waits until both sides got them all (guarded latching locks after 3). */
+/**
+ * Sends n packets each way and waits until each side has them (less the 2 that teach a new
+ * call's guarded latch). If they have not all come within a second, it goes on sending, paced
+ * like a phone, for up to 3 s in all: a worker is a process of its own, and a freshly restarted
+ * one is cold, which must not read as a lost call.
+ */
 async function talk(c: TestCall, n: number, seq0 = 0): Promise<void> {
   const [gotA, gotB] = [c.a.media().length, c.b.media().length];
-  for (let i = seq0; i < seq0 + n; i++) {
+  const want = n - (seq0 === 0 ? 2 : 0); // the first 2 packets of each side teach the latch
+  const arrived = () => c.b.media().length - gotB >= want && c.a.media().length - gotA >= want;
+  const send = (i: number): void => {
     c.a.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: c.toA });
     c.b.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: c.toB });
+  };
+  let i = seq0;
+  for (; i < seq0 + n; i++) {
+    send(i);
     await sleep(2);
   }
-  const expected = (got: number) => got + n - (seq0 === 0 ? 2 : 0); // the first 2 packets of each side teach the latch
-  await waitFor(() => c.b.media().length >= expected(gotB) && c.a.media().length >= expected(gotA), 3000);
+  const started = Date.now();
+  await waitFor(arrived, 1000).catch(() => undefined);
+  for (; !arrived() && Date.now() - started < 3000; i++) {
+    send(i);
+    await sleep(20);
+  }
+  expect({ toB: c.b.media().length - gotB >= want, toA: c.a.media().length - gotA >= want }).toEqual({ toB: true, toA: true });
 }
 
 beforeEach(async () => {
@@ -102,7 +118,13 @@ describe('relay workers', () => {
     const [s0, s1] = cluster.shares;
     expect(s0!.portMax).toBeLessThan(s1!.portMin);
     const calls: TestCall[] = [];
-    for (let i = 0; i < 8; i++) calls.push(await call(`w-${i}@test`));
+    // Media right after each call's answer, as phones do: guarded latching learns only for a
+    // while after signalling, and the /proc checks below take their time on a busy machine.
+    for (let i = 0; i < 8; i++) {
+      const c = await call(`w-${i}@test`);
+      calls.push(c);
+      await talk(c, 6);
+    }
     const byWorker = [0, 1].map((w) => calls.filter((c) => cluster.placement.of(c.id) === w));
     expect(byWorker[0]!.length).toBeGreaterThan(0);
     expect(byWorker[1]!.length).toBeGreaterThan(0);
@@ -121,12 +143,11 @@ describe('relay workers', () => {
         expect(holdsPort(process.pid, port)).toBe(false);
       }
     }
-    for (const c of calls) await talk(c, 6);
     for (const c of calls) {
       const q = await client.query(ng, { 'call-id': c.id });
       expect(q.result).toBe('ok');
-      expect(q.tags.ta.packets).toBe(6);
-      expect(q.tags.tb.packets).toBe(6);
+      expect(q.tags.ta.packets).toBeGreaterThanOrEqual(6);
+      expect(q.tags.tb.packets).toBeGreaterThanOrEqual(6);
       expect(q.tags.ta.latched).toEqual({ address: '127.0.0.1', port: c.a.port });
     }
     const list = await client.list(ng, { limit: 100 });
