@@ -13,6 +13,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import { isIP } from 'node:net';
 import { KEY_SIZE, formatLegKey } from '../media/challenge';
 import { RelayError } from '../media/relay';
+import { legOptions, type NgDict } from './ng-options';
 
 const CLEAR_LINE = /^a=keylatch:v1 leg=([A-Za-z0-9_-]{1,64}) key=([A-Za-z0-9_-]{43})\r?$/gm;
 const SEALED_LINE = /^a=keylatch:v1 leg=([A-Za-z0-9_-]{1,64}) sealed=([A-Za-z0-9_-]{80})(\r?)$/gm;
@@ -56,10 +57,9 @@ export function unsealLegKeys(sdp: string, sealKey: Buffer | null): string {
   });
 }
 
-/** Does this ng request ask for a key leg (keylatch-offerer=key or keylatch-answerer=key, as a key or a flag)? */
-export function asksForKeyLeg(req: Record<string, unknown>): boolean {
-  const words = Array.isArray(req.flags) ? req.flags.filter((f): f is string => typeof f === 'string') : [];
-  return ['offerer', 'answerer'].some((side) => req[`keylatch-${side}`] === 'key' || words.includes(`keylatch-${side}=key`));
+/** Does this ng request ask for a key leg? Read exactly as the commands read it (ng-options). */
+export function asksForKeyLeg(req: NgDict): boolean {
+  return (['offerer', 'answerer'] as const).some((side) => legOptions(req, side).policy === 'key');
 }
 
 /**

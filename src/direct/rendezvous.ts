@@ -33,7 +33,12 @@ export class DirectPair {
 
   /** Both ends are key clients that may go direct, and both have proved where they are. */
   get ready(): boolean {
-    return qualifies(this.a) && qualifies(this.b) && this.a.mapping !== null && this.b.mapping !== null;
+    return DirectPair.possible(this.a, this.b);
+  }
+
+  /** Would a pair of these ends be ready? Asked before minting one, so no key is made for a call that cannot use it. */
+  static possible(a: PairEnd, b: PairEnd): boolean {
+    return qualifies(a) && qualifies(b) && a.mapping !== null && b.mapping !== null;
   }
 
   /** Tells the client of leg `legId` (or both) where the other is; nothing unless the pair is ready. */

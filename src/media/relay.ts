@@ -395,11 +395,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     const partner = s.partner;
     if (!this.config.direct.enabled || !partner) return null;
     if (s.pair && s.pair === partner.pair) return s.pair;
-    const [a, b] = call.legs[0] === s.leg ? [s, partner] : [partner, s];
-    const pair = new DirectPair(endOf(a), endOf(b));
-    if (!pair.ready) return null;
-    s.pair = partner.pair = pair;
-    return pair;
+    const [a, b] = (call.legs[0] === s.leg ? [s, partner] : [partner, s]).map(endOf) as [PairEnd, PairEnd];
+    // Every latch and every proof of every call asks: mint a key only for a pair that can use it.
+    if (!DirectPair.possible(a, b)) return null;
+    s.pair = partner.pair = new DirectPair(a, b);
+    return s.pair;
   }
 
   private legOf(ref: LegRef): Leg {
