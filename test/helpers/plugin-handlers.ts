@@ -37,3 +37,10 @@ export function heard(h: Handler): Int16Array[] {
   h.media.on('frame', (pcm) => frames.push(pcm));
   return frames;
 }
+
+/** 20 ms frames laid end to end, for a tone check over the lot. */
+export function joined(frames: Int16Array[]): Int16Array {
+  const out = new Int16Array(frames.length * 160);
+  frames.forEach((f, i) => out.set(f, i * 160));
+  return out;
+}

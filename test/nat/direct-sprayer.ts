@@ -8,6 +8,7 @@
  */
 import dgram from 'node:dgram';
 import { encodeHello, encodeRendezvous, newLegId, newLegKey, type Endpoint } from '../../src/media/challenge';
+import { rtp } from '../helpers/peers';
 
 const FORGED_PORT = 40000; // test/nat/direct-media.test.ts SNATs this port to the relay's
 
@@ -30,14 +31,6 @@ forger.on('message', () => received++);
 socket.on('error', () => undefined);
 forger.on('error', () => undefined);
 
-const rtp = (ssrc: number, seq: number): Buffer => {
-  const b = Buffer.alloc(172, 0x55);
-  b[0] = 0x80;
-  b.writeUInt16BE(seq & 0xffff, 2);
-  b.writeUInt32BE(seq * 160, 4);
-  b.writeUInt32BE(ssrc, 8);
-  return b;
-};
 const rtcp = Buffer.from([0x80, 200, 0, 1, 0, 0, 0x0b, 0xad]);
 
 socket.bind(0, () => forger.bind(FORGED_PORT, () => {
@@ -62,7 +55,7 @@ socket.bind(0, () => forger.bind(FORGED_PORT, () => {
       encodeHello(newLegKey(), `${newLegId()}-a`),
       encodeHello(newLegKey(), `${newLegId()}-b`),
       ...args.legIds.map((l) => encodeHello(newLegKey(), l)),
-      rtp(0xbad, seq),
+      rtp(seq, seq * 160, 0xbad, 160, 0),
       rtcp,
     ];
     for (const t of args.targets) {

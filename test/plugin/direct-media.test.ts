@@ -6,7 +6,7 @@
 import { toneShare } from '../../src/codec/goertzel';
 import type { LegOptions } from '../../src/media/call';
 import { sleep, waitFor } from '../helpers/peers';
-import { heard, pluginHandlers, type Handler } from '../helpers/plugin-handlers';
+import { heard, joined, pluginHandlers, type Handler } from '../helpers/plugin-handlers';
 
 const ctx = pluginHandlers();
 const { handler } = ctx;
@@ -19,12 +19,6 @@ async function call(a: Handler, b: Handler, legs: Partial<LegOptions> = {}): Pro
   const toA = await ctx.relay.answer({ callId: 'c1', fromTag: 'ta', toTag: 'tb', sdp: (await b.getDescription()).body });
   await a.setDescription(toA.sdp);
 }
-
-const joined = (frames: Int16Array[]): Int16Array => {
-  const out = new Int16Array(frames.length * 160);
-  frames.forEach((f, i) => out.set(f, i * 160));
-  return out;
-};
 
 describe('direct media between two plugin clients', () => {
   it('moves media off the relay once both directions are proved, with each tone heard by the other', async () => {

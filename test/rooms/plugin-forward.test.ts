@@ -9,6 +9,7 @@ import { RoomRegistry } from '../../src/rooms/registry';
 import type { Relay } from '../../src/media/relay';
 import { DEFAULT_MEDIA_OPTIONS, KeylatchSessionDescriptionHandler } from '../../plugins/sipjs/src';
 import { mediaPorts, newRelay, sleep, testMediaConfig, testPeers, waitFor, type Peer } from '../helpers/peers';
+import { joined } from '../helpers/plugin-handlers';
 
 const peer = testPeers();
 let relay: Relay;
@@ -46,12 +47,6 @@ async function phone(ip: string, who: string, hz: number, ssrc: number): Promise
   }, 10));
   return p;
 }
-
-const joined = (frames: Int16Array[]): Int16Array => {
-  const out = new Int16Array(frames.length * 160);
-  frames.forEach((f, i) => out.set(f, i * 160));
-  return out;
-};
 
 describe('a plugin client in forwarding mode', () => {
   it('takes every speaker\'s stream, mixes them itself, and reports each speaker; the phones hear it in their mix', async () => {
