@@ -139,20 +139,20 @@ export async function relays(argv: string[]): Promise<number> {
 export async function rooms(argv: string[]): Promise<number> {
   let values;
   let positionals: string[];
-  let admin: string;
+  let admin: { host: string; port: number };
   try {
     ({ values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, admin: { type: 'string' }, config: { type: 'string' } }, allowPositionals: true, strict: true }));
     const [action] = positionals;
     if (action !== undefined && !(ROOM_ACTIONS as readonly string[]).includes(action)) throw new Error(`no action ${action}: mute, unmute or remove`);
     if (action !== undefined && positionals.length !== 3) throw new Error(`${action} takes ROOM and PARTICIPANT (its id or SIP URI)`);
-    admin = adminListener(values, 'room admin to reach');
+    admin = splitHostPort(adminListener(values, 'room admin to reach'));
   } catch (err) {
     if (err instanceof ConfigError) return reportFailure(err);
     process.stderr.write(`keylatch rooms: ${(err as Error).message}\n${USAGE}\n`);
     return 2;
   }
   try {
-    const client = new RoomsClient(splitHostPort(admin));
+    const client = new RoomsClient(admin);
     const [action, room, who] = positionals;
     if (action) {
       const done = await client.act(action as RoomAction, room!, who!);

@@ -107,6 +107,7 @@ function freePort(): Promise<number> {
     expect(shout.code).toBe(2);
     expect(shout.err).toMatch(/^keylatch rooms: no action shout: mute, unmute or remove\nusage: keylatch edge/);
     expect((await runCli(['rooms', 'mute', 'standup', '--admin', admin])).err).toMatch(/^keylatch rooms: mute takes ROOM and PARTICIPANT/);
+    expect(await runCli(['rooms', '--admin', 'localhost'])).toMatchObject({ code: 2, err: expect.stringMatching(/^keylatch rooms: not HOST:PORT: localhost\n/) as unknown });
 
     // Removing both: each caller gets a BYE (sipp answers it and ends), and the room is gone.
     expect(await runCli(['rooms', 'remove', 'standup', c2, '--admin', admin])).toEqual({ code: 0, out: `standup: ${c2} (${id(c2)}) removed (it gets a BYE)\n`, err: '' });
