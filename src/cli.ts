@@ -4,8 +4,9 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, problemLines } from './config/load';
 import { fetchStatus, StatusUnavailable } from './control/status-client';
-import { formatStatus, summaryLines } from './control/status-format';
+import { formatStatus, roomLines, summaryLines } from './control/status-format';
 import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-admin';
+import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-client';
 import { createLogger } from './log';
 import { startEdgeService } from './edge-service';
 import { splitHostPort, startRelayService } from './relay-service';
@@ -15,6 +16,7 @@ const USAGE = `usage: keylatch edge   [--interface IP] [--advertise IP] [--ports
        keylatch relay  [--ng HOST:PORT] [--workers N|auto] [the same flags]
        keylatch status [--json] [--admin HOST:PORT] [--config FILE]
        keylatch relays [--drain URL | --undrain URL] [--json] [--admin HOST:PORT] [--config FILE]
+       keylatch rooms  [mute|unmute|remove ROOM PARTICIPANT] [--json] [--admin HOST:PORT] [--config FILE]
 
 edge:   the SIP edge on drachtio-server (sip.* settings) with the relay in-process.
 relay:  the media relay alone, controlled over rtpengine's ng protocol; --workers: relay
@@ -22,6 +24,8 @@ relay:  the media relay alone, controlled over rtpengine's ng protocol; --worker
 status: bindings and live calls of a running edge, read from its admin endpoint (admin.listen).
 relays: the edge's relay nodes (media.relays) and their state; --drain URL stops new calls to
         one (its calls finish there), --undrain URL gives it calls again.
+rooms:  the edge's rooms and their participants; mute, unmute or remove one participant,
+        named by its id (the PARTICIPANT column) or its SIP URI.
 Flags override config/default.yaml, FILE and KEYLATCH_* environment variables.
 Every setting: docs/configuration.md.`;
 
@@ -66,6 +70,13 @@ function reportFailure(err: unknown): number {
   return err instanceof ConfigError ? 2 : 1;
 }
 
+/** The admin listener a client command talks to: --admin, else admin.listen from the configuration. */
+function adminListener(values: { admin?: string; config?: string }, missing: string): string {
+  const admin = values.admin ?? loadConfig({ file: values.config }).admin.listen;
+  if (!admin) throw new ConfigError('admin.listen is off', [{ key: 'admin.listen', message: `off, so there is no ${missing}`, hint: 'KEYLATCH_ADMIN__LISTEN=HOST:PORT on the edge, or --admin HOST:PORT here' }]);
+  return admin;
+}
+
 /** keylatch status: reads a running edge's /status and prints it, as a table or as JSON. */
 export async function status(argv: string[]): Promise<number> {
   let values;
@@ -77,8 +88,7 @@ export async function status(argv: string[]): Promise<number> {
   }
   let admin: string | null;
   try {
-    admin = values.admin ?? loadConfig({ file: values.config }).admin.listen;
-    if (!admin) throw new ConfigError('admin.listen is off', [{ key: 'admin.listen', message: 'off, so there is no status to read', hint: 'KEYLATCH_ADMIN__LISTEN=HOST:PORT on the edge, or --admin HOST:PORT here' }]);
+    admin = adminListener(values, 'status to read');
   } catch (err) {
     return reportFailure(err);
   }
@@ -100,8 +110,7 @@ export async function relays(argv: string[]): Promise<number> {
   let admin: string | null;
   try {
     ({ values } = parseArgs({ args: argv, options: { drain: { type: 'string' }, undrain: { type: 'string' }, json: { type: 'boolean' }, admin: { type: 'string' }, config: { type: 'string' } }, strict: true }));
-    admin = values.admin ?? loadConfig({ file: values.config }).admin.listen;
-    if (!admin) throw new ConfigError('admin.listen is off', [{ key: 'admin.listen', message: 'off, so there is no relay admin to reach', hint: 'KEYLATCH_ADMIN__LISTEN=HOST:PORT on the edge, or --admin HOST:PORT here' }]);
+    admin = adminListener(values, 'relay admin to reach');
   } catch (err) {
     if (err instanceof ConfigError) return reportFailure(err);
     process.stderr.write(`keylatch relays: ${(err as Error).message}\n${USAGE}\n`);
@@ -126,6 +135,39 @@ export async function relays(argv: string[]): Promise<number> {
   }
 }
 
+/** keylatch rooms: lists a running edge's rooms, or mutes, unmutes or removes one participant. */
+export async function rooms(argv: string[]): Promise<number> {
+  let values;
+  let positionals: string[];
+  let admin: { host: string; port: number };
+  try {
+    ({ values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, admin: { type: 'string' }, config: { type: 'string' } }, allowPositionals: true, strict: true }));
+    const [action] = positionals;
+    if (action !== undefined && !(ROOM_ACTIONS as readonly string[]).includes(action)) throw new Error(`no action ${action}: mute, unmute or remove`);
+    if (action !== undefined && positionals.length !== 3) throw new Error(`${action} takes ROOM and PARTICIPANT (its id or SIP URI)`);
+    admin = splitHostPort(adminListener(values, 'room admin to reach'));
+  } catch (err) {
+    if (err instanceof ConfigError) return reportFailure(err);
+    process.stderr.write(`keylatch rooms: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    const client = new RoomsClient(admin);
+    const [action, room, who] = positionals;
+    if (action) {
+      const done = await client.act(action as RoomAction, room!, who!);
+      process.stdout.write(values.json ? `${JSON.stringify(done.answer, null, 2)}\n` : `${done.line}\n`);
+      return 0;
+    }
+    const list = await client.list();
+    process.stdout.write(values.json ? `${JSON.stringify(list, null, 2)}\n` : `${roomLines(list).join('\n')}\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`keylatch rooms: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -134,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'status') return status(rest);
   if (command === 'relays') return relays(rest);
+  if (command === 'rooms') return rooms(rest);
   if (command !== 'relay' && command !== 'edge') {
     process.stderr.write(`${USAGE}\n`);
     return 2;

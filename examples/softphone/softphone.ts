@@ -30,6 +30,8 @@ const { values: opt } = parseArgs({
     'require-key': { type: 'boolean', default: false },
     // Keep media on the relay even when keylatch names the other client (no direct media).
     'relay-only': { type: 'boolean', default: false },
+    // In a keylatch room: take every speaker's stream and mix here instead of at the relay.
+    'room-forward': { type: 'boolean', default: false },
     call: { type: 'string' },
     answer: { type: 'boolean', default: false },
     reject: { type: 'string' },
@@ -48,7 +50,7 @@ function say(event: string, data: Record<string, unknown> = {}): void {
 
 if (!opt.server || !opt.aor) {
   process.stderr.write('usage: softphone --server wss://host:port|tls://host:port --aor sip:me@domain [--user u --password p] [--ca ca.pem]\n' +
-    '                 [--call sip:them@domain | --answer | --reject 486] [--play f.wav | --tone 1000] [--record out.wav] [--relay-only] [--json]\n');
+    '                 [--call sip:them@domain | --answer | --reject 486] [--play f.wav | --tone 1000] [--record out.wav] [--relay-only] [--room-forward] [--json]\n');
   process.exit(2);
 }
 
@@ -114,6 +116,7 @@ const ua = new UserAgent({
     sdpAddress: opt['sdp-address'] ?? (opt.bind === '0.0.0.0' ? '127.0.0.1' : opt.bind),
     requireKey: opt['require-key'],
     direct: !opt['relay-only'],
+    roomForward: opt['room-forward'],
     onMedia: wireMedia,
   }),
   delegate: {

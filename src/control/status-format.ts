@@ -1,4 +1,5 @@
 /** The human view of a status snapshot: aligned tables that fit a terminal, for `keylatch status`. */
+import type { RoomInfo } from '../rooms/room';
 import type { StatusSnapshot } from './status';
 
 /** Left-aligned columns, two spaces apart; every cell is already a string. */
@@ -64,20 +65,22 @@ export function formatStatus(s: StatusSnapshot): string {
     ]));
     out.push(...table(['CALL-ID', 'LEG TAG', 'POLICY', 'LATCH', 'LATCHED ON', 'MEDIA', 'PKTS IN', 'PKTS OUT', 'LAST MEDIA'], rows).map((l) => `  ${l}`));
   }
-  if (s.rooms) {
-    out.push('', `Rooms: ${s.rooms.length}`);
-    const rows = s.rooms.flatMap((r) => r.participants.map((p, i) => [
-      i === 0 ? r.name + (r.broadcast ? ' (broadcast)' : '') : '',
-      p.id,
-      p.who,
-      `${p.role}/${p.mode}`,
-      `${p.policy}:${p.latchState}`,
-      p.latched ?? '-',
-      p.muted ? 'muted' : p.talking ? 'talking' : '-',
-      String(p.counters?.packetsIn ?? 0),
-      String((p.counters?.sent ?? 0) + (p.counters?.forwarded ?? 0)),
-    ]));
-    out.push(...table(['ROOM', 'PARTICIPANT', 'WHO', 'ROLE/GETS', 'LATCH', 'LATCHED ON', 'STATE', 'PKTS IN', 'PKTS OUT'], rows).map((l) => `  ${l}`));
-  }
+  if (s.rooms) out.push('', ...roomLines(s.rooms));
   return `${out.join('\n')}\n`;
+}
+
+/** Rooms and their participants, one row each (`keylatch status` and `keylatch rooms`). */
+export function roomLines(rooms: RoomInfo[]): string[] {
+  const rows = rooms.flatMap((r) => r.participants.map((p, i) => [
+    i === 0 ? r.name + (r.broadcast ? ' (broadcast)' : '') : '',
+    p.id,
+    p.who,
+    `${p.role}/${p.mode}`,
+    `${p.policy}:${p.latchState}`,
+    p.latched ?? '-',
+    p.muted ? 'muted' : p.talking ? 'talking' : '-',
+    String(p.counters?.packetsIn ?? 0),
+    String((p.counters?.sent ?? 0) + (p.counters?.forwarded ?? 0)),
+  ]));
+  return [`Rooms: ${rooms.length}`, ...(rows.length ? table(['ROOM', 'PARTICIPANT', 'WHO', 'ROLE/GETS', 'LATCH', 'LATCHED ON', 'STATE', 'PKTS IN', 'PKTS OUT'], rows).map((l) => `  ${l}`) : [])];
 }

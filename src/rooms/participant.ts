@@ -30,7 +30,8 @@ export interface ParticipantInfo {
  * media from the latched source.
  */
 export class Participant {
-  readonly id = randomBytes(6).toString('base64url');
+  /** Hex, not base64url: an id starting with '-' would read as an option on `keylatch rooms`' command line. */
+  readonly id = randomBytes(6).toString('hex');
   readonly leg: Leg;
   readonly joinedAt = Date.now();
   media!: RoomMedia;

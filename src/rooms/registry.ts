@@ -115,9 +115,9 @@ export class RoomRegistry {
       if (talking) this.totals.talkspurts++;
       this.log.debug({ room: name, participant: p.id, who: p.who, talking }, 'room: talking');
     });
-    room.on('dtmf', (p, key) => {
+    room.on('dtmf', (p, key, via) => {
       this.totals.dtmf++;
-      this.log.info({ room: name, participant: p.id, who: p.who, key }, 'room: DTMF');
+      this.log.info({ room: name, participant: p.id, who: p.who, key, via }, 'room: DTMF');
     });
     room.on('muted', (p, muted) => this.log.info({ room: name, participant: p.id, who: p.who, muted }, 'room: mute'));
     this.log.info({ room: name, broadcast: speakers !== null }, 'room: opened');

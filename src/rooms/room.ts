@@ -3,7 +3,7 @@ import { EVENT_DTMF, EVENT_QUIET, EVENT_TALKING, MixerRoom, type ReceiveMode } f
 import type { Participant, ParticipantInfo } from './participant';
 
 /** RFC 4733 event codes 0-15 as keys: 0-9, *, #, A-D. */
-const DTMF_KEYS = '0123456789*#ABCD';
+export const DTMF_KEYS = '0123456789*#ABCD';
 
 export type LeaveReason = 'hangup' | 'removed' | 'media timeout' | 'room closed';
 
@@ -11,7 +11,8 @@ export interface RoomEvents {
   joined: [Participant];
   left: [Participant, LeaveReason];
   talking: [Participant, boolean];
-  dtmf: [Participant, string];
+  /** A key, and whether it came in the media (RFC 4733) or in signalling (SIP INFO). */
+  dtmf: [Participant, string, 'rtp' | 'info'];
   muted: [Participant, boolean];
 }
 
@@ -101,7 +102,7 @@ export class Room extends EventEmitter<RoomEvents> {
 
   /** DTMF that came in signalling (SIP INFO) rather than in the media. */
   reportDtmf(p: Participant, key: string): void {
-    if (this.members.has(p.id)) this.emit('dtmf', p, key);
+    if (this.members.has(p.id)) this.emit('dtmf', p, key, 'info');
   }
 
   info(): RoomInfo {
@@ -131,7 +132,7 @@ export class Room extends EventEmitter<RoomEvents> {
         p.talking = type === EVENT_TALKING;
         this.emit('talking', p, p.talking);
       } else if (type === EVENT_DTMF) {
-        this.emit('dtmf', p, DTMF_KEYS[value] ?? String(value));
+        this.emit('dtmf', p, DTMF_KEYS[value] ?? String(value), 'rtp');
       }
     }
   }

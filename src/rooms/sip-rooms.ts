@@ -11,6 +11,7 @@ import type { LocalNames } from '../sip/local-names';
 import type { PbxPeer } from '../sip/pbx-peer';
 import { contactUri, userOf } from '../sip/registration';
 import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from '../sip/srf';
+import { INFO_DTMF_TYPES, parseInfoDtmf } from './info-dtmf';
 import type { Participant } from './participant';
 import { RoomError, type RoomRegistry } from './registry';
 
@@ -22,9 +23,6 @@ export interface RoomDeskDeps {
   sip: SipConfig;
   log: Logger;
 }
-
-/** SIP INFO DTMF (application/dtmf-relay): "Signal=5". */
-const INFO_SIGNAL = /^Signal\s*=\s*([0-9*#A-D])\s*$/im;
 
 /**
  * keylatch as the UAS of its own rooms: an INVITE to sip:<prefix><name>@<keylatch> is
@@ -100,9 +98,12 @@ export class RoomDesk {
       }
     });
     dialog.on('info', (req: SipRequest, res: SipResponse) => {
-      const key = /dtmf-relay/i.test(req.get('Content-Type') ?? '') ? INFO_SIGNAL.exec(req.body ?? '')?.[1] : undefined;
-      if (key) room()?.reportDtmf(p, key);
-      res.send(200, {});
+      const dtmf = parseInfoDtmf(req.get('Content-Type'), req.body);
+      if (dtmf.kind === 'key') room()?.reportDtmf(p, dtmf.key);
+      if (dtmf.kind === 'key' || dtmf.kind === 'empty') return void res.send(200, {});
+      this.deps.log.info({ callId, participant: p.id, contentType: req.get('Content-Type'), why: dtmf.kind === 'malformed' ? dtmf.why : 'type' }, 'room: INFO refused');
+      if (dtmf.kind === 'unsupported') return void res.send(415, 'Unsupported Media Type', { headers: { Accept: INFO_DTMF_TYPES.join(', ') } });
+      res.send(400, 'Bad DTMF', { headers: { Warning: `399 keylatch "${dtmf.why}"` } });
     });
     dialog.on('refer', (_req: SipRequest, res: SipResponse) => res.send(603, 'Transfer not supported', {}));
   }

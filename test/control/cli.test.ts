@@ -1,18 +1,14 @@
 /** The standalone relay as users start it: the real CLI in a child process, driven over ng. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { Client } from 'rtpengine-client';
+import { spawnCli } from '../helpers/cli';
 import { drachtioBinary, startDrachtio } from '../helpers/drachtio';
 import { SCENARIOS, runSipp, sippUnavailable } from '../helpers/sipp';
 
-const root = path.join(__dirname, '..', '..');
-const run = (args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess =>
-  spawn(process.execPath, ['-r', path.join(root, 'test/helpers/ts-register.js'), path.join(root, 'src/cli.ts'), ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+const run = spawnCli;
 
 function output(child: ChildProcess): { text: () => string } {
   let text = '';

@@ -3,9 +3,6 @@
  * process) against the admin listener of a pool of real ng relays on loopback. And the
  * media.relays settings, validated as the edge loads them.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import path from 'node:path';
 import { loadConfig } from '../../src/config/load';
 import { metricsRoute } from '../../src/control/http-server';
 import { NgServer } from '../../src/control/ng-server';
@@ -17,19 +14,10 @@ import type { Relay } from '../../src/media/relay';
 import { relayPoolFor } from '../../src/edge-service';
 import { silentLogger } from '../../src/log';
 import type { RelayPool } from '../../src/relay-pool/pool';
+import { runCli } from '../helpers/cli';
 import { newRelay } from '../helpers/peers';
 
-const root = path.join(__dirname, '..', '..');
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const child = spawn(process.execPath, ['-r', path.join(root, 'test/helpers/ts-register.js'), path.join(root, 'src/cli.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number];
-  return { code, out, err };
-}
+const cli = runCli;
 
 describe('keylatch relays: the relay pool on the admin listener', () => {
   const relays: Relay[] = [];

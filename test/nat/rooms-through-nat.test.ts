@@ -2,12 +2,15 @@
  * Group calls (issue 12) with real peers behind real NATs: two baresip phones (carol behind a
  * port-preserving NAT, dave behind --random-fully) and two plugin softphones over WSS (alice
  * symmetric, bob port-preserving) dial sip:room-standup@keylatch, each playing its own tone,
- * while an attacker sprays the relay's ports. What each one records is checked by frequency.
+ * while an attacker sprays the relay's ports. bob asks for forwarding (--room-forward): the
+ * relay sends him every other speaker's own stream and his plugin mixes them itself; the others
+ * get the relay's mix. What each one records (bob: his plugin's local mix) is checked by frequency.
  * Kamailio is the PBX the clients register with; the room INVITEs never reach it.
  */
 import fs, { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { MediaStats } from '../../plugins/sipjs/src';
 import { blockToneShare } from '../../src/codec/goertzel';
 import { loadConfig } from '../../src/config/load';
 import { statusRoute } from '../../src/control/status';
@@ -66,9 +69,9 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
   let attacker: { ns: string };
   const nets = {} as Record<Who, ReturnType<Topology['addNattedClient']>>;
 
-  const softphone = (who: 'alice' | 'bob'): Softphone =>
+  const softphone = (who: 'alice' | 'bob', extra: string[] = []): Softphone =>
     new Softphone(topo, nets[who].clientNs, ['--server', `wss://${RELAY_IP}:5063`, '--aor', `sip:${who}@keylatch.test`, '--ca', ca, '--bind', nets[who].privateIp,
-      '--sdp-address', nets[who].privateIp, '--answer', '--record', path.join(dir, `${who}.wav`), '--stats-ms', '60000', '--tone', String(TONE[who])]);
+      '--sdp-address', nets[who].privateIp, '--answer', '--record', path.join(dir, `${who}.wav`), '--stats-ms', '60000', '--tone', String(TONE[who]), ...extra]);
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'kl-rooms-'));
@@ -101,7 +104,7 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
       admin: { routes: {}, actions: {}, prefixed: [roomActions(rooms)] },
     });
     alice = softphone('alice');
-    bob = softphone('bob');
+    bob = softphone('bob', ['--room-forward']);
     carol = new Baresip(topo, nets.carol.clientNs, { localIp: nets.carol.privateIp, user: 'carol', edge: `${RELAY_IP}:5060`, toneHz: TONE.carol });
     dave = new Baresip(topo, nets.dave.clientNs, { localIp: nets.dave.privateIp, user: 'dave', edge: `${RELAY_IP}:5060`, toneHz: TONE.dave });
     await Promise.all([alice.next('registered', 15000, 0), bob.next('registered', 15000, 0)]);
@@ -126,6 +129,12 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
   });
 
   const standup = (): Room => rooms.get('standup')!;
+  /** A forwarding plugin's speakers (stats().speakers): all it lists, and those heard in the last second. */
+  const speakersOf = async (p: Softphone): Promise<{ all: MediaStats['speakers']; live: MediaStats['speakers']; own: number }> => {
+    const stats = await p.stats();
+    const now = Date.now();
+    return { all: stats.speakers, live: stats.speakers.filter((s) => now - s.lastAt < 1000), own: stats.ssrc };
+  };
   const adminUrl = (p: string): string => admin.urls['/status']!.replace('/status', p);
   const member = (room: Room, who: Who) => room.participants().find((p) => p.who === `sip:${who}@keylatch.test`);
   const recordingOf = (who: Who): string => (who === 'alice' || who === 'bob' ? path.join(dir, `${who}.wav`) : (who === 'carol' ? carol : dave).recordings().at(-1)!);
@@ -168,8 +177,8 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
     // on its own NAT's public address, whatever the sprayer sent meanwhile.
     for (const who of Object.keys(TONE) as Who[]) {
       const p = member(room, who)!;
-      expect({ who, policy: p.leg.policy, latchedOn: p.info().latched?.split(':')[0] }).toEqual({
-        who, policy: who === 'alice' || who === 'bob' ? 'key' : 'guarded', latchedOn: nets[who].publicIp,
+      expect({ who, policy: p.leg.policy, mode: p.mode, latchedOn: p.info().latched?.split(':')[0] }).toEqual({
+        who, policy: who === 'alice' || who === 'bob' ? 'key' : 'guarded', mode: who === 'bob' ? 'forward' : 'mix', latchedOn: nets[who].publicIp,
       });
     }
     // The room INVITEs were answered here, never sent to the PBX.
@@ -182,6 +191,16 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
     let heard = heardSince(mark);
     console.log(`rooms: all four: ${shares(heard)}`);
     expectHeard(heard, all, 'all four, under attack');
+    // bob's plugin took three streams, one per speaker under the speaker's own SSRC (alice's
+    // among them, never his own), each at a speaking level.
+    const aliceSsrc = (await alice.stats()).ssrc;
+    let bobHears = await speakersOf(bob);
+    console.log(`rooms: bob's speakers: ${JSON.stringify(bobHears.all)}`);
+    expect(bobHears.live).toHaveLength(3);
+    expect(bobHears.live.map((s) => s.ssrc)).toContain(aliceSsrc);
+    expect(bobHears.live.map((s) => s.ssrc)).not.toContain(bobHears.own);
+    for (const s of bobHears.live) expect(s.levelDbov).toBeGreaterThan(-30);
+    const everySpeaker = bobHears.live.map((s) => s.ssrc);
 
     // keylatch status lists the room; DTMF from alice is reported (and is not audio).
     const status = (await (await fetch(adminUrl('/status'))).json()) as { rooms: Array<{ name: string; participants: Array<{ who: string; latched: string | null }> }> };
@@ -200,6 +219,11 @@ function recordedSince(file: string, fromBytes: number): Int16Array {
     heard = heardSince(mark);
     console.log(`rooms: dave muted: ${shares(heard)}`);
     expectHeard(heard, ['carol', 'alice', 'bob'], 'dave muted');
+    // The relay stopped forwarding dave to bob: two speakers still arrive, alice one of them.
+    bobHears = await speakersOf(bob);
+    expect(bobHears.live).toHaveLength(2);
+    expect(bobHears.live.map((s) => s.ssrc)).toContain(aliceSsrc);
+    for (const s of bobHears.live) expect(everySpeaker).toContain(s.ssrc);
     expect((await fetch(adminUrl(`/rooms/standup/participants/${member(room, 'dave')!.id}/unmute`), { method: 'POST' })).status).toBe(200);
 
     // NAT rebindings: alice's key leg hands over (authenticated); dave's guarded leg, behind a

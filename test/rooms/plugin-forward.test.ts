@@ -3,22 +3,22 @@
  * every speaker's stream (a=keylatch-room:forward), proves its leg key, mixes the streams itself
  * and reports each speaker's level; the plain phones in the room hear it in the relay's mix.
  */
-import { decodeG711, encodeG711, tone } from '../../src/codec/g711';
+import { decodeG711 } from '../../src/codec/g711';
 import { blockToneShare as toneShare } from '../../src/codec/goertzel';
 import { RoomRegistry } from '../../src/rooms/registry';
 import type { Relay } from '../../src/media/relay';
 import { DEFAULT_MEDIA_OPTIONS, KeylatchSessionDescriptionHandler } from '../../plugins/sipjs/src';
 import { mediaPorts, newRelay, sleep, testMediaConfig, testPeers, waitFor, type Peer } from '../helpers/peers';
 import { joined } from '../helpers/plugin-handlers';
+import { toneSenders } from '../helpers/tone-sender';
 
 const peer = testPeers();
 let relay: Relay;
 let rooms: RoomRegistry;
-const timers: NodeJS.Timeout[] = [];
+const sendTone = toneSenders();
 const handlers: KeylatchSessionDescriptionHandler[] = [];
 
 afterEach(async () => {
-  timers.splice(0).forEach(clearInterval);
   handlers.splice(0).forEach((h) => h.close());
   rooms?.close();
   await relay?.close();
@@ -31,20 +31,7 @@ const phoneOffer = (port: number): string =>
 async function phone(ip: string, who: string, hz: number, ssrc: number): Promise<Peer> {
   const p = await peer(ip);
   const { participant } = await rooms.join('standup', who, { policy: 'guarded', secure: false, signallingAddress: ip }, phoneOffer(p.port));
-  const to = { address: '127.0.0.1', port: mediaPorts(participant.answer(phoneOffer(p.port)))[0]! };
-  const t0 = Date.now();
-  let n = 0;
-  timers.push(setInterval(() => {
-    while (n <= (Date.now() - t0) / 20) {
-      const head = Buffer.alloc(12);
-      head[0] = 0x80;
-      head.writeUInt16BE(n & 0xffff, 2);
-      head.writeUInt32BE((n * 160) >>> 0, 4);
-      head.writeUInt32BE(ssrc, 8);
-      p.send(Buffer.concat([head, encodeG711('PCMU', tone(hz, 160, n * 160))]), to);
-      n++;
-    }
-  }, 10));
+  sendTone(p, { address: '127.0.0.1', port: mediaPorts(participant.answer(phoneOffer(p.port)))[0]! }, hz, { ssrc });
   return p;
 }
 

@@ -3,21 +3,21 @@
  * send their own tones, and what each receives is checked by frequency (Goertzel), not just
  * loudness. Also mute, DTMF, a sprayer, forwarding and a broadcast room's relayed stream.
  */
-import { decodeG711, encodeG711, tone } from '../../src/codec/g711';
+import { decodeG711 } from '../../src/codec/g711';
 import { blockToneShare as toneShare } from '../../src/codec/goertzel';
 import type { Endpoint } from '../../src/media/challenge';
 import type { Relay } from '../../src/media/relay';
 import { RoomRegistry } from '../../src/rooms/registry';
 import type { Room } from '../../src/rooms/room';
 import { Peer, mediaPorts, newRelay, sleep, testMediaConfig, testPeers, waitFor } from '../helpers/peers';
+import { toneSenders } from '../helpers/tone-sender';
 
 const peer = testPeers();
 let relay: Relay;
 let rooms: RoomRegistry;
-const senders: NodeJS.Timeout[] = [];
+const sendTone = toneSenders();
 
 afterEach(async () => {
-  senders.splice(0).forEach(clearInterval);
   rooms?.close();
   await relay?.close();
 });
@@ -27,32 +27,6 @@ function offer(ip: string, port: number, extra: string[] = []): string {
   const pcmaOnly = extra.includes('a=x-pcma-only');
   return ['v=0', `o=- 1 1 IN IP4 ${ip}`, 's=-', `c=IN IP4 ${ip}`, 't=0 0', `m=audio ${port} RTP/AVP ${pcmaOnly ? '8' : '0 8'} 101`,
     ...(pcmaOnly ? [] : ['a=rtpmap:0 PCMU/8000']), 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ...extra].join('\r\n') + '\r\n';
-}
-
-/**
- * A phone: sends a G.711 tone in 20 ms packets to its relay port, from its own socket. Paced by
- * the clock like a sound card, not by counting timer callbacks (which run late on a busy box).
- */
-function sendTone(p: Peer, to: Endpoint, hz: number, opts: { ssrc?: number; pt?: number; packetMs?: number } = {}): { stop(): void; sent(): number } {
-  let n = 0;
-  const ssrc = opts.ssrc ?? Math.floor(Math.random() * 2 ** 32);
-  const pt = opts.pt ?? 0;
-  const send = (): void => {
-    const head = Buffer.alloc(12);
-    head[0] = 0x80;
-    head[1] = pt;
-    head.writeUInt16BE(n & 0xffff, 2);
-    head.writeUInt32BE((n * 160) >>> 0, 4);
-    head.writeUInt32BE(ssrc >>> 0, 8);
-    p.send(Buffer.concat([head, encodeG711(pt === 8 ? 'PCMA' : 'PCMU', tone(hz, 160, n * 160))]), to);
-    n++;
-  };
-  const t0 = Date.now();
-  const timer = setInterval(() => {
-    while (n <= (Date.now() - t0) / (opts.packetMs ?? 20)) send();
-  }, 10);
-  senders.push(timer);
-  return { stop: () => clearInterval(timer), sent: () => n };
 }
 
 /** The audio a peer received since `from` (an index into its packets), in arrival order. */

@@ -1,12 +1,16 @@
 /**
  * Room INVITEs on a real drachtio-server: who may join (the PBX yes, a stranger no), which rooms
  * exist, what a room answers, and that a BYE leaves the room and frees its ports. Raw SIP over
- * UDP from the test's own sockets stands in for the PBX and the stranger.
+ * UDP from the test's own sockets stands in for the PBX and the stranger; sipp sends DTMF in
+ * SIP INFO from inside a room call.
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import path from 'node:path';
+import { decodeG711 } from '../../src/codec/g711';
 import { sipEdgeFixture, skipSipSuite } from '../helpers/sip-edge';
-import { Peer, rtp, waitFor } from '../helpers/peers';
+import { Peer, mediaPorts, rtp, sdp as peerSdp, waitFor } from '../helpers/peers';
+import { SCENARIOS, runSipp } from '../helpers/sipp';
 
 const skip = skipSipSuite('SIP room tests');
 
@@ -116,4 +120,40 @@ function inDialog(method: 'ACK' | 'BYE', from: RawSip, ruri: string, callId: str
       pbx.close();
     }
   });
+
+  it('takes DTMF in SIP INFO as the room\'s DTMF event, never into the mix; a bad body is 400, another type 415, and the call goes on', async () => {
+    // Someone already in the room, listening: what the relay sends it must stay silence.
+    const listener = await Peer.open('127.0.0.3');
+    const offer = peerSdp('127.0.0.3', listener.port);
+    const { room, participant } = await f.rooms!.join('standup', 'sip:listener@test', { policy: 'guarded', secure: false, signallingAddress: '127.0.0.3' }, offer);
+    const relayEp = { address: '127.0.0.1', port: mediaPorts(participant.answer(offer))[0]! };
+    const keys: string[] = [];
+    room.on('dtmf', (p, key, via) => keys.push(`${p.who} ${key} ${via}`));
+    const before = f.rooms!.totals.dtmf;
+    let n = 0;
+    const silence = setInterval(() => listener.send(rtp(n, 160 * n++, 0x5e, 160), relayEp), 20);
+    try {
+      await waitFor(() => participant.latched, 3000);
+      const mark = listener.media().length;
+      const sipp = await runSipp(['-sf', path.join(SCENARIOS, 'pbx-room-info-dtmf.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1', '-s', 'room-standup',
+        '-key', 'mport', '40000', `127.0.0.1:${sipPort}`], { timeoutMs: 15000 });
+      expect({ code: sipp.code, out: sipp.code === 0 ? '' : sipp.out.slice(-3000) }).toEqual({ code: 0, out: '' });
+      // The four keys, in order, each once; the refused INFOs reported nothing.
+      expect(keys).toEqual(['5', '#', '*', '7'].map((k) => `sip:dtmf@keylatch.test ${k} info`));
+      expect(f.rooms!.totals.dtmf - before).toBe(4);
+      const heard = listener.media().slice(mark);
+      expect(heard.length).toBeGreaterThan(5);
+      const loudest = Math.max(...heard.map((b) => Math.max(...decodeG711('PCMU', b.subarray(12)).map(Math.abs))));
+      expect(loudest).toBeLessThan(64);
+      // sipp's BYE left the room; the listener is still in it.
+      await waitFor(() => room.size === 1, 2000);
+      expect(room.get(participant.id)).toBe(participant);
+    } finally {
+      clearInterval(silence);
+      room.leave(participant, 'removed');
+      listener.close();
+    }
+    await waitFor(() => f.rooms!.list().length === 0 && f.relay.pool.inUse === 0, 2000);
+  });
 });
+

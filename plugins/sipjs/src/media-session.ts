@@ -88,6 +88,8 @@ export interface MediaStats {
   /** Every source RTP came from, with its count: nothing but the relay should be here. */
   sources: Record<string, number>;
   ssrcs: number[];
+  /** The SSRC we send under (in a forwarding room, the others see it among their speakers). */
+  ssrc: number;
   /** Forwarding mode in a room: every speaker we hear, with its level. */
   speakers: SpeakerStats[];
   /** Which path our media takes: through the relay, or straight to the other client. */
@@ -340,6 +342,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       firstMediaMs: this.firstMediaMs,
       sources: Object.fromEntries(this.sources),
       ssrcs: [...this.ssrcs],
+      ssrc: this.ssrc,
       speakers: this.mixer?.stats() ?? [],
       path: {
         ...(this.peerPath?.stats() ?? {
