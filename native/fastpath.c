@@ -605,6 +605,17 @@ static napi_value js_last_seen(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ssrc(id) -> the SSRC the latched source last sent, or -1: the key latch's SSRC gate reads it
+   for every foreign packet on a latched leg, where building the whole stats() object would cost
+   more than the check itself. */
+static napi_value js_ssrc(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  ksock *s = socket_call(env, info, 1, argv);
+  if (!s) return NULL;
+  CHECK(napi_create_double(env, s->have_ssrc ? (double)s->ssrc : -1, &out));
+  return out;
+}
+
 /* setSendBatching(0 off | 1 sendmmsg | 2 gso): process-wide, like the socket table. */
 static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -655,6 +666,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setClockRate", NULL, js_set_clock_rate, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"lastSeen", NULL, js_last_seen, NULL, NULL, NULL, napi_default, NULL},
+      {"ssrc", NULL, js_ssrc, NULL, NULL, NULL, napi_default, NULL},
       {"setSendBatching", NULL, js_set_send_batching, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value name, resource;

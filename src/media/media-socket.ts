@@ -29,6 +29,7 @@ interface FastPath {
   setClockRate(id: number, rate: number): void;
   stats(id: number): SocketStats;
   lastSeen(id: number): number;
+  ssrc(id: number): number;
   setSendBatching(mode: 0 | 1 | 2): void;
 }
 
@@ -98,6 +99,11 @@ export class MediaSocket {
 
   stats(): SocketStats {
     return fastPath.stats(this.id);
+  }
+
+  /** The SSRC the latched source last sent (RTP, or an RTCP sender's), -1 before any: stats().ssrc without the rest. */
+  ssrc(): number {
+    return this.closed ? -1 : fastPath.ssrc(this.id);
   }
 
   /** When media from the latched source last arrived (ms since the epoch). */

@@ -122,6 +122,18 @@ describe('RTP statistics (RFC 3550 A.1, A.8) in the fast path', () => {
     expect(s.ssrc).toBe(2);
     expect(s.rtpLost).toBe(0);
   });
+
+  it('reads the latched source\'s SSRC alone, as the key latch\'s SSRC gate does', async () => {
+    const { inbound, sender } = await pair();
+    expect(inbound.ssrc()).toBe(-1);
+    inbound.setLatched(sender.endpoint);
+    sender.send(rtp(1, 0, 0xfedcba98), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => inbound.ssrc() !== -1);
+    expect(inbound.ssrc()).toBe(0xfedcba98);
+    expect(inbound.ssrc()).toBe(inbound.stats().ssrc);
+    inbound.close();
+    expect(inbound.ssrc()).toBe(-1);
+  });
 });
 
 describe('RelayPort containment', () => {
