@@ -51,7 +51,7 @@ const TARGETS: Record<string, Make> = {
   'keylatch-evt': () => keylatch(1, 'gso', 0),
   'keylatch2-evt': () => keylatch(2, 'gso', 0),
 };
-const chosen = (process.env.BENCH_TARGETS ?? 'direct,floor,rtpengine,keylatch,keylatch2').split(',');
+const chosen = (process.env.BENCH_TARGETS ?? 'direct,floor,rtpengine,keylatch,keylatch-evt,keylatch2,keylatch2-evt').split(',');
 // keylatch-pollN / keylatch2-pollN: one or two workers draining at most every N us (media.pollIntervalUs)
 for (const t of chosen) {
   const m = /^keylatch(2?)-poll(\d+)$/.exec(t);
