@@ -7,28 +7,64 @@
  * ends at its first step above 0.1 % loss; the whole sweep ends when the generator alone (no
  * relay) can no longer keep up.
  *
- * Starts rtpengine: run it under the global lock (flock /tmp/keylatch-it.lock npm run bench:relay).
+ * `floor` is bench/floor-relay.c, a relay that checks nothing: the kernel socket path alone,
+ * the least any relay built on sockets can cost per packet here.
+ *
+ * What the CPU figures count. `us/pkt` is the relay processes' own utime + stime. On loopback
+ * a send runs the receiver's side of the stack too (softirq, in the sender's context on this
+ * kernel's tick accounting), so a relay's figure holds its receives, its sends and the delivery
+ * of what it sent into the generator's sockets, while the delivery into the relay's sockets is
+ * charged to the generator; that holds alike for every target pinned to core 1. `mach us/pkt`
+ * counts instead everything the machine did beyond the no-relay run at the same load (busy
+ * time of all cores, /proc/stat, softirq and ksoftirqd included), so it holds however the
+ * work lands on cores; it also picks up other agents' jobs, so read it next to `us/pkt`.
+ *
+ * Starts rtpengine: run it under the global lock and the exclusive CPU lock:
+ *   flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:relay
  *
  *   BENCH_CALLS=500,1000,1500,2000  BENCH_MEASURE_MS=4000  BENCH_WARMUP_MS=1500
- *   BENCH_TARGETS=direct,rtpengine,keylatch,keylatch-off,keylatch2
+ *   BENCH_TARGETS=direct,floor,rtpengine,keylatch,keylatch-evt,keylatch-off,keylatch-mmsg,keylatch2,keylatch2-evt
+ *     (and keylatch-pollN, keylatch2-pollN: draining at most every N us)
+ *   BENCH_MAX_MS=480000: no step starts that would end after this (a take stays under 8 minutes)
  */
+import { readFileSync } from 'node:fs';
 import { runGenerator, type GenResult } from './rtpgen';
-import { GENERATOR_PORT_BASE, MEDIA_ADDRESS, cpuSeconds, direct, keylatch, rssBytes, rtpengine, type Target } from './targets';
+import { GENERATOR_PORT_BASE, MEDIA_ADDRESS, cpuSeconds, direct, floor, keylatch, rssBytes, rtpengine, type Target } from './targets';
 
 const steps = (process.env.BENCH_CALLS ?? '500,1000,1500,2000').split(',').map(Number);
 const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
 const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
+const maxMs = Number(process.env.BENCH_MAX_MS ?? 480000);
 const LOSS_LIMIT = 0.001;
 
-const TARGETS: Record<string, () => Promise<Target | null> | Target> = {
+type Make = (calls: number) => Promise<Target | null> | Target;
+const TARGETS: Record<string, Make> = {
   direct,
-  rtpengine,
+  floor,
+  rtpengine: () => rtpengine(),
   keylatch: () => keylatch(1),
   keylatch2: () => keylatch(2),
-  // One worker with batched sends off (media.sendBatching: off): what batching is worth.
+  // One worker with batched sends off or sendmmsg only (media.sendBatching): what batching is worth.
   'keylatch-off': () => keylatch(1, 'off'),
+  'keylatch-mmsg': () => keylatch(1, 'sendmmsg'),
+  // Waking for every arrival (media.pollIntervalUs: 0) instead of draining at most every 1 ms.
+  'keylatch-evt': () => keylatch(1, 'gso', 0),
+  'keylatch2-evt': () => keylatch(2, 'gso', 0),
 };
-const chosen = (process.env.BENCH_TARGETS ?? 'direct,rtpengine,keylatch,keylatch-off,keylatch2').split(',');
+const chosen = (process.env.BENCH_TARGETS ?? 'direct,floor,rtpengine,keylatch,keylatch-evt,keylatch2,keylatch2-evt').split(',');
+// keylatch-pollN / keylatch2-pollN: one or two workers draining at most every N us (media.pollIntervalUs)
+for (const t of chosen) {
+  const m = /^keylatch(2?)-poll(\d+)$/.exec(t);
+  if (m) TARGETS[t] = () => keylatch(m[1] ? 2 : 1, 'gso', Number(m[2]));
+}
+for (const t of chosen) if (!TARGETS[t]) throw new Error(`BENCH_TARGETS: no target ${t} (known: ${Object.keys(TARGETS).join(', ')})`);
+
+/** Busy seconds of all cores together (everything but idle and iowait), from /proc/stat. */
+function machineBusy(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f as [number, number, number, number, number, number, number, number];
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
 
 interface Row {
   target: string;
@@ -41,6 +77,8 @@ interface Row {
   split: number[];
   rssMiB: number;
   kibPerCall: number;
+  /** Busy seconds of the whole machine over the window. */
+  machineS: number;
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -58,7 +96,7 @@ const ATTEMPTS = 2;
  * more than the limit: on a shared machine one burst of someone else's work can cost a step,
  * and a sweep should end on the relay's limit, not on that.
  */
-async function step(make: () => Promise<Target | null> | Target, calls: number): Promise<Row | null> {
+async function step(make: Make, calls: number): Promise<Row | null> {
   let r: Row | null = null;
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
     r = await attemptStep(make, calls);
@@ -74,8 +112,8 @@ async function step(make: () => Promise<Target | null> | Target, calls: number):
   return r;
 }
 
-async function attemptStep(make: () => Promise<Target | null> | Target, calls: number): Promise<Row | null> {
-  const target = await make();
+async function attemptStep(make: Make, calls: number): Promise<Row | null> {
+  const target = await make(calls);
   if (!target) return null;
   try {
     const idle = sum(target.pids().map(rssBytes));
@@ -83,15 +121,19 @@ async function attemptStep(make: () => Promise<Target | null> | Target, calls: n
     let cpu0: number[] = [];
     let cpu1: number[] = [];
     let rss = 0;
+    let machine0 = 0;
+    let machine1 = 0;
     const gen = await runGenerator({
       calls, address: MEDIA_ADDRESS, portBase: GENERATOR_PORT_BASE, warmupMs, measureMs, core: 0,
       anchor: (c, a, b) => target.anchor(`bench-${calls}-${c}`, a, b),
       onMeasureStart: () => {
         pids = target.pids();
         cpu0 = pids.map(cpuSeconds);
+        machine0 = machineBusy();
       },
       onMeasureEnd: () => {
         cpu1 = pids.map(cpuSeconds);
+        machine1 = machineBusy();
         rss = sum(pids.map(rssBytes));
       },
     });
@@ -107,6 +149,7 @@ async function attemptStep(make: () => Promise<Target | null> | Target, calls: n
       split,
       rssMiB: rss / 2 ** 20,
       kibPerCall: target.pid ? (rss - idle) / 1024 / calls : NaN,
+      machineS: machine1 - machine0,
     };
   } finally {
     await target.stop();
@@ -115,16 +158,19 @@ async function attemptStep(make: () => Promise<Target | null> | Target, calls: n
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 const COLUMNS: Array<[string, number]> = [
-  ['target', 13], ['calls', 5], ['pps', 7], ['loss%', 7], ['p50+us', 7], ['p99+us', 7], ['cpu%', 6], ['us/pkt', 7], ['KiB/call', 8], ['cpu split', 11], ['gen cpu%', 8],
+  ['target', 13], ['calls', 5], ['pps', 7], ['loss%', 7], ['p50+us', 7], ['p99+us', 7], ['cpu%', 6], ['us/pkt', 7], ['x rtpe', 6], ['mach us/pkt', 11], ['KiB/call', 8], ['cpu split', 11], ['gen cpu%', 8],
 ];
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(COLUMNS[i]![1]) : c.padStart(COLUMNS[i]![1]))).join(' ');
 
-function printRow(r: Row, base: Row | undefined): void {
+/** What the machine did beyond the no-relay run at the same load, per forwarded packet. */
+const machinePerPkt = (r: Row, base: Row | undefined): number => (base && r !== base && r.gen.received ? ((r.machineS - base.machineS) * 1e6) / r.gen.received : NaN);
+
+function printRow(r: Row, base: Row | undefined, rtpe: Row | undefined): void {
   const added = (p: 'p50_us' | 'p99_us') => (base && r !== base ? r.gen[p] - base.gen[p] : NaN);
   const split = r.split.length > 1 ? r.split.map((c) => `${Math.round((c / sum(r.split)) * 100)}`).join('/') : '-';
   console.log(line([
     r.target + (behind(r) ? '!' : ''), String(r.calls), String(r.pps), fmt(lossOf(r.gen) * 100, 3), fmt(added('p50_us'), 0), fmt(added('p99_us'), 0), fmt(r.cpuPct), fmt(r.usPerPkt, 2),
-    fmt(r.kibPerCall), split, fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0),
+    fmt(rtpe && !behind(rtpe) ? r.usPerPkt / rtpe.usPerPkt : NaN, 2), fmt(machinePerPkt(r, base), 2), fmt(r.kibPerCall), split, fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0),
   ]));
   if (process.env.BENCH_DEBUG) console.log(`  ${JSON.stringify(r.gen)}`);
   if (r.gen.misrouted) console.log(`  ! ${r.gen.misrouted} packets arrived at the wrong endpoint`);
@@ -135,14 +181,32 @@ async function main(): Promise<void> {
   console.log(`keylatch relay benchmark: G.711 calls (2 x 50 pps x 172 B), C generator (bench/rtpgen.c) on core 0, warm-up ${warmupMs} ms, measured ${measureMs} ms per step`);
   console.log('p50+/p99+: latency added over the no-relay baseline at the same load; cpu: all relay processes; us/pkt: relay CPU per forwarded packet;');
   console.log('loss: packets lost or more than 100 ms late; cpu split: share of relay CPU per process (dispatcher, worker 0, worker 1);');
+  console.log('x rtpe: us/pkt over rtpengine\'s at the same step of this run; mach us/pkt: the whole machine\'s busy time beyond the no-relay step, per packet;');
+  console.log('floor: bench/floor-relay.c, no checks at all, only the kernel socket path (epoll, recvmmsg, sendto): the least a socket relay costs here;');
+  console.log('keylatch x2: two worker processes, left to the scheduler on both cores and so sharing them with the generator (the others are pinned to core 1);');
   console.log('gen cpu%: the generator, of its one core; a target marked ! is a step where the generator could not send at the nominal rate');
   console.log(line(COLUMNS.map(([h]) => h)));
   const all: Row[] = [];
   const active = new Set(chosen.filter((t) => t !== 'direct'));
-  for (const calls of steps) {
-    const base = chosen.includes('direct') ? await step(direct, calls) : null;
+  const started = Date.now();
+  let longestStep = 0;
+  /** Runs one step unless it would likely end after BENCH_MAX_MS. */
+  const timed = async (make: Make, calls: number, name: string): Promise<Row | null | 'late'> => {
+    if (Date.now() - started + longestStep > maxMs) {
+      console.log(`  (${name} at ${calls} calls not run: the take would pass BENCH_MAX_MS=${maxMs})`);
+      return 'late';
+    }
+    const t0 = Date.now();
+    const r = await step(make, calls);
+    longestStep = Math.max(longestStep, Date.now() - t0);
+    return r;
+  };
+  sweep: for (const calls of steps) {
+    const b = chosen.includes('direct') ? await timed(direct, calls, 'no relay') : null;
+    if (b === 'late') break;
+    const base = b;
     if (base) {
-      printRow(base, undefined);
+      printRow(base, undefined, undefined);
       all.push(base);
     }
     if (base && (lossOf(base.gen) > LOSS_LIMIT || behind(base))) {
@@ -150,12 +214,14 @@ async function main(): Promise<void> {
       break;
     }
     for (const name of [...active]) {
-      const r = await step(TARGETS[name]!, calls);
+      const r = await timed(TARGETS[name]!, calls, name);
+      if (r === 'late') break sweep;
       if (!r) {
         active.delete(name);
         continue;
       }
-      printRow(r, base ?? undefined);
+      const rtpe = all.find((x) => x.target === 'rtpengine' && x.calls === calls);
+      printRow(r, base ?? undefined, rtpe);
       all.push(r);
       if (lossOf(r.gen) > LOSS_LIMIT && !starved(r)) {
         console.log(`  ${r.target} lost ${fmt(lossOf(r.gen) * 100, 3)} % at ${calls} calls: above 0.1 %, its sweep ends`);
@@ -165,26 +231,29 @@ async function main(): Promise<void> {
     if (active.size === 0) break;
   }
   summary(all);
+  console.log(`take: ${fmt((Date.now() - started) / 60000)} min`);
 }
 
 /** Per target, the figures at the most calls it carried at < 0.1 % loss. */
 function summary(all: Row[]): void {
   console.log('\nsummary: at the most calls each carried at < 0.1 % loss');
-  console.log('| target | calls at <0.1 % loss | pps | CPU per packet | p99 added latency | RSS per call | load split |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log('| target | calls at <0.1 % loss | pps | CPU per packet | x rtpengine | machine CPU per packet | p99 added latency | RSS per call | load split |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   const names = [...new Set(all.map((r) => r.target))].filter((n) => n !== 'no relay');
   for (const name of names) {
     const ok = all.filter((r) => r.target === name && lossOf(r.gen) <= LOSS_LIMIT && !behind(r));
     const best = ok[ok.length - 1];
     if (!best) {
-      console.log(`| ${name} | none | | | | | |`);
+      console.log(`| ${name} | none | | | | | | | |`);
       continue;
     }
     const base = all.find((r) => r.target === 'no relay' && r.calls === best.calls);
     const p99 = base ? best.gen.p99_us - base.gen.p99_us : best.gen.p99_us;
     const split = best.split.length > 1 ? best.split.map((c) => `${Math.round((c / sum(best.split)) * 100)} %`).join(' / ') : '-';
     const more = all.some((r) => r.target === name && r.calls > best.calls) ? '' : '+';
-    console.log(`| ${name} | ${best.calls}${more} | ${best.pps} | ${fmt(best.usPerPkt, 2)} us | ${fmt(p99 / 1000, 2)} ms | ${fmt(best.kibPerCall)} KiB | ${split} |`);
+    const rtpe = all.find((r) => r.target === 'rtpengine' && r.calls === best.calls && !behind(r));
+    const ratio = rtpe && name !== 'rtpengine' ? `${fmt(best.usPerPkt / rtpe.usPerPkt, 2)}x` : '-';
+    console.log(`| ${name} | ${best.calls}${more} | ${best.pps} | ${fmt(best.usPerPkt, 2)} us | ${ratio} | ${fmt(machinePerPkt(best, base), 2)} us | ${fmt(p99 / 1000, 2)} ms | ${fmt(best.kibPerCall)} KiB | ${split} |`);
   }
   console.log('N+: carried at the last step the sweep ran (the generator\'s limit or BENCH_CALLS), so maybe more');
   const ratios = (t: string, over: string): string => {
@@ -193,8 +262,11 @@ function summary(all: Row[]): void {
     return calls.map((c) => `${c} calls ${fmt(at(t, c)!.usPerPkt / at(over, c)!.usPerPkt, 2)}`).join(', ') || '-';
   };
   console.log(`CPU per packet, keylatch / rtpengine: ${ratios('keylatch', 'rtpengine')}`);
+  console.log(`CPU per packet, floor / rtpengine (the best any socket relay could do): ${ratios('floor', 'rtpengine')}`);
+  console.log(`CPU per packet, keylatch / floor: ${ratios('keylatch', 'floor')}`);
   console.log(`CPU per packet, keylatch x2 / keylatch: ${ratios('keylatch x2', 'keylatch')}`);
   console.log(`CPU per packet, keylatch (sendBatching gso) / off: ${ratios('keylatch', 'keylatch off')}`);
+  console.log(`CPU per packet, keylatch (sendBatching gso) / sendmmsg: ${ratios('keylatch', 'keylatch sendmmsg')}`);
 }
 
 main().then(

@@ -1,12 +1,8 @@
 /** Drives bench/rtpgen.c: compiles it once (cc -O2), runs one load step, returns its figures. */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, statSync } from 'node:fs';
-import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { buildC } from './build-c';
 import { boosted } from './targets';
-
-const SOURCE = path.join(__dirname, 'rtpgen.c');
-const BINARY = path.join(__dirname, '..', '.bench-out', 'rtpgen');
 
 export interface GenResult {
   calls: number;
@@ -30,21 +26,8 @@ export interface GenResult {
   cpu_s: number;
 }
 
-/** The generator binary, rebuilt when its source is newer. */
-export function buildGenerator(): string {
-  const fresh = (() => {
-    try {
-      return statSync(BINARY).mtimeMs >= statSync(SOURCE).mtimeMs;
-    } catch {
-      return false;
-    }
-  })();
-  if (!fresh) {
-    mkdirSync(path.dirname(BINARY), { recursive: true });
-    execFileSync('cc', ['-O2', '-Wall', '-o', BINARY, SOURCE], { stdio: 'inherit' });
-  }
-  return BINARY;
-}
+/** The generator binary. */
+export const buildGenerator = (): string => buildC('rtpgen');
 
 export interface GenStep {
   calls: number;

@@ -3,7 +3,9 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { Client } from 'rtpengine-client';
+import { buildC } from './build-c';
 
 export interface Target {
   name: string;
@@ -111,16 +113,19 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number, core:
  * itself, pinned to core 1 like rtpengine; several are left to the scheduler on every core,
  * sharing the machine with the generator (one per core is the product's default).
  */
-export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | 'off' = 'gso'): Promise<Target> {
+export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | 'off' = 'gso', pollIntervalUs: number | null = null): Promise<Target> {
   // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
   // with the flags of the bin's shebang (src/cli.ts).
   const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
   const [cmd, ...args] = boosted([process.execPath, '--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', MEDIA_ADDRESS, '--ports', '16000-35999', '--workers', String(workers)]);
   const child = spawn(cmd!, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn', KEYLATCH_MEDIA__SEND_BATCHING: sendBatching },
+    env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn', KEYLATCH_MEDIA__SEND_BATCHING: sendBatching,
+      // null: the product's default (config/default.yaml)
+      ...(pollIntervalUs === null ? {} : { KEYLATCH_MEDIA__POLL_INTERVAL_US: String(pollIntervalUs) }),
+    },
   });
-  const name = `keylatch${workers === 1 ? '' : ` x${workers}`}${sendBatching === 'gso' ? '' : ` ${sendBatching}`}`;
+  const name = `keylatch${workers === 1 ? '' : ` x${workers}`}${sendBatching === 'gso' ? '' : ` ${sendBatching}`}${pollIntervalUs === null ? '' : ` poll${pollIntervalUs}`}`;
   return ngTarget(name, child, 22290, workers === 1 ? 1 : null);
 }
 
@@ -144,6 +149,40 @@ export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?:
   const [cmd, ...args] = opts.boost === false ? argv : boosted(argv);
   const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'ignore'] });
   return ngTarget('rtpengine', child, ngPort, opts.core === undefined ? 1 : opts.core);
+}
+
+/** bench/floor-relay.c's ports: between keylatch's (16000-35999) and rtpengine's (40000-59999). */
+const FLOOR_PORT_BASE = 36000;
+export const FLOOR_MAX_CALLS = 2000;
+
+/**
+ * bench/floor-relay.c, pinned to core 1 like rtpengine and keylatch: a relay that checks
+ * nothing and only pays the kernel's socket path (epoll, recvmmsg, one sendto per packet), the
+ * floor under any relay built on sockets. Call c's sides send to FLOOR_PORT_BASE + 2c and + 2c + 1.
+ */
+export async function floor(calls: number): Promise<Target | null> {
+  if (calls > FLOOR_MAX_CALLS) return null;
+  const bin = buildC('floor-relay');
+  const [cmd, ...args] = boosted([bin, '--addr', MEDIA_ADDRESS, '--base', String(FLOOR_PORT_BASE), '--calls', String(calls)]);
+  const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const first = await lines.next();
+  if (first.done || first.value !== 'ready') throw new Error('floor-relay did not start');
+  pinTo(1, child.pid!);
+  return {
+    name: 'floor',
+    pid: child.pid!,
+    pids: () => [child.pid!],
+    anchor: async (id) => {
+      const c = Number(id.split('-').pop());
+      return { toA: FLOOR_PORT_BASE + 2 * c, toB: FLOOR_PORT_BASE + 2 * c + 1 };
+    },
+    remove: async () => undefined,
+    async stop() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
 }
 
 /** No relay at all: each side sends straight to the other, for the latency baseline. */

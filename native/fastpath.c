@@ -22,7 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -48,7 +50,6 @@ typedef struct {
 
 struct ksock {
   int id, fd, family, is_rtcp, closing;
-  uv_poll_t poll;
   napi_env env;
   napi_ref on_packet;
   int has_latched;
@@ -72,6 +73,27 @@ static ksock *table[MAX_SOCKETS];
 static int next_id = 1;
 /* One async context for every socket: they are all the same kind of resource. */
 static napi_async_context media_context;
+
+/*
+ * Readiness. Every socket is in one epoll set of our own, and libuv watches only that set's fd
+ * (and a timerfd): one wakeup of the loop drains every ready socket, and libuv keeps no
+ * per-socket state. With a poll interval (media.pollIntervalUs, setPollInterval), after a
+ * drain the set is not watched again at once: the timerfd wakes the loop `poll_interval_us`
+ * later to drain whatever arrived meanwhile, as long as something keeps arriving; a drain that
+ * finds nothing goes back to waiting on the set. Under steady media the relay then wakes a
+ * fixed number of times per second whatever the packet rate, and each wakeup carries many
+ * packets, so the cost of waking (the context switch, epoll, libuv's turn) is shared; the price
+ * is up to one interval of added latency. 0 is purely event-driven: one wakeup per burst.
+ */
+static int ep_fd = -1, timer_fd = -1;
+static uv_poll_t ep_poll, timer_poll;
+static int ep_watching, timer_armed;
+static int open_count;
+static long poll_interval_us = 0;
+/* Sockets closed from JS while a drain runs: freed when it ends (the drain may still hold them). */
+static int draining;
+static ksock **graveyard;
+static int graveyard_len, graveyard_cap;
 
 /* recvmmsg scratch, shared: the loop is single-threaded and never re-entered mid-batch. */
 static uint8_t bufs[BATCH][MAX_DATAGRAM];
@@ -349,10 +371,10 @@ static void to_js(ksock *s, const uint8_t *b, size_t n, const struct sockaddr_st
   napi_close_handle_scope(env, scope);
 }
 
-static void on_readable(uv_poll_t *handle, int status, int events) {
-  (void)events;
-  ksock *s = handle->data;
-  if (status < 0 || s->closing) return;
+/* Reads one ready socket; returns how many datagrams it took. */
+static int read_socket(ksock *s) {
+  int total = 0;
+  if (s->closing) return 0;
   for (int round = 0; round < MAX_ROUNDS; round++) {
     for (int i = 0; i < BATCH; i++) {
       iovs[i].iov_base = bufs[i];
@@ -364,7 +386,8 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       msgs[i].msg_hdr.msg_namelen = sizeof froms[i];
     }
     int got = recvmmsg(s->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
-    if (got <= 0) return;
+    if (got <= 0) return total;
+    total += got;
     double now = now_ms();
     for (int i = 0; i < got; i++) {
       size_t n = msgs[i].msg_len;
@@ -378,11 +401,105 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       } else {
         flush_out();
         to_js(s, bufs[i], n, &froms[i]);
-        if (s->closing) return; /* JS closed this socket from its handler */
+        if (s->closing) return total; /* JS closed this socket from its handler */
       }
     }
     flush_out(); /* before bufs are reused */
-    if (got < BATCH) return;
+    if (got < BATCH) return total;
+  }
+  return total;
+}
+
+#define EP_EVENTS 1024
+#define EP_ROUNDS 4 /* epoll_wait rounds per drain, so that the loop's other work is not starved */
+
+/* Every socket that is ready now; returns how many datagrams were read. */
+static int drain(void) {
+  static struct epoll_event evs[EP_EVENTS];
+  int total = 0;
+  draining = 1;
+  for (int round = 0; round < EP_ROUNDS; round++) {
+    int got = epoll_wait(ep_fd, evs, EP_EVENTS, 0);
+    /* An id, not a pointer: a socket closed earlier in this drain is then simply not found
+       (or, reused meanwhile, read once for nothing). */
+    for (int i = 0; i < got; i++) {
+      ksock *s = lookup((int)evs[i].data.u32);
+      if (s) total += read_socket(s);
+    }
+    if (got < EP_EVENTS) break;
+  }
+  draining = 0;
+  for (int i = 0; i < graveyard_len; i++) free(graveyard[i]);
+  graveyard_len = 0;
+  return total;
+}
+
+static void on_ep_ready(uv_poll_t *h, int status, int events);
+
+static void watch_set(int on) {
+  if (on == ep_watching) return;
+  ep_watching = on;
+  if (on) uv_poll_start(&ep_poll, UV_READABLE, on_ep_ready);
+  else uv_poll_stop(&ep_poll);
+}
+
+static void arm_timer(void) {
+  struct itimerspec its = { .it_value = { poll_interval_us / 1000000, (poll_interval_us % 1000000) * 1000 } };
+  timerfd_settime(timer_fd, 0, &its, NULL);
+  timer_armed = 1;
+}
+
+static void on_ep_ready(uv_poll_t *h, int status, int events) {
+  (void)h;
+  (void)events;
+  if (status < 0) return;
+  drain();
+  if (poll_interval_us > 0 && open_count > 0) {
+    watch_set(0);
+    arm_timer();
+  }
+}
+
+static void on_timer_ready(uv_poll_t *h, int status, int events) {
+  (void)h;
+  (void)events;
+  uint64_t expirations;
+  if (status < 0 || read(timer_fd, &expirations, sizeof expirations) < 0) return;
+  timer_armed = 0;
+  if (open_count == 0) return;
+  if (drain() > 0 && poll_interval_us > 0) arm_timer(); /* media keeps coming: keep the pace */
+  else watch_set(1);                                    /* quiet: back to waking on arrival */
+}
+
+/* The set and the timer, made on the first socket (they need the env's loop). 0 on failure. */
+static int ensure_poller(napi_env env) {
+  if (ep_fd >= 0) return 1;
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return 0;
+  ep_fd = epoll_create1(EPOLL_CLOEXEC);
+  timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (ep_fd < 0 || timer_fd < 0) return 0;
+  uv_poll_init(loop, &ep_poll, ep_fd);
+  uv_poll_init(loop, &timer_poll, timer_fd);
+  uv_poll_start(&timer_poll, UV_READABLE, on_timer_ready);
+  uv_unref((uv_handle_t *)&timer_poll); /* count_open refs it while sockets are open */
+  return 1;
+}
+
+/* The loop stays alive while sockets are open, as it did with one libuv handle per socket. */
+static void count_open(int delta) {
+  open_count += delta;
+  if (open_count == 1 && delta > 0) {
+    uv_ref((uv_handle_t *)&timer_poll);
+    watch_set(1);
+  } else if (open_count == 0) {
+    watch_set(0);
+    if (timer_armed) {
+      struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+      timerfd_settime(timer_fd, 0, &off, NULL);
+      timer_armed = 0;
+    }
+    uv_unref((uv_handle_t *)&timer_poll);
   }
 }
 
@@ -474,6 +591,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     if (!table[candidate]) id = candidate;
   }
   if (!id) return throw_errno(env, "socket table full", EMFILE);
+  if (!ensure_poller(env)) return throw_errno(env, "epoll", errno);
   int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   if (bind(fd, (struct sockaddr *)&local, local_len) < 0) {
@@ -490,19 +608,26 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   s->out_rtp = s->out_rtcp = -1;
   s->rtp.clock_rate = 8000;
   s->last_seen = now_ms();
-  CHECK(napi_create_reference(env, argv[4], 1, &s->on_packet));
-  uv_loop_t *loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  uv_poll_init(loop, &s->poll, fd);
-  s->poll.data = s;
-  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  if (napi_create_reference(env, argv[4], 1, &s->on_packet) != napi_ok) {
+    close(fd);
+    free(s);
+    napi_throw_error(env, NULL, "keylatch fastpath: napi_create_reference");
+    return NULL;
+  }
+  struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)id };
+  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int err = errno;
+    napi_delete_reference(env, s->on_packet);
+    close(fd);
+    free(s);
+    return throw_errno(env, "epoll_ctl", err);
+  }
   table[id] = s;
+  count_open(1);
   napi_value out;
   CHECK(napi_create_int32(env, id, &out));
   return out;
 }
-
-static void on_closed(uv_handle_t *h) { free(h->data); }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -516,10 +641,21 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (s->on_close) s->on_close(s->hook_ctx);
   s->hook = NULL;
   napi_delete_reference(env, s->on_packet);
-  uv_poll_stop(&s->poll);
-  uv_close((uv_handle_t *)&s->poll, on_closed);
-  /* Now, not in on_closed: a freed port must be bindable again at once (the pool reuses it). */
+  /* At once: a freed port must be bindable again (the pool reuses it). close() takes it out of the set. */
   close(s->fd);
+  count_open(-1);
+  if (!draining) {
+    free(s);
+    return NULL;
+  }
+  if (graveyard_len == graveyard_cap) {
+    int cap = graveyard_cap ? graveyard_cap * 2 : 64;
+    ksock **grown = realloc(graveyard, (size_t)cap * sizeof *grown);
+    if (!grown) return NULL; /* leak one socket's memory rather than free it under the drain */
+    graveyard = grown;
+    graveyard_cap = cap;
+  }
+  graveyard[graveyard_len++] = s;
   return NULL;
 }
 
@@ -605,6 +741,28 @@ static napi_value js_last_seen(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ssrc(id) -> the SSRC the latched source last sent, or -1: the key latch's SSRC gate reads it
+   for every foreign packet on a latched leg, where building the whole stats() object would cost
+   more than the check itself. */
+static napi_value js_ssrc(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  ksock *s = socket_call(env, info, 1, argv);
+  if (!s) return NULL;
+  CHECK(napi_create_double(env, s->have_ssrc ? (double)s->ssrc : -1, &out));
+  return out;
+}
+
+/* setPollInterval(us): 0 wakes on every arrival; else drains at most this often while media
+   keeps coming (see "Readiness" above). Process-wide, like the socket table. */
+static napi_value js_set_poll_interval(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int us;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc == 1 && get_int(env, argv[0], &us) && us >= 0 && us <= 100000) poll_interval_us = us;
+  return NULL;
+}
+
 /* setSendBatching(0 off | 1 sendmmsg | 2 gso): process-wide, like the socket table. */
 static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -655,7 +813,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setClockRate", NULL, js_set_clock_rate, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"lastSeen", NULL, js_last_seen, NULL, NULL, NULL, napi_default, NULL},
+      {"ssrc", NULL, js_ssrc, NULL, NULL, NULL, napi_default, NULL},
       {"setSendBatching", NULL, js_set_send_batching, NULL, NULL, NULL, napi_default, NULL},
+      {"setPollInterval", NULL, js_set_poll_interval, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value name, resource;
   napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name);

@@ -6,7 +6,7 @@ import { statusRoute } from './control/status';
 import { startHttpListeners, type HttpListeners } from './control/status-server';
 import type { Logger } from './log';
 import { relayMetrics } from './media/metrics';
-import { setSendBatching } from './media/media-socket';
+import { tuneFastPath } from './media/media-socket';
 import { Relay } from './media/relay';
 import { MemoryBindingStore, type BindingStore } from './nat/binding-store';
 import { registerKeepaliveMetrics } from './nat/keepalive';
@@ -101,7 +101,7 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
 export async function startEdgeService(config: Config, log: Logger): Promise<EdgeService> {
   const { secret } = requireEdgeSettings(config);
   const startedAt = Date.now();
-  setSendBatching(config.media.sendBatching);
+  tuneFastPath(config.media);
   const relay = new Relay(config.media, { logger: log });
   const pool = relayPoolFor(config, relay, log);
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });

@@ -8,7 +8,7 @@ import type { Logger } from './log';
 import { clusterCommands } from './media/cluster/dispatcher';
 import { poolCommands } from './relay-pool/cluster-ng';
 import { RelayCluster, resolveWorkers } from './media/cluster/relay-cluster';
-import { setSendBatching } from './media/media-socket';
+import { tuneFastPath } from './media/media-socket';
 import { relayMetrics } from './media/metrics';
 import { Relay } from './media/relay';
 
@@ -34,7 +34,7 @@ export function splitHostPort(hostPort: string): { host: string; port: number } 
  */
 export async function startRelayService(config: Config, log: Logger): Promise<RelayService> {
   const workers = resolveWorkers(config.media.workers, availableParallelism());
-  setSendBatching(config.media.sendBatching); // workers set it from the same media config
+  tuneFastPath(config.media); // workers set it from the same media config
   const relay = workers === 1 ? new Relay(config.media, { logger: log }) : null;
   const cluster = relay ? null : await RelayCluster.start(config.media, { workers, logger: log, logLevel: log.level });
   let ngServer: NgServer | null = null;

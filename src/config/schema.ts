@@ -53,6 +53,7 @@ export const mediaSchema = z
     // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     sendBatching: z.enum(['gso', 'sendmmsg', 'off']).default('gso'),
+    pollIntervalUs: z.number().int().min(0).max(100000).default(1000),
   })
   .refine((m) => m.portMin < m.portMax, { message: 'portMin must be below portMax', path: ['portMin'] })
   .refine((m) => m.key.consentTimeoutMs > m.key.rechallengeIntervalMs, {

@@ -29,7 +29,9 @@ interface FastPath {
   setClockRate(id: number, rate: number): void;
   stats(id: number): SocketStats;
   lastSeen(id: number): number;
+  ssrc(id: number): number;
   setSendBatching(mode: 0 | 1 | 2): void;
+  setPollInterval(us: number): void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
@@ -43,6 +45,21 @@ export type SendBatching = 'gso' | 'sendmmsg' | 'off';
  */
 export function setSendBatching(mode: SendBatching): void {
   fastPath.setSendBatching(mode === 'gso' ? 2 : mode === 'sendmmsg' ? 1 : 0);
+}
+
+/**
+ * How often the fast path drains its sockets while media keeps arriving (media.pollIntervalUs):
+ * 0 wakes on every arrival; otherwise, after a drain, the next comes this many microseconds
+ * later, so that one wakeup carries many packets (native/fastpath.c, "Readiness"). Process-wide.
+ */
+export function setPollInterval(us: number): void {
+  fastPath.setPollInterval(us);
+}
+
+/** The process-wide fast-path settings of a media config, as every process that relays applies them. */
+export function tuneFastPath(media: { sendBatching: SendBatching; pollIntervalUs: number }): void {
+  setSendBatching(media.sendBatching);
+  setPollInterval(media.pollIntervalUs);
 }
 
 const LATCHED = 0;
@@ -98,6 +115,11 @@ export class MediaSocket {
 
   stats(): SocketStats {
     return fastPath.stats(this.id);
+  }
+
+  /** The SSRC the latched source last sent (RTP, or an RTCP sender's), -1 before any: stats().ssrc without the rest. */
+  ssrc(): number {
+    return this.closed ? -1 : fastPath.ssrc(this.id);
   }
 
   /** When media from the latched source last arrived (ms since the epoch). */

@@ -603,7 +603,7 @@ function knownSsrcs(s: Stream | null | undefined): number[] {
   const out: number[] = [];
   for (const p of s.ports) {
     if (!p.latched) continue;
-    const ssrc = p.socket.stats().ssrc;
+    const ssrc = p.socket.ssrc();
     if (ssrc >= 0) out.push(ssrc);
   }
   return out;

@@ -1,5 +1,5 @@
 /** The native fast path at socket level: what it forwards itself, what it leaves to JS, its RTP statistics. */
-import { MediaSocket } from '../../src/media/media-socket';
+import { MediaSocket, setPollInterval } from '../../src/media/media-socket';
 import { Peer, rtp, sleep, waitFor } from '../helpers/peers';
 
 let base = 36000 + (process.pid % 40) * 20;
@@ -90,6 +90,52 @@ describe('MediaSocket fast path', () => {
   });
 });
 
+describe('paced draining (media.pollIntervalUs)', () => {
+  beforeAll(() => setPollInterval(3000));
+  afterAll(() => setPollInterval(0));
+
+  it('forwards every packet of a steady stream, and wakes for one packet after a quiet spell', async () => {
+    const { inbound, sender, receiver, up } = await pair();
+    inbound.setLatched(sender.endpoint);
+    const to = { address: '127.0.0.1', port: inbound.port };
+    for (let i = 0; i < 50; i++) {
+      sender.send(rtp(i, i * 160), to);
+      if (i % 5 === 4) await sleep(1);
+    }
+    await waitFor(() => receiver.received.length === 50);
+    await sleep(30); // the drains find nothing: back to waking on arrival
+    sender.send(rtp(50, 50 * 160), to);
+    await waitFor(() => receiver.received.length === 51);
+    expect(up).toHaveLength(0);
+  });
+
+  it('survives sockets that close themselves from their JS handler in the middle of a drain', async () => {
+    const doomed: MediaSocket[] = [];
+    let calls = 0;
+    for (let i = 0; i < 20; i++) {
+      const s: MediaSocket = open(() => {
+        calls++;
+        s.close();
+      });
+      doomed.push(s);
+    }
+    const sender = await Peer.open();
+    peers.push(sender);
+    // Three each, so that a drain finds datagrams queued on sockets their handler has just closed.
+    for (const s of doomed) for (let k = 0; k < 3; k++) sender.send(rtp(k, k * 160), { address: '127.0.0.1', port: s.port });
+    await waitFor(() => calls === 20);
+    await sleep(20);
+    expect(calls).toBe(20); // one handler call each: nothing is read from a closed socket
+    // The ports are free again at once, and the fast path still works for the sockets that remain.
+    const again = MediaSocket.open(4, '127.0.0.1', doomed[0]!.port, false, () => undefined);
+    sockets.push(again);
+    const { inbound, sender: s2, receiver } = await pair();
+    inbound.setLatched(s2.endpoint);
+    s2.send(rtp(1, 160), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => receiver.received.length === 1);
+  });
+});
+
 describe('RTP statistics (RFC 3550 A.1, A.8) in the fast path', () => {
   async function feed(packets: Array<{ seq: number; ts: number; ssrc?: number; delayMs?: number }>) {
     const { inbound, sender } = await pair();
@@ -121,6 +167,18 @@ describe('RTP statistics (RFC 3550 A.1, A.8) in the fast path', () => {
     const s = await feed([{ seq: 100, ts: 0, ssrc: 1 }, { seq: 200, ts: 0, ssrc: 1 }, { seq: 5, ts: 0, ssrc: 2 }]);
     expect(s.ssrc).toBe(2);
     expect(s.rtpLost).toBe(0);
+  });
+
+  it('reads the latched source\'s SSRC alone, as the key latch\'s SSRC gate does', async () => {
+    const { inbound, sender } = await pair();
+    expect(inbound.ssrc()).toBe(-1);
+    inbound.setLatched(sender.endpoint);
+    sender.send(rtp(1, 0, 0xfedcba98), { address: '127.0.0.1', port: inbound.port });
+    await waitFor(() => inbound.ssrc() !== -1);
+    expect(inbound.ssrc()).toBe(0xfedcba98);
+    expect(inbound.ssrc()).toBe(inbound.stats().ssrc);
+    inbound.close();
+    expect(inbound.ssrc()).toBe(-1);
   });
 });
 

@@ -6,7 +6,7 @@
 import type { Registry } from 'prom-client';
 import { answerNg, relayCommands } from '../../control/ng-server';
 import { createLogger, type Logger } from '../../log';
-import { setSendBatching } from '../media-socket';
+import { tuneFastPath } from '../media-socket';
 import { relayMetrics } from '../metrics';
 import type { FromWorker, ToWorker } from './protocol';
 import { WorkerRelay } from './worker-relay';
@@ -29,7 +29,7 @@ process.on('message', (msg: ToWorker) => {
     case 'start': {
       log = createLogger(msg.logLevel).child({ worker: msg.index });
       try {
-        setSendBatching(msg.media.sendBatching);
+        tuneFastPath(msg.media);
         relay = new WorkerRelay(msg.media, msg.fullRange, { logger: log });
       } catch (err) {
         send({ type: 'failed', index: msg.index, message: (err as Error).message });
