@@ -212,8 +212,9 @@ async function main(): Promise<number> {
   const pass = callerHeard.heard && calleeHeard.heard && latchOk;
 
   say('---- result ----');
-  say(`${CALLER} heard ${CALLEE_USER}: ${callerHeard.heard ? 'yes' : 'NO'} - ${callerHeard.error ?? describeTone(callerHeard.finding, CALLEE_HZ)}`);
-  say(`${CALLEE_USER} heard ${CALLER}: ${calleeHeard.heard ? 'yes' : 'NO'} - ${calleeHeard.error ?? describeTone(calleeHeard.finding, CALLER_HZ)}`);
+  const recorded = (h: { seconds?: number }): string => (h.seconds === undefined ? '' : `; ${h.seconds} s recorded${TAIL_SEC > 0 ? `, judged by its last ${TAIL_SEC} s` : ''}`);
+  say(`${CALLER} heard ${CALLEE_USER}: ${callerHeard.heard ? 'yes' : 'NO'} - ${callerHeard.error ?? describeTone(callerHeard.finding, CALLEE_HZ)}${recorded(callerHeard)}`);
+  say(`${CALLEE_USER} heard ${CALLER}: ${calleeHeard.heard ? 'yes' : 'NO'} - ${calleeHeard.error ?? describeTone(calleeHeard.finding, CALLER_HZ)}${recorded(calleeHeard)}`);
   say(`time to first media: ${String(firstMedia.ms)} ms (${CALLER}, from the answer to the first packet heard)`);
   if (auth) say(`${CALLER}'s key proved; relay saw her at ${JSON.stringify((auth.mapping as { rtp?: unknown }).rtp ?? auth.mapping)}`);
   say(`relay legs, from ${source}${legsOn.length ? ` (on relay node ${legsOn.join(', ')})` : ''}:`);

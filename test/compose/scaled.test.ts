@@ -134,8 +134,10 @@ interface ScaledResult {
     lap(`testcall (talking ${TALK_S} s, ${service} killed ${((killedAt - t) / 1000).toFixed(1)} s after the start)`, t);
     const after = await relays();
     const moved = (await stack.compose(['logs', '--no-color', 'keylatch'], 60_000)).out.split('\n').filter((l) => /call moved to another relay node/.test(l));
+    const movedAfter = moved.map((l) => `${(JSON.parse(l.slice(l.indexOf('{'))) as { time: number }).time - killedAt} ms`);
     console.log(`${out.split('\n').filter((l) => l.startsWith('testcall:')).join('\n')}\nrelays after the kill: ${JSON.stringify(after)}\n` +
-      `keylatch's moves:\n${moved.join('\n')}\nkeylatch status before the kill:\n${statusBefore}`);
+      `keylatch moved the call ${movedAfter.join(', ')} after the kill:\n${moved.join('\n')}\nkeylatch status before the kill:\n${statusBefore}`);
+    expect(moved).toHaveLength(1);
     const line = out.split('\n').find((l) => l.startsWith('TESTCALL '));
     if (code !== 0 || !line) throw new Error(`testcall exited ${code}\n${out.slice(-4000)}\n---- stack logs ----\n${await stack.logs()}`);
     const result = JSON.parse(line.slice('TESTCALL '.length)) as ScaledResult;
