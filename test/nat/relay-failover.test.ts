@@ -281,6 +281,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
   let nodes: RunningNode[] = [];
   let alice: Softphone;
   let dir: string;
+  let relayHosts: Array<{ ns: string; ip: string }> = [];
   const { hangUp, nodeOf } = calling(() => fx);
 
   beforeAll(async () => {
@@ -290,6 +291,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     topo.createPublicNet();
     const pbxHost = topo.addPublicHost('pbx', 5);
     const [r1, r2] = [topo.addPublicHost('r1', 8), topo.addPublicHost('r2', 9)];
+    relayHosts = [r1, r2];
     const cert = selfSignedCert(RELAY_IP);
     try {
       nodes = await Promise.all([startKeylatchRelay(topo, r1.ns, r1.ip, '40000-40199'), startKeylatchRelay(topo, r2.ns, r2.ip, '40000-40199')]);
@@ -341,5 +343,49 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     expect(carol.sip.count(CLOSED)).toBe(closed);
     expect(edge.calls.size).toBe(2);
     await hangUp(carol);
+  }, 60000);
+
+  it('a key caller whose callee still rings when the node dies gets the new node\'s key in the 200 OK and proves it there', async () => {
+    const { edge, phones } = fx;
+    const carol = phones.carol!;
+    // The node the last test killed comes back, so there is one to die and one to move to.
+    nodes[0] = await startKeylatchRelay(fx.topo, relayHosts[0]!.ns, relayHosts[0]!.ip, '40000-40199');
+    await waitFor(() => fx.pool.status().every((n) => n.state === 'up'), 5000);
+    carol.sip.command('/answermode manual');
+    await sleep(300);
+    const incoming = carol.sip.count(/Incoming call/);
+    const closed = carol.sip.count(CLOSED);
+    try {
+      const mark = alice.mark();
+      alice.send('call sip:carol@keylatch.test');
+      await waitFor(() => carol.sip.count(/Incoming call/) > incoming && edge.calls.size === 2, 8000);
+      const holder = nodes.findIndex((n) => n.url === [...edge.calls.values()][0]!.relayNode);
+      expect(holder).toBeGreaterThanOrEqual(0);
+      const survivor = nodes[1 - holder]!;
+      nodes[holder]!.kill();
+      await waitFor(() => nodeOf(nodes[holder]!.url).state === 'down', 3000);
+      const answeredAt = Date.now();
+      carol.sip.command('/accept');
+      await alice.next('established', 10000, mark);
+      const proved = await alice.next('media-authenticated', 5000, mark);
+      const first = await alice.stats();
+      await sleep(3000);
+      const after = await alice.stats();
+      const until = Date.now();
+      const wire = carol.rtp.toneShare(until - 2500, until - 500, 1000);
+      console.log(`key caller, callee ringing when its node died: key proved on the new node ${Number(proved.at) - answeredAt} ms after /accept; plugin received ${after.received.packets - first.received.packets} packets in the 3 s after (longest gap ${after.received.maxGapMs} ms); carol heard alice's tone on the wire at ${wire.toFixed(4)}`);
+      // One key, the new node's, proved there: the plugin never proved on the dead node.
+      expect(alice.of('media-authenticated').filter((e) => Number(e.at) >= answeredAt)).toHaveLength(1);
+      expect(after.state).toBe('authenticated');
+      expect(after.relay.rtp!.address).toBe(survivor.ip);
+      expect(after.received.packets - first.received.packets).toBeGreaterThan(100);
+      expect(await carol.rtp.sourcesIn(until - 1500)).toEqual([survivor.ip]);
+      expect(wire).toBeGreaterThan(0.9);
+      expect(nodeOf(survivor.url).calls).toBe(1);
+      expect(carol.sip.count(CLOSED)).toBe(closed);
+      await hangUp(carol);
+    } finally {
+      carol.sip.command('/answermode auto');
+    }
   }, 60000);
 });
