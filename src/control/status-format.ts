@@ -48,6 +48,7 @@ export function formatStatus(s: StatusSnapshot): string {
     }
     out.push('');
   }
+  if (s.pooledCalls) out.push(...pooledLines(s.pooledCalls, s.now), '');
   const direct = s.calls.filter((c) => c.legs.length > 0 && c.legs.every((l) => l.mediaPath === 'direct')).length;
   out.push(`Calls: ${s.calls.length}${direct ? ` (${direct} with media direct between their clients)` : ''}`);
   if (s.calls.length) {
@@ -64,7 +65,6 @@ export function formatStatus(s: StatusSnapshot): string {
     ]));
     out.push(...table(['CALL-ID', 'LEG TAG', 'POLICY', 'LATCH', 'LATCHED ON', 'MEDIA', 'PKTS IN', 'PKTS OUT', 'LAST MEDIA'], rows).map((l) => `  ${l}`));
   }
-  if (s.pooledCalls) out.push('', ...pooledLines(s.pooledCalls, s.now));
   if (s.rooms) {
     out.push('', `Rooms: ${s.rooms.length}`);
     const rows = s.rooms.flatMap((r) => r.participants.map((p, i) => [
