@@ -19,6 +19,7 @@ import { relayAdmin } from './control/relay-admin';
 import { InProcessNode, NgNode, type RelayNode } from './relay-pool/nodes';
 import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
+import { pooledCallStatuses } from './relay-pool/pool-status';
 import { ngSealKey } from './control/ng-key-seal';
 
 export interface EdgeService {
@@ -94,7 +95,7 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
         weight: r.weight,
       }))
     : [{ node: new InProcessNode(relay), weight: 1 }];
-  return new RelayPool(nodes, { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown }, log);
+  return new RelayPool(nodes, { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown, mediaCheckIntervalMs: p.mediaCheckIntervalMs }, log);
 }
 
 /** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
@@ -128,7 +129,11 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
   try {
     listeners = await startHttpListeners(config, {
       metrics: metricsRoute(registry),
-      status: statusRoute({ service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000, ...(rooms ? { rooms: () => rooms.info() } : {}) }),
+      status: statusRoute({
+        service: 'edge', startedAt, relay, store, summary, defaultKeepaliveMs: config.sip.keepalive.intervalSec * 1000,
+        ...(config.media.relays.length ? { pooledCalls: () => pooledCallStatuses(edge?.calls.values() ?? []) } : {}),
+        ...(rooms ? { rooms: () => rooms.info() } : {}),
+      }),
       admin: { ...relayAdmin(pool), prefixed: rooms ? [roomActions(rooms)] : [] },
     });
     pool.start();

@@ -23,6 +23,11 @@ const CALLEE_USER = /^sips?:([^@]+)@/.exec(CALLEE)?.[1] ?? 'bob';
 const CALLER_HZ = Number(env('CALLER_TONE_HZ', '1000'));
 const CALLEE_HZ = Number(env('CALLEE_TONE_HZ', '600'));
 const TALK_MS = Number(env('TALK_SECONDS', '4')) * 1000;
+/**
+ * Set (seconds), each recording is judged by its last that many seconds before the final one,
+ * not by its middle: what was heard late in a call, e.g. after its relay node was killed.
+ */
+const TAIL_SEC = Number(env('ANALYSE_TAIL_SECONDS', '0'));
 const ADMIN_URL = env('KEYLATCH_ADMIN_URL', 'http://127.0.0.1:9465');
 const METRICS_URL = env('KEYLATCH_METRICS_URL', 'http://127.0.0.1:9464');
 const callerDir = path.join(DEMO_DIR, CALLER);
@@ -134,11 +139,18 @@ function describeTone(f: ToneFinding | null, expect: number): string {
   return `${f.peakHz} Hz (expected ${expect}), purity ${f.purity.toFixed(2)}, rms ${Math.round(f.rms)}`;
 }
 
-function analyse(file: string | undefined, expect: number): { finding: ToneFinding | null; heard: boolean; error?: string } {
+/**
+ * The tone a recording holds (its middle, or with ANALYSE_TAIL_SECONDS its tail) and how many
+ * seconds it holds: recorders keep what arrived, so a call whose audio stopped records less.
+ */
+function analyse(file: string | undefined, expect: number): { finding: ToneFinding | null; heard: boolean; seconds?: number; error?: string } {
   if (!file || !existsSync(file)) return { finding: null, heard: false, error: 'no recording' };
   try {
-    const finding = dominantTone(readWav(file));
-    return { finding, heard: heardTone(finding, expect) };
+    const samples = readWav(file);
+    const rate = 8000;
+    const block = TAIL_SEC > 0 ? samples.subarray(Math.max(0, samples.length - (TAIL_SEC + 1) * rate), Math.max(0, samples.length - rate)) : samples;
+    const finding = dominantTone(block, rate, TAIL_SEC > 0 ? TAIL_SEC : 2);
+    return { finding, heard: heardTone(finding, expect), seconds: Math.round((samples.length / rate) * 10) / 10 };
   } catch (e) {
     return { finding: null, heard: false, error: (e as Error).message };
   }
@@ -176,7 +188,11 @@ async function main(): Promise<number> {
   let legs: LegReport[] = [];
   const s = await status();
   const legsFromStatus = s !== null;
-  if (s) legs = s.calls.flatMap((c) => c.legs);
+  // Calls on pooled relay nodes (media.relays) are listed apart, legs as their node reports
+  // them; both halves of a hairpinned conversation name the one relay call they share.
+  const pooled = [...new Map((s?.pooledCalls?.shown ?? []).map((c) => [c.relayCallId, c])).values()];
+  const legsOn = [...new Set(pooled.map((c) => c.relay))];
+  if (s) legs = [...s.calls.flatMap((c) => c.legs), ...pooled.flatMap((c) => (c.legs ?? []).map((l) => ({ ...l, policy: l.policy ?? 'guarded', latchState: l.latchState ?? '-', packetsOut: l.packetsOut ?? 0 })))];
   else {
     source = `${METRICS_URL}/metrics (keylatch's admin endpoint did not answer; latch state inferred)`;
     const m = await getText(`${METRICS_URL}/metrics`);
@@ -196,16 +212,17 @@ async function main(): Promise<number> {
   const pass = callerHeard.heard && calleeHeard.heard && latchOk;
 
   say('---- result ----');
-  say(`${CALLER} heard ${CALLEE_USER}: ${callerHeard.heard ? 'yes' : 'NO'} - ${callerHeard.error ?? describeTone(callerHeard.finding, CALLEE_HZ)}`);
-  say(`${CALLEE_USER} heard ${CALLER}: ${calleeHeard.heard ? 'yes' : 'NO'} - ${calleeHeard.error ?? describeTone(calleeHeard.finding, CALLER_HZ)}`);
+  const recorded = (h: { seconds?: number }): string => (h.seconds === undefined ? '' : `; ${h.seconds} s recorded${TAIL_SEC > 0 ? `, judged by its last ${TAIL_SEC} s` : ''}`);
+  say(`${CALLER} heard ${CALLEE_USER}: ${callerHeard.heard ? 'yes' : 'NO'} - ${callerHeard.error ?? describeTone(callerHeard.finding, CALLEE_HZ)}${recorded(callerHeard)}`);
+  say(`${CALLEE_USER} heard ${CALLER}: ${calleeHeard.heard ? 'yes' : 'NO'} - ${calleeHeard.error ?? describeTone(calleeHeard.finding, CALLER_HZ)}${recorded(calleeHeard)}`);
   say(`time to first media: ${String(firstMedia.ms)} ms (${CALLER}, from the answer to the first packet heard)`);
   if (auth) say(`${CALLER}'s key proved; relay saw her at ${JSON.stringify((auth.mapping as { rtp?: unknown }).rtp ?? auth.mapping)}`);
-  say(`relay legs, from ${source}:`);
+  say(`relay legs, from ${source}${legsOn.length ? ` (on relay node ${legsOn.join(', ')})` : ''}:`);
   if (!legs.length) say('  none');
   for (const l of legs) say(`  ${l.policy.padEnd(7)} ${l.latchState.padEnd(18)} latched=${l.latched ?? '-'} in=${l.packetsIn} out=${l.packetsOut} tag=${l.tag ?? '-'}`);
   say(pass ? 'PASS: audio both ways through keylatch' : 'FAIL');
   const callerMapping = (auth?.mapping as { rtp?: unknown } | undefined)?.rtp ?? null;
-  process.stdout.write(`TESTCALL ${JSON.stringify({ pass, callerHeard, calleeHeard, firstMediaMs: firstMedia.ms, callerMapping, legs, legsFrom: source, legsFromStatus })}\n`);
+  process.stdout.write(`TESTCALL ${JSON.stringify({ pass, callerHeard, calleeHeard, firstMediaMs: firstMedia.ms, callerMapping, legs, legsFrom: source, legsFromStatus, legsOn })}\n`);
   return pass ? 0 : 1;
 }
 

@@ -48,6 +48,7 @@ export const mediaSchema = z
         missedPingsDown: z.number().int().min(1).default(2),
         commandTimeoutMs: z.number().int().min(100).default(2000),
         keySecret: z.string().min(32, 'must be at least 32 characters').nullable().default(null),
+        mediaCheckIntervalMs: z.union([z.literal(0), z.number().int().min(500)]).default(5000),
       })
       .default({}),
     // keylatch relay only (src/media/cluster): worker processes, "auto" = one per core.

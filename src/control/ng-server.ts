@@ -141,9 +141,12 @@ export function relayCommands(relay: Relay): NgHandler {
         return { result: 'ok', ...queryReply(stats) };
       }
       case 'query': {
-        const stats = relay.stats(required(req, 'call-id'));
+        const callId = required(req, 'call-id');
+        const stats = relay.stats(callId);
         if (!stats) return { result: 'error', 'error-reason': 'Unknown call-id' };
-        return { result: 'ok', ...queryReply(stats) };
+        // keylatch's own addition: rtpengine deletes a call whose media timed out, this relay
+        // keeps it for its signalling to end, and says so here (an edge pooling it hangs up).
+        return { result: 'ok', ...queryReply(stats), ...(relay.timedOut(callId) ? { 'timed-out': 'yes' } : {}) };
       }
       case 'list':
         // rtpengine's list: the call-ids, at most `limit` of them (default 32).

@@ -28,6 +28,27 @@ export function summaryLines(summary: Record<string, string>): string[] {
   return Object.entries(summary).map(([k, v]) => `  ${k.padEnd(width)}  ${v}`);
 }
 
+/** Calls on pooled relay nodes: per call its node, per leg what the node reports. */
+function pooledLines(p: NonNullable<StatusSnapshot['pooledCalls']>, now: number): string[] {
+  const out = [`Calls on relay nodes: ${p.total}${p.shown.length < p.total ? ` (first ${p.shown.length} shown)` : ''}`];
+  const rows = p.shown.flatMap((c) => {
+    const first = [c.callId, `${c.relay}${c.hairpin ? ' (hairpin)' : ''}`];
+    if (!c.legs) return [[...first, '-', '-', c.error ?? 'no answer', '-', '-', '-', '-']];
+    return c.legs.map((l, i) => [
+      ...(i === 0 ? first : ['', '']),
+      l.tag || '(none yet)',
+      l.policy ?? '-',
+      (l.latchState ?? '-') + (c.timedOut && i === 0 ? ' (media timed out)' : ''),
+      l.latched ?? '-',
+      String(l.packetsIn),
+      l.packetsOut === null ? '-' : String(l.packetsOut),
+      l.lastSeen ? ago(l.lastSeen, now) : 'never',
+    ]);
+  });
+  if (rows.length) out.push(...table(['CALL-ID', 'RELAY', 'LEG TAG', 'POLICY', 'LATCH', 'LATCHED ON', 'PKTS IN', 'PKTS OUT', 'LAST MEDIA'], rows).map((l) => `  ${l}`));
+  return out;
+}
+
 export function formatStatus(s: StatusSnapshot): string {
   const out = [`keylatch ${s.service}, up ${duration(s.uptimeSec * 1000)}`, ...summaryLines(s.summary), ''];
   if (s.bindings) {
@@ -49,6 +70,7 @@ export function formatStatus(s: StatusSnapshot): string {
     }
     out.push('');
   }
+  if (s.pooledCalls) out.push(...pooledLines(s.pooledCalls, s.now), '');
   const direct = s.calls.filter((c) => c.legs.length > 0 && c.legs.every((l) => l.mediaPath === 'direct')).length;
   out.push(`Calls: ${s.calls.length}${direct ? ` (${direct} with media direct between their clients)` : ''}`);
   if (s.calls.length) {

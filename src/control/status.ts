@@ -7,6 +7,7 @@ import type { Relay } from '../media/relay';
 import type { Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import type { RoomInfo } from '../rooms/room';
+import type { NodeLeg } from '../relay-pool/nodes';
 
 export const STATUS_PATH = '/status';
 /** Bindings listed per request; the total is always given, so a cut list says so. */
@@ -47,6 +48,24 @@ export interface CallStatus {
   legs: LegStatus[];
 }
 
+/**
+ * A call whose media is on a pooled ng node (media.relays), with its legs as that node reports
+ * them (ng query). Both halves of a hairpinned conversation show the one relay call they share.
+ */
+export interface PooledCallStatus {
+  /** The SIP Call-ID at this edge. */
+  callId: string;
+  relay: string;
+  kind: string;
+  /** The call's id on the node (a hairpin's: the call that owns the leg it adopted). */
+  relayCallId: string;
+  hairpin: boolean;
+  /** As the node reports them; null when it did not say (then `error` says why). */
+  legs: NodeLeg[] | null;
+  timedOut: boolean;
+  error?: string;
+}
+
 export interface StatusSnapshot {
   service: 'edge' | 'relay';
   now: number;
@@ -54,6 +73,8 @@ export interface StatusSnapshot {
   summary: Record<string, string>;
   bindings: { total: number; shown: BindingStatus[] } | null;
   calls: CallStatus[];
+  /** Calls on pooled ng nodes, when media.relays names any (their legs are not in `calls`). */
+  pooledCalls?: { total: number; shown: PooledCallStatus[] };
   /** Group calls (src/rooms), when rooms are enabled. */
   rooms?: RoomInfo[];
 }
@@ -68,6 +89,8 @@ export interface StatusSources {
   /** The keepalive interval for bindings that carry none of their own (sip.keepalive.intervalSec). */
   defaultKeepaliveMs?: number;
   rooms?: () => RoomInfo[];
+  /** The edge's calls on pooled ng nodes, asked of their nodes at request time. */
+  pooledCalls?: () => Promise<{ total: number; shown: PooledCallStatus[] }>;
 }
 
 const hostPort = (e: { address: string; port: number } | null): string | null =>
@@ -128,6 +151,7 @@ export async function statusSnapshot(src: StatusSources, now = Date.now()): Prom
     summary: src.summary(),
     bindings: listed ? { total: listed.total, shown: listed.bindings.map((b) => bindingStatus(b, src.defaultKeepaliveMs)) } : null,
     calls: callStatuses(src.relay),
+    ...(src.pooledCalls ? { pooledCalls: await src.pooledCalls() } : {}),
     ...(src.rooms ? { rooms: src.rooms() } : {}),
   };
 }

@@ -213,6 +213,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     return call ? call.legs.map(legStats) : null;
   }
 
+  /** Whether the call's media timed out ('media-timeout' fired): the call stays until deleted. */
+  timedOut(callId: string): boolean {
+    return this.calls.get(callId)?.timedOut ?? false;
+  }
+
   /** Live counters, closed ports included. */
   totals(): PortCounters {
     const t = { ...this.retired };
@@ -298,7 +303,10 @@ export class Relay extends EventEmitter<RelayEvents> {
    */
   adopt(ref: LegRef, sdp: string, opts: LegOptions): { sdp: string } {
     const leg = this.legOf(ref);
-    if (leg.adopted || leg.streams.some((s) => s?.sdp)) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
+    // A leg answered with this relay's own address is as good as unanswered: the relay never
+    // sends to its own ports, so no media could flow there. That is the answer of a stand-in
+    // on this relay for a hairpin whose owner moved while the client rang (src/sip/call-session.ts).
+    if (leg.adopted || leg.streams.some((s) => s?.sdp && !this.isOwnAddress(s.sdp.address))) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
     assertKeyTransport(opts);
     leg.assume(opts);
     leg.adopted = true;

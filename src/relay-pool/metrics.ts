@@ -32,4 +32,11 @@ export function registerPoolMetrics(pool: RelayPool, registry: Registry): void {
       this.inc({ result: 'failed' }, pool.moves.failed);
     },
   });
+  new Counter({
+    name: 'keylatch_relay_node_media_timeouts_total', help: 'Calls ended because their relay node timed their media out or no longer held them', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(pool.mediaTimeouts);
+    },
+  });
 }

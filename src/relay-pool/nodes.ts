@@ -6,6 +6,27 @@ import { unsealLegKeys } from '../control/ng-key-seal';
 /** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
 export type RelayNodeKind = 'in-process' | 'keylatch' | 'rtpengine';
 
+/** One leg of a call as its node reports it (ng `query`): keylatch nodes say more than rtpengine. */
+export interface NodeLeg {
+  tag: string;
+  /** 'key' or 'guarded'; null where the node does not say (rtpengine). */
+  policy: string | null;
+  /** Each stream's RTP latch state, e.g. "locked"; null where the node does not say. */
+  latchState: string | null;
+  /** Where the leg's RTP comes from (keylatch: latched on; rtpengine: its endpoint). */
+  latched: string | null;
+  packetsIn: number;
+  packetsOut: number | null;
+  /** Last media on the leg, ms since the epoch; 0 for never. */
+  lastSeen: number;
+}
+
+/** A call on a node: its legs, and whether its media timed out there. */
+export interface NodeCall {
+  timedOut: boolean;
+  legs: NodeLeg[];
+}
+
 /**
  * The seam between the SIP edge and a media relay: the four things a call asks of one. Every
  * command of one call goes to the node that took its first offer (the pool sees to that).
@@ -19,6 +40,11 @@ export interface RelayNode {
   offer(req: OfferRequest): Promise<{ sdp: string }>;
   answer(req: AnswerRequest): Promise<{ sdp: string }>;
   delete(callId: string): Promise<void>;
+  /**
+   * The call as the node holds it, or null when the node has none by that id: rtpengine
+   * deletes a call whose media timed out, keylatch keeps it and says `timed-out`.
+   */
+  query(callId: string): Promise<NodeCall | null>;
   /**
    * Resolves when the node answers a ping, with the media address it writes into SDP when it
    * says (keylatch nodes do); rejects (NgTimeout) when it does not answer.
@@ -70,6 +96,23 @@ export class InProcessNode implements RelayNode {
     this.relay.delete({ callId });
   }
 
+  async query(callId: string): Promise<NodeCall | null> {
+    const stats = this.relay.stats(callId);
+    if (!stats) return null;
+    return {
+      timedOut: this.relay.timedOut(callId),
+      legs: stats.map((l) => ({
+        tag: l.tag ?? '',
+        policy: l.policy,
+        latchState: l.streams.map((st) => st.rtp.state).join(',') || null,
+        latched: l.latched ? hostPort(l.latched.address, l.latched.port) : null,
+        packetsIn: l.packetsIn,
+        packetsOut: l.packetsOut,
+        lastSeen: l.lastSeen,
+      })),
+    };
+  }
+
   async ping(): Promise<{ mediaAddress?: string }> {
     return { mediaAddress: this.relay.advertisedAddress };
   }
@@ -84,6 +127,41 @@ export function parseNgUrl(url: string): { host: string; port: number } {
   const m = /^ng:\/\/\[?([^\]\s/]+?)\]?:(\d{1,5})\/?$/.exec(url);
   if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`not an ng URL (ng://HOST:PORT): ${url}`);
   return { host: m[1]!, port: Number(m[2]) };
+}
+
+const hostPort = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
+
+const dict = (v: unknown): NgMessage | null => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as NgMessage) : null);
+const list = (v: unknown): NgMessage[] => (Array.isArray(v) ? v.map(dict).filter((d): d is NgMessage => d !== null) : []);
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+const endpoint = (v: unknown): string | null => {
+  const e = dict(v);
+  return e && typeof e.address === 'string' && num(e.port) ? hostPort(e.address, e.port as number) : null;
+};
+
+/**
+ * The legs of an ng query reply, read the way both kinds write it: keylatch gives per-tag
+ * counters, policy and latch states; rtpengine per-stream `stats`, `endpoint` and `last packet`
+ * (seconds). What a node leaves out stays null rather than guessed.
+ */
+function queriedLegs(reply: NgMessage): NodeLeg[] {
+  return Object.entries(dict(reply.tags) ?? {}).flatMap(([key, raw]) => {
+    const t = dict(raw);
+    if (!t) return [];
+    const medias = list(t.medias);
+    const rtpStreams = medias.map((m) => list(m.streams)[0]).filter((st): st is NgMessage => st !== undefined);
+    const states = rtpStreams.map((st) => st.state).filter((x): x is string => typeof x === 'string');
+    const lastSec = num(t['last-seen']) ?? Math.max(0, ...rtpStreams.map((st) => num(st['last packet']) ?? 0));
+    return [{
+      tag: typeof t.tag === 'string' ? t.tag : key,
+      policy: typeof t.policy === 'string' ? t.policy : null,
+      latchState: states.length ? states.join(',') : null,
+      latched: endpoint(t.latched) ?? endpoint(rtpStreams[0]?.endpoint),
+      packetsIn: num(t.packets) ?? rtpStreams.reduce((n, st) => n + (num(dict(st.stats)?.packets) ?? num(st.packets) ?? 0), 0),
+      packetsOut: num(t['packets-out']),
+      lastSeen: lastSec * 1000,
+    }];
+  });
 }
 
 const family = (address: string): string => (address.includes(':') ? 'IP6' : 'IP4');
@@ -171,6 +249,17 @@ export class NgNode implements RelayNode {
 
   async delete(callId: string): Promise<void> {
     await this.client.send('delete', { 'call-id': callId });
+  }
+
+  async query(callId: string): Promise<NodeCall | null> {
+    const reply = await this.client.send('query', { 'call-id': callId });
+    if (reply.result === 'error') {
+      const reason = String(reply['error-reason'] ?? 'error');
+      // Both kinds say "Unknown call-id" for a call they do not hold.
+      if (/unknown call/i.test(reason)) return null;
+      throw new NgRefused(reason);
+    }
+    return { timedOut: reply['timed-out'] === 'yes', legs: queriedLegs(reply) };
   }
 
   async ping(): Promise<{ mediaAddress?: string }> {

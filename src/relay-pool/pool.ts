@@ -24,6 +24,8 @@ export interface PoolOptions {
   pingIntervalMs: number;
   /** Missed pings in a row before a node is down: its calls move, it gets no new ones. */
   missedPingsDown: number;
+  /** How often the edge asks ng nodes after its answered calls' media (MediaWatch); 0 or absent: never. */
+  mediaCheckIntervalMs?: number;
 }
 
 interface Member {
@@ -58,9 +60,11 @@ export class RelayPool extends EventEmitter<PoolEvents> {
   private readonly members: Member[];
   /** Calls moved off dead nodes, and moves that failed (the call was then ended). */
   readonly moves = { moved: 0, failed: 0 };
+  /** Calls ended because their node timed their media out (or no longer held them). */
+  mediaTimeouts = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(nodes: Array<{ node: RelayNode; weight: number }>, private readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
+  constructor(nodes: Array<{ node: RelayNode; weight: number }>, readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
     super();
     if (nodes.length === 0) throw new Error('a relay pool needs at least one node');
     const ids = new Set<string>();

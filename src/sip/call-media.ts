@@ -34,6 +34,17 @@ export class AnchoredMedia implements CallMedia {
   private node: RelayNode | null = null;
   /** The node died under the call: its next offer goes to a new node. */
   lost = false;
+  /**
+   * Anchored only in place of a hairpin whose owner's node died while the client rang: the
+   * PBX's next offer, naming the owner's leg on its new node, is adopted instead (CallSession).
+   */
+  standIn = false;
+  /** How many times the call was placed on a node: a move is a new placement. */
+  private placements = 0;
+  /** An offer to a new node is under way: the node may not know the call yet. */
+  private placing = false;
+  /** SDP for B from a move made while B rang: B still has the dead node's, so it goes by re-INVITE once the dialog is up. */
+  private unsentToB: string | null = null;
 
   constructor(
     private readonly pool: RelayPool,
@@ -48,13 +59,43 @@ export class AnchoredMedia implements CallMedia {
     return this.node;
   }
 
+  /** The node and placement while the call is settled there (not lost, not being placed). */
+  get settled(): { node: RelayNode; placement: number } | null {
+    return this.node && !this.lost && !this.placing ? { node: this.node, placement: this.placements } : null;
+  }
+
   async offerToB(): Promise<string> {
     return this.start('a', this.offer, this.legs.offerer, this.legs.answerer);
   }
 
+  /**
+   * B's answer through the node. When the node died while B rang (found down, or silent now),
+   * the call moves first: A's offer goes to a new node, B's answer follows it there, and A gets
+   * the new node's SDP in this answer; B's side of the move waits in takeUnsentOfferToB().
+   */
   async answerFromB(sdp: string, toTag: string, source: string): Promise<string> {
     this.tagB = toTag;
     this.legs.answerer.signallingAddress = source;
+    if (!this.lost) {
+      try {
+        return await this.answerOn(sdp, toTag, source);
+      } catch (err) {
+        if (!(err instanceof NgTimeout)) throw err;
+        this.pool.suspect(this.node!);
+      }
+    }
+    this.unsentToB = await this.move('a', this.offer);
+    return this.answerOn(sdp, toTag, source);
+  }
+
+  /** The offer B must still get after a move during ringing (once: it is then sent). */
+  takeUnsentOfferToB(): string | null {
+    const sdp = this.unsentToB;
+    this.unsentToB = null;
+    return sdp;
+  }
+
+  private async answerOn(sdp: string, toTag: string, source: string): Promise<string> {
     return (await this.node!.answer({ callId: this.callId, fromTag: this.tagA, toTag, sdp, answerer: { signallingAddress: source } })).sdp;
   }
 
@@ -98,19 +139,25 @@ export class AnchoredMedia implements CallMedia {
   private async start(from: Side, sdp: string, offerer: LegOptions, answerer: LegOptions, avoid?: RelayNode): Promise<string> {
     const needsKey = offerer.policy === 'key' || answerer.policy === 'key';
     const toTag = from === 'a' ? this.tagB : this.tagA;
-    for (let attempt = 0; ; attempt++) {
-      const node = this.pool.place(this.callId, needsKey, avoid);
-      this.node = node;
-      try {
-        const out = (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
-        this.pool.noteSdp(node, out);
-        return out;
-      } catch (err) {
-        if (!(err instanceof NgTimeout) || attempt > 0) throw err;
-        this.pool.release(node, this.callId);
-        this.pool.suspect(node);
-        avoid = node;
+    this.placing = true;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const node = this.pool.place(this.callId, needsKey, avoid);
+        this.node = node;
+        this.placements++;
+        try {
+          const out = (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
+          this.pool.noteSdp(node, out);
+          return out;
+        } catch (err) {
+          if (!(err instanceof NgTimeout) || attempt > 0) throw err;
+          this.pool.release(node, this.callId);
+          this.pool.suspect(node);
+          avoid = node;
+        }
       }
+    } finally {
+      this.placing = false;
     }
   }
 

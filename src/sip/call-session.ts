@@ -9,6 +9,7 @@ import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
 import { NgRefused, NgTimeout } from '../relay-pool/ng-client';
 import { NoRelayAvailable, type RelayPool } from '../relay-pool/pool';
+import type { RelayNode } from '../relay-pool/nodes';
 import { bridgeAcross } from './bridge';
 import { AnchoredMedia, HairpinMedia, PassthroughMedia, adoptHairpin, type CallMedia, type Side } from './call-media';
 import type { LocalNames } from './local-names';
@@ -77,6 +78,9 @@ async function modifyOn(dialog: Dialog, offer: string): Promise<string> {
   }
 }
 
+/** An SDP less its o= line: what it says, whatever its version. */
+const withoutOrigin = (sdp: string): string => sdp.replace(/^o=.*$/m, '');
+
 /** The c= and m= lines of an SDP: where its sender receives. */
 const mediaLines = (sdp: string): string => sdp.split(/\r?\n/).filter((l) => l.startsWith('m=') || l.startsWith('c=')).join('\n');
 
@@ -140,12 +144,11 @@ export class CallSession {
       return this.refuse(err);
     }
     try {
-      const media = this.media;
       const common = {
         proxy: route.proxy,
         headers: routedHeaders(this.req, route, PASSED_REQUEST_HEADERS),
         localSdpB: this.originB.stamp(offer),
-        localSdpA: async (sdp: string, res: SipResponse) => this.originA.stamp(await media.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address)),
+        localSdpA: async (sdp: string, res: SipResponse) => this.originA.stamp(await this.answerFromB(sdp, tagOf(res as unknown as SipRequest, 'To'), res.source_address)),
         proxyResponseHeaders: PASSED_RESPONSE_HEADERS,
       };
       const onUacSent = (_err: unknown, sent?: SipRequest): void => {
@@ -166,6 +169,7 @@ export class CallSession {
       log.info({ callId: this.callId, to: route.uri, toClient: route.toClient?.aor ?? null, hairpinOf: this.hairpinOf }, 'call connected');
       this.wire(this.uas, this.uac, 'a');
       this.wire(this.uac, this.uas, 'b');
+      await this.finishRingingMove();
     } catch (err) {
       // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
       // B's answer SDP refused by the relay is the one failure that leaves A unanswered.
@@ -195,6 +199,68 @@ export class CallSession {
     }
     return new AnchoredMedia(pool, this.relayCallId, this.tagA, this.req.body, legs);
   }
+  /**
+   * B's answer (provisional or final) through the relay. A hairpin whose owner's node died while
+   * the client rang has no leg left to describe: a stand-in call on a live node answers for it
+   * until the owner's move brings the PBX's re-offer, whose leg it then adopts (offerThrough).
+   */
+  private async answerFromB(sdp: string, toTag: string, source: string): Promise<string> {
+    const media = this.media!;
+    if (media instanceof HairpinMedia && media.lost && !this.connected) {
+      const standIn = new AnchoredMedia(this.deps.pool, this.relayCallId, this.tagA, this.req.body, this.legs!);
+      standIn.standIn = true;
+      await standIn.offerToB();
+      this.media = standIn;
+      this.deps.log.info({ callId: this.callId, on: standIn.on?.id ?? null }, 'hairpin\'s relay node died while ringing: a stand-in call answers until the owner moves');
+    }
+    return this.media!.answerFromB(sdp, toTag, source);
+  }
+
+  /**
+   * The rest of a move made while B rang, now that both dialogs are up. A got the new node's
+   * SDP in the 200 OK; B still sends to the dead node, so B gets the new node's offer by
+   * re-INVITE (a key leg its new key, over its TLS/WSS path) and its answer goes back through
+   * the node. When the 200 carried the SDP of an earlier 183, drachtio-srf passed the
+   * translation made then (for the dead node) without asking: that call is still lost, and
+   * moves now as a connected call does.
+   */
+  private async finishRingingMove(): Promise<void> {
+    const media = this.media;
+    if (!(media instanceof AnchoredMedia) || this.ended) return;
+    if (media.lost) return this.moveMedia();
+    const toB = media.takeUnsentOfferToB();
+    if (!toB) return;
+    const started = Date.now();
+    try {
+      await this.sendMoved(media, toB, this.uas!.local.sdp);
+      this.deps.pool.moves.moved++;
+      this.deps.log.info({ callId: this.callId, to: media.on?.id ?? null, ms: Date.now() - started }, 'call moved to another relay node while ringing');
+    } catch (err) {
+      this.deps.pool.moves.failed++;
+      this.deps.log.error({ callId: this.callId, err: (err as Error).message }, 'moving the ringing call to another relay node failed');
+      this.hangUp('relay failover failed');
+    }
+  }
+
+  /**
+   * A moved call's new SDP down both dialogs: `toB` (the new node's offer) to B by re-INVITE,
+   * B's answer through the node, the result to A by re-INVITE unless A already has exactly
+   * that (`sentToA`, the SDP A got in the 200 of a move made while ringing).
+   */
+  private async sendMoved(media: AnchoredMedia, toB: string, sentToA: string | null): Promise<void> {
+    const sdpA = this.uas!.remote.sdp;
+    const fromB = await modifyOn(this.uac!, this.originB.stamp(toB));
+    const toA = await media.reanswer('a', fromB);
+    if (sentToA !== null && withoutOrigin(toA) === withoutOrigin(sentToA)) return;
+    const fromA = await modifyOn(this.uas!, this.originA.stamp(toA));
+    // A may answer from other ports than it last offered: the node must send there. B's
+    // answer stands (its ports did not change), so it goes round once more, sent to no one.
+    if (mediaLines(fromA) !== mediaLines(sdpA)) {
+      await media.reoffer('a', fromA);
+      await media.reanswer('a', fromB);
+    }
+  }
+
   /** Ends the call on both legs, e.g. when the relay reports its media dead. */
   hangUp(why: string): void {
     this.deps.log.info({ callId: this.callId, why }, 'ending call');
@@ -247,7 +313,7 @@ export class CallSession {
    */
   private async offerThrough(side: Side, sdp: string, source: string): Promise<string> {
     const media = this.media!;
-    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && media.lost) {
+    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && (media.lost || media.standIn)) {
       const adopted = await adoptHairpin(this.deps.pool, sdp, this.legs!.answerer);
       if (adopted) {
         media.release();
@@ -268,6 +334,20 @@ export class CallSession {
     return this.media instanceof AnchoredMedia ? (this.media.on?.id ?? null) : this.media instanceof HairpinMedia ? this.media.on.id : null;
   }
 
+  /** Where this call's media is while it is answered and settled on a node of its own (MediaWatch). */
+  mediaOnNode(): { node: RelayNode; callId: string; placement: number } | null {
+    const at = this.media instanceof AnchoredMedia && this.connected && !this.ended ? this.media.settled : null;
+    return at ? { ...at, callId: this.relayCallId } : null;
+  }
+
+  /** The node this call's media is on and its id there (a hairpin's: its owner's), for `keylatch status`. */
+  get mediaPlace(): { node: RelayNode; relayCallId: string; hairpin: boolean } | null {
+    const m = this.media;
+    if (m instanceof AnchoredMedia) return m.on ? { node: m.on, relayCallId: this.relayCallId, hairpin: false } : null;
+    if (m instanceof HairpinMedia) return { node: m.on, relayCallId: m.owner, hairpin: true };
+    return null;
+  }
+
   /** For a hairpinned call: the owning call's id on its node. */
   get hairpinOwner(): string | null {
     return this.media instanceof HairpinMedia ? this.media.owner : null;
@@ -283,8 +363,8 @@ export class CallSession {
    * SDP as a fresh offer; its SDP goes to B by re-INVITE, B's answer back through it to A by
    * another. Key legs get the new node's key in that SDP (over TLS/WSS, as ever) and prove it
    * there; guarded legs learn again in the window the offer opened. A call that cannot move is
-   * ended rather than left silent. A call not yet answered only notes the loss: its answer
-   * cannot reach a dead node, and it fails as any call whose relay refused does.
+   * ended rather than left silent. A call still ringing only notes the loss here: it moves
+   * when B's answer comes (AnchoredMedia.answerFromB, then finishRingingMove).
    */
   async moveMedia(): Promise<void> {
     const media = this.media;
@@ -293,17 +373,7 @@ export class CallSession {
     const started = Date.now();
     const from = media.on?.id ?? null;
     try {
-      const sdpA = this.uas.remote.sdp;
-      const toB = this.originB.stamp(await media.move('a', sdpA));
-      const fromB = await modifyOn(this.uac, toB);
-      const toA = this.originA.stamp(await media.reanswer('a', fromB));
-      const fromA = await modifyOn(this.uas, toA);
-      // A may answer from other ports than it last offered: the node must send there. B's
-      // answer stands (its ports did not change), so it goes round once more, sent to no one.
-      if (mediaLines(fromA) !== mediaLines(sdpA)) {
-        await media.reoffer('a', fromA);
-        await media.reanswer('a', fromB);
-      }
+      await this.sendMoved(media, await media.move('a', this.uas.remote.sdp), null);
       this.deps.pool.moves.moved++;
       log.info({ callId: this.callId, from, to: media.on?.id ?? null, ms: Date.now() - started }, 'call moved to another relay node');
     } catch (err) {

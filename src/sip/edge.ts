@@ -7,6 +7,7 @@ import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
 import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
 import { RelayPool } from '../relay-pool/pool';
+import { MediaWatch } from '../relay-pool/media-watch';
 import type { RoomRegistry } from '../rooms/registry';
 import { RoomDesk } from '../rooms/sip-rooms';
 import { CallSession } from './call-session';
@@ -163,6 +164,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };
   pool.on('down', onNodeDown);
+  // Dead media on ng nodes (they do not tell the edge, as the in-process relay does): src/relay-pool/media-watch.ts.
+  const mediaWatch = new MediaWatch(pool, () => calls.values(), pool.opts.mediaCheckIntervalMs ?? 0, log);
+  mediaWatch.start();
   const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
@@ -193,6 +197,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     async close() {
       keepalive.stop();
       pool.off('down', onNodeDown);
+      mediaWatch.stop();
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
       if (pbxSrf !== srf) pbxSrf.disconnect();

@@ -18,6 +18,8 @@ import { hasCommand } from '../helpers/tools';
 
 export const ROOT = path.join(__dirname, '..', '..');
 const FILES = [path.join(ROOT, 'docker-compose.yml'), path.join(__dirname, 'override.yml')];
+/** The scaled variant, merged over the two above: two relay containers the edge pools. */
+export const SCALED_FILE = path.join(ROOT, 'docker-compose.scaled.yml');
 export const PROJECT = 'klcompose';
 /** keylatch's PUBLIC_IP inside the namespace, on an interface of its own as a host's address is. */
 export const PUBLIC_IP = '203.0.113.10';
@@ -57,7 +59,8 @@ export class ComposeStack {
   readonly env: NodeJS.ProcessEnv;
   private readonly envFile = path.join(this.dir, 'env');
 
-  constructor() {
+  /** `extraFiles`: compose files merged over docker-compose.yml and the test override, e.g. SCALED_FILE. */
+  constructor(private readonly extraFiles: string[] = []) {
     const envFile = this.envFile;
     mkdirSync(path.join(this.dir, 'certs'));
     // What a user puts in .env; an explicit file, so a developer's own .env cannot leak in.
@@ -66,7 +69,7 @@ export class ComposeStack {
   }
 
   private composeArgs(args: string[]): string[] {
-    return ['--project-directory', ROOT, '--env-file', this.envFile, ...FILES.flatMap((f) => ['-f', f]), '--profile', 'demo', ...args];
+    return ['--project-directory', ROOT, '--env-file', this.envFile, ...[...FILES, ...this.extraFiles].flatMap((f) => ['-f', f]), '--profile', 'demo', ...args];
   }
 
   /** docker-compose's resolved configuration (the real file plus the test override). */

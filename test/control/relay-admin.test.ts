@@ -98,7 +98,13 @@ describe('media.relays settings', () => {
       { url: 'ng://10.0.0.2:2223', weight: 3, kind: 'keylatch' },
       { url: 'ng://10.0.0.3:2223', weight: 1, kind: 'rtpengine' },
     ]);
-    expect(c.media.relayPool).toEqual({ pingIntervalMs: 400, pingTimeoutMs: 300, missedPingsDown: 2, commandTimeoutMs: 2000, keySecret: null });
+    expect(c.media.relayPool).toEqual({ pingIntervalMs: 400, pingTimeoutMs: 300, missedPingsDown: 2, commandTimeoutMs: 2000, keySecret: null, mediaCheckIntervalMs: 5000 });
+  });
+
+  it('asks after pooled calls\' media every mediaCheckIntervalMs: 0 is off, below 500 is refused', () => {
+    const at = (ms: number): number => loadConfig({ env: { KEYLATCH_MEDIA__RELAY_POOL__MEDIA_CHECK_INTERVAL_MS: String(ms) } }).media.relayPool.mediaCheckIntervalMs;
+    expect([at(0), at(500), at(10000)]).toEqual([0, 500, 10000]);
+    expect(() => at(100)).toThrow(/mediaCheckIntervalMs/);
   });
 
   it('refuses what is not an ng URL, and a node listed twice', () => {

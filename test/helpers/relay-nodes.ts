@@ -53,20 +53,20 @@ function spawnNode(topo: Topology, ns: string, ip: string, cmd: string, args: st
  */
 export const TEST_NG_KEY_SECRET = 'test-only ng key secret, 32+ characters long';
 
-/** `keylatch relay --ng IP:2223 --interface IP` in namespace `ns` (a public host at `ip`). */
-export async function startKeylatchRelay(topo: Topology, ns: string, ip: string, ports: string): Promise<RunningNode> {
+/** `keylatch relay --ng IP:2223 --interface IP` in namespace `ns` (a public host at `ip`); `env`: more settings, e.g. KEYLATCH_MEDIA__TIMEOUTS__MEDIA_SEC=3. */
+export async function startKeylatchRelay(topo: Topology, ns: string, ip: string, ports: string, env: string[] = []): Promise<RunningNode> {
   const cli = path.join(__dirname, '..', '..', 'src', 'cli.ts');
-  const { child, log } = spawnNode(topo, ns, ip, 'env', ['KEYLATCH_LOG__LEVEL=warn', `KEYLATCH_CONTROL__NG_KEY_SECRET=${TEST_NG_KEY_SECRET}`, process.execPath, '-r', path.join(__dirname, 'ts-register.js'), cli, 'relay', '--ng', `${ip}:2223`, '--interface', ip, '--ports', ports]);
+  const { child, log } = spawnNode(topo, ns, ip, 'env', ['KEYLATCH_LOG__LEVEL=warn', `KEYLATCH_CONTROL__NG_KEY_SECRET=${TEST_NG_KEY_SECRET}`, ...env, process.execPath, '-r', path.join(__dirname, 'ts-register.js'), cli, 'relay', '--ng', `${ip}:2223`, '--interface', ip, '--ports', ports]);
   const url = `ng://${ip}:2223`;
   await untilPong(url, ip, 2223, log);
   return { url, ip, child, log, kill: () => Topology.killGroup(child) };
 }
 
-/** rtpengine, userspace forwarding only (no kernel table), ng on IP:2223. */
-export async function startRtpengine(topo: Topology, ns: string, ip: string, ports: [number, number]): Promise<RunningNode> {
+/** rtpengine, userspace forwarding only (no kernel table), ng on IP:2223; `args`: more options, e.g. --timeout=3. */
+export async function startRtpengine(topo: Topology, ns: string, ip: string, ports: [number, number], args: string[] = []): Promise<RunningNode> {
   const { child, log } = spawnNode(topo, ns, ip, 'rtpengine', [
     '--config-file=none', '--foreground', '--log-stderr', '--log-level=5', `--interface=${ip}`,
-    `--listen-ng=${ip}:2223`, '--table=-1', `--port-min=${ports[0]}`, `--port-max=${ports[1]}`,
+    `--listen-ng=${ip}:2223`, '--table=-1', `--port-min=${ports[0]}`, `--port-max=${ports[1]}`, ...args,
   ]);
   const url = `ng://${ip}:2223`;
   await untilPong(url, ip, 2223, log);

@@ -10,131 +10,22 @@
  *
  * Then: the dead node restarted takes calls again, and a drained node gets none.
  */
-import { ngSealKey } from '../../src/control/ng-key-seal';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { loadConfig } from '../../src/config/load';
-import type { SipConfig } from '../../src/config/schema';
-import { createLogger, silentLogger } from '../../src/log';
-import { Relay } from '../../src/media/relay';
-import { NgNode } from '../../src/relay-pool/nodes';
-import { RelayPool } from '../../src/relay-pool/pool';
-import { startSipEdge, type SipEdge } from '../../src/sip/edge';
-import { Baresip, baresipUnavailable, wavClosed, wavHoldsTone, wavSamples, wavToneShare } from '../helpers/baresip';
-import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
-import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
+import { baresipUnavailable, wavHoldsTone, wavSamples, wavToneShare } from '../helpers/baresip';
+import { selfSignedCert, skipUnlessDrachtio } from '../helpers/drachtio';
+import { kamailioUnavailable } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
-import { sleep, waitFor, waitForAsync } from '../helpers/peers';
+import { sleep, waitFor } from '../helpers/peers';
+import { CLOSED, ESTABLISHED, MAX_GAP_MS, calling, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
 import { Softphone } from '../helpers/softphone';
-import { RtpWatch, TEST_NG_KEY_SECRET, rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+import { rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable();
 if (why) console.warn(`!!! SKIPPED relay failover tests: ${why}`);
 const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
 
-const ESTABLISHED = /Call established/;
-const CLOSED = /terminated|closed/i;
-/** The target of issue 13: audio back within 2 s of the node's death. */
-const MAX_GAP_MS = 2000;
-
-type Net = ReturnType<Topology['addNattedClient']>;
-interface Phone {
-  user: string;
-  hz: number;
-  net: Net;
-  sip: Baresip;
-  rtp: RtpWatch;
-}
-
-interface Fixture {
-  topo: Topology;
-  drachtio: RunningDrachtio;
-  relay: Relay;
-  pool: RelayPool;
-  edge: SipEdge;
-  pbx: ReturnType<typeof startKamailio>;
-  phones: Record<string, Phone>;
-}
-
-type PhoneSpec = [user: string, n: number, hz: number, kind: 'port-preserving' | 'symmetric'];
-
-/** Kamailio, drachtio, an edge on `nodes` (kind per node) and baresip phones behind NATs, each watched by tshark. */
-async function startFixture(topo: Topology, pbxHost: { ns: string; ip: string }, nodes: Array<{ url: string; kind: 'keylatch' | 'rtpengine'; weight: number }>, spec: PhoneSpec[], adminPort: number, tls?: { cert: string; key: string }): Promise<Fixture> {
-  const pbx = startKamailio(topo, pbxHost.ns, `${pbxHost.ip}:5060`);
-  const wss = tls ? [`sips:${RELAY_IP}:5063;transport=wss`] : [];
-  const drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp,tcp`, ...wss], adminPort, ...(tls ? { tls } : {}) });
-  const defaults = loadConfig({ env: {} });
-  // The edge's own relay takes no calls here: every call goes to the nodes.
-  const relay = new Relay({ ...defaults.media, interface: RELAY_IP, portMin: 36000, portMax: 36019 });
-  const p = defaults.media.relayPool;
-  const pool = new RelayPool(nodes.map((n) => ({ node: new NgNode(n.url, n.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, ngSealKey(TEST_NG_KEY_SECRET)), weight: n.weight })), { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown });
-  pool.start();
-  const sip: SipConfig = { ...defaults.sip, pbx: `sip:${pbxHost.ip}:5060`, advertisedAddress: `${RELAY_IP}:5060` };
-  const logger = process.env.KEYLATCH_TEST_LOG ? createLogger(process.env.KEYLATCH_TEST_LOG) : silentLogger;
-  const edge = await startSipEdge({ drachtio: drachtio.admin, relay, pool, sip, logger });
-  const phones: Record<string, Phone> = {};
-  for (const [user, n, hz, kind] of spec) {
-    const net = topo.addNattedClient(user.slice(0, 2), n, kind);
-    const rtp = new RtpWatch(topo, net.clientNs, net.privateIp);
-    phones[user] = { user, hz, net, rtp, sip: new Baresip(topo, net.clientNs, { localIp: net.privateIp, user, edge: `${RELAY_IP}:5060`, toneHz: hz }) };
-  }
-  for (const ph of Object.values(phones)) {
-    await ph.rtp.ready();
-    await waitForAsync(async () => (await edge.store.byAor(`sip:${ph.user}@keylatch.test`)).length > 0, 10000).catch((err: Error) => {
-      throw new Error(`${ph.user} did not register: ${err.message}\n${ph.sip.tail()}\n${pbx.log().slice(-2000)}`);
-    });
-  }
-  return { topo, drachtio, relay, pool, edge, pbx, phones };
-}
-
-async function stopFixture(f: Partial<Fixture>): Promise<void> {
-  await f.edge?.close();
-  f.pool?.close();
-  await f.relay?.close();
-  await f.drachtio?.stop();
-  for (const ph of Object.values(f.phones ?? {})) ph.rtp.stop();
-  f.pbx?.stop();
-  f.topo?.destroy();
-  for (const ph of Object.values(f.phones ?? {})) ph.sip.remove();
-}
-
-/** Calls, hang-ups and recordings through one fixture. */
-function calling(f: () => Fixture) {
-  const established = async (p: Phone, before: number): Promise<void> => {
-    await waitFor(() => p.sip.count(ESTABLISHED) > before, 10000).catch(() => {
-      throw new Error(`${p.user}: no established call\n${p.sip.tail()}\n${f().pbx.log().slice(-2000)}`);
-    });
-  };
-  return {
-    async dial(from: Phone, to: Phone): Promise<void> {
-      const [a, b] = [from.sip.count(ESTABLISHED), to.sip.count(ESTABLISHED)];
-      from.sip.command(`/dial sip:${to.user}@keylatch.test`);
-      await established(from, a);
-      await established(to, b);
-    },
-    /** Hangs up p's call; both B2BUA calls of its conversation end. */
-    async hangUp(p: Phone): Promise<void> {
-      const left = f().edge.calls.size - 2;
-      p.sip.command('/hangup');
-      await waitFor(() => f().edge.calls.size === left, 8000);
-    },
-    async closedRecording(p: Phone, n: number): Promise<string> {
-      await waitFor(() => p.sip.recordings().length >= n && wavClosed(p.sip.recordings()[n - 1]!), 5000).catch(() => {
-        throw new Error(`${p.user}: recording ${n} not closed\n${p.sip.tail()}`);
-      });
-      return p.sip.recordings()[n - 1]!;
-    },
-    nodeOf: (url: string) => f().pool.status().find((s) => s.id === url)!,
-    /** Each phone's longest RTP gap in [from, to], printed for the report. */
-    async gaps(label: string, from: number, to: number): Promise<Record<string, number>> {
-      for (const p of Object.values(f().phones)) await p.rtp.caughtUp(to);
-      const gaps = Object.fromEntries(Object.values(f().phones).map((p) => [p.user, p.rtp.longestGap(from, to).gapMs]));
-      console.log(`${label}; longest RTP gap per phone (ms): ${Object.entries(gaps).map(([u, g]) => `${u} ${g}`).join(', ')}`);
-      return gaps;
-    },
-  };
-}
 
 (skip ? describe.skip : describe)('a pool of two keylatch relay processes: a node SIGKILLed mid-call', () => {
   let fx: Fixture;
@@ -239,6 +130,58 @@ function calling(f: () => Fixture) {
     expect(pool.status().map((s) => s.calls)).toEqual([0, 0]);
     pool.drain(nodes[0]!.url, false);
   }, 60000);
+
+  it('a call still ringing when its node dies moves to the other node and connects with audio both ways when answered', async () => {
+    const { edge, pool, phones } = fx;
+    const { carol, dave } = phones as Record<string, Phone>;
+    await waitFor(() => pool.status().every((s) => s.state === 'up'), 5000);
+    dave!.sip.command('/answermode manual');
+    await sleep(300);
+    const [incoming, closedBefore] = [dave!.sip.count(/Incoming call/), [carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]];
+    const recordings = [carol!.sip.recordings().length, dave!.sip.recordings().length];
+    const [carolUp, daveUp] = [carol!.sip.count(ESTABLISHED), dave!.sip.count(ESTABLISHED)];
+    try {
+      carol!.sip.command(`/dial sip:${dave!.user}@keylatch.test`);
+      await waitFor(() => dave!.sip.count(/Incoming call/) > incoming && edge.calls.size === 2, 8000);
+      // Both halves of the ringing conversation are on one node (the callee's half as a hairpin).
+      const ringingOn = [...edge.calls.values()].map((c) => c.relayNode);
+      expect(new Set(ringingOn).size).toBe(1);
+      const [dead, alive] = ringingOn[0] === nodes[0]!.url ? [0, 1] : [1, 0];
+      nodes[dead]!.kill();
+      await waitFor(() => nodeOf(nodes[dead]!.url).state === 'down', 3000);
+      // Still ringing: nothing has failed yet.
+      expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
+      const answeredAt = Date.now();
+      dave!.sip.command('/accept');
+      await waitFor(() => carol!.sip.count(ESTABLISHED) > carolUp && dave!.sip.count(ESTABLISHED) > daveUp, 10000).catch(() => {
+        throw new Error(`the ringing call did not connect after its node died\n${carol!.sip.tail()}\n${dave!.sip.tail()}`);
+      });
+      await waitFor(() => [...edge.calls.values()].every((c) => c.relayNode === nodes[alive]!.url), 5000).catch(() => {
+        throw new Error(`calls not moved: ${JSON.stringify([...edge.calls.values()].map((c) => c.relayNode))}`);
+      });
+      await sleep(3500);
+      const until = Date.now();
+      // Anchored once on the surviving node: the callee's half answered through a stand-in
+      // there, then adopted the caller's new leg when the caller's move re-offered it.
+      expect(nodeOf(nodes[alive]!.url).calls).toBe(1);
+      expect(edge.calls.size).toBe(2);
+      for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([nodes[alive]!.ip]);
+      const wire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, p!.rtp.toneShare(until - 2500, until - 500, o!.hz)]));
+      const firstMedia = Object.fromEntries([carol!, dave!].map((p) => [p.user, (p.rtp.arrivals.find((a) => a.t >= answeredAt && a.src === nodes[alive]!.ip)?.t ?? NaN) - answeredAt]));
+      console.log(`ringing call, its node SIGKILLed before the answer: first RTP from the new node after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
+      for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
+      expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
+      await hangUp(carol!);
+      expect(nodeOf(nodes[alive]!.url).calls).toBe(0);
+      for (const [p, other, i] of [[carol!, dave!, 0], [dave!, carol!, 1]] as const) {
+        const file = await closedRecording(p, recordings[i]! + 1);
+        expect({ user: p.user, ...wavHoldsTone(file, other.hz, 0.5) }).toMatchObject({ user: p.user, ok: true });
+        expect(wavToneShare(file, p.hz, 0.5)).toBeLessThan(0.1);
+      }
+    } finally {
+      dave!.sip.command('/answermode auto');
+    }
+  }, 60000);
 });
 
 const whyRtpengine = skip ? null : rtpengineUnavailable();
@@ -338,6 +281,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
   let nodes: RunningNode[] = [];
   let alice: Softphone;
   let dir: string;
+  let relayHosts: Array<{ ns: string; ip: string }> = [];
   const { hangUp, nodeOf } = calling(() => fx);
 
   beforeAll(async () => {
@@ -347,6 +291,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     topo.createPublicNet();
     const pbxHost = topo.addPublicHost('pbx', 5);
     const [r1, r2] = [topo.addPublicHost('r1', 8), topo.addPublicHost('r2', 9)];
+    relayHosts = [r1, r2];
     const cert = selfSignedCert(RELAY_IP);
     try {
       nodes = await Promise.all([startKeylatchRelay(topo, r1.ns, r1.ip, '40000-40199'), startKeylatchRelay(topo, r2.ns, r2.ip, '40000-40199')]);
@@ -398,5 +343,49 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
     expect(carol.sip.count(CLOSED)).toBe(closed);
     expect(edge.calls.size).toBe(2);
     await hangUp(carol);
+  }, 60000);
+
+  it('a key caller whose callee still rings when the node dies gets the new node\'s key in the 200 OK and proves it there', async () => {
+    const { edge, phones } = fx;
+    const carol = phones.carol!;
+    // The node the last test killed comes back, so there is one to die and one to move to.
+    nodes[0] = await startKeylatchRelay(fx.topo, relayHosts[0]!.ns, relayHosts[0]!.ip, '40000-40199');
+    await waitFor(() => fx.pool.status().every((n) => n.state === 'up'), 5000);
+    carol.sip.command('/answermode manual');
+    await sleep(300);
+    const incoming = carol.sip.count(/Incoming call/);
+    const closed = carol.sip.count(CLOSED);
+    try {
+      const mark = alice.mark();
+      alice.send('call sip:carol@keylatch.test');
+      await waitFor(() => carol.sip.count(/Incoming call/) > incoming && edge.calls.size === 2, 8000);
+      const holder = nodes.findIndex((n) => n.url === [...edge.calls.values()][0]!.relayNode);
+      expect(holder).toBeGreaterThanOrEqual(0);
+      const survivor = nodes[1 - holder]!;
+      nodes[holder]!.kill();
+      await waitFor(() => nodeOf(nodes[holder]!.url).state === 'down', 3000);
+      const answeredAt = Date.now();
+      carol.sip.command('/accept');
+      await alice.next('established', 10000, mark);
+      const proved = await alice.next('media-authenticated', 5000, mark);
+      const first = await alice.stats();
+      await sleep(3000);
+      const after = await alice.stats();
+      const until = Date.now();
+      const wire = carol.rtp.toneShare(until - 2500, until - 500, 1000);
+      console.log(`key caller, callee ringing when its node died: key proved on the new node ${Number(proved.at) - answeredAt} ms after /accept; plugin received ${after.received.packets - first.received.packets} packets in the 3 s after (longest gap ${after.received.maxGapMs} ms); carol heard alice's tone on the wire at ${wire.toFixed(4)}`);
+      // One key, the new node's, proved there: the plugin never proved on the dead node.
+      expect(alice.of('media-authenticated').filter((e) => Number(e.at) >= answeredAt)).toHaveLength(1);
+      expect(after.state).toBe('authenticated');
+      expect(after.relay.rtp!.address).toBe(survivor.ip);
+      expect(after.received.packets - first.received.packets).toBeGreaterThan(100);
+      expect(await carol.rtp.sourcesIn(until - 1500)).toEqual([survivor.ip]);
+      expect(wire).toBeGreaterThan(0.9);
+      expect(nodeOf(survivor.url).calls).toBe(1);
+      expect(carol.sip.count(CLOSED)).toBe(closed);
+      await hangUp(carol);
+    } finally {
+      carol.sip.command('/answermode auto');
+    }
   }, 60000);
 });
