@@ -16,6 +16,7 @@ import { PbxPeer } from './pbx-peer';
 import { contactUri, userOf } from './registration';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
+import { installWireGuard } from './wire-guard';
 
 /** A handler that fails answers 500 and logs; the process and every other dialog go on. */
 function guard(log: Logger, h: Handler): Handler {
@@ -87,6 +88,8 @@ function isKeepalive(req: SipRequest, pbx: PbxPeer | null): boolean {
  */
 export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const log = opts.logger ?? silentLogger;
+  // Before any connection: srf's own framing code can end the process (wire-guard.ts).
+  installWireGuard(log);
   const srf = new Srf();
   const pbxSrf = opts.pbxDrachtio ? new Srf() : srf;
   const store = opts.store ?? new MemoryBindingStore();
