@@ -5,6 +5,7 @@ import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
+import { ownsFlow, SOLE, type EdgeShare } from '../edge-processes';
 import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
 import { RelayPool } from '../relay-pool/pool';
 import type { RoomRegistry } from '../rooms/registry';
@@ -44,6 +45,8 @@ export interface EdgeOptions {
   logger?: Logger;
   /** Group calls (src/rooms): INVITEs to its rooms are answered here, not sent to the PBX. */
   rooms?: RoomRegistry | null;
+  /** Which of sip.processes edge processes on this drachtio-server this is: it keeps alive only its share of the flows. */
+  share?: EdgeShare;
 }
 
 export interface SipEdge {
@@ -88,6 +91,7 @@ function isKeepalive(req: SipRequest, pbx: PbxPeer | null): boolean {
  */
 export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const log = opts.logger ?? silentLogger;
+  const share = opts.share ?? SOLE;
   // Before any connection: srf's own framing code can end the process (wire-guard.ts).
   installWireGuard(log);
   const srf = new Srf();
@@ -166,7 +170,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };
   pool.on('down', onNodeDown);
-  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) });
+  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) && ownsFlow(b.id, share) });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
     try {
