@@ -8,8 +8,8 @@
  *
  * The offered rate climbs in steps, every front end in turn at each step, so all of them see
  * the machine in the same state; a front end drops out at the first step where more than
- * BENCH_MAX_FAILED (1 %) of what was offered failed, or it achieved less than 90 % of the
- * offered rate. Its ceiling is the last step it passed.
+ * BENCH_MAX_FAILED (1 %) of what was offered failed, twice in a row (a failed step is run once
+ * more: the machine is shared). Its ceiling is the last step it passed.
  *
  * REGISTER rows: each sipp call is a new registration then a refresh, two transactions. keylatch
  * forwards the first to the PBX and answers the refresh itself; Kamailio forwards both.
@@ -20,7 +20,7 @@
  * utime+stime over the row; "cpu ms/unit" divides it by what completed, so a row with failures
  * costs more per success, not less. It is only as good as sipp on the same 2 cores.
  *
- *   BENCH_REGISTER_RATES=1000:8000:1000  REGISTER transactions/s: from:to:step (or a list a,b,c)
+ *   BENCH_REGISTER_RATES=1000:10000:1000  REGISTER transactions/s: from:to:step (or a list a,b,c)
  *   BENCH_CALL_RATES=100:900:100         calls/s, each held BENCH_HOLD_MS (1000)
  *   BENCH_SECONDS=5  BENCH_MAX_FAILED=0.01  BENCH_EDGE_PROCESSES=2
  *   BENCH_TARGETS=keylatch,keylatch-procs,kamailio  BENCH_LOG_LEVEL=info
@@ -50,7 +50,7 @@ function rates(v: string | undefined, d: string): number[] {
   for (let r = Number(m[1]); r <= Number(m[2]); r += Number(m[3])) out.push(r);
   return out;
 }
-const registerRates = rates(process.env.BENCH_REGISTER_RATES, '1000:8000:1000');
+const registerRates = rates(process.env.BENCH_REGISTER_RATES, '1000:10000:1000');
 const callRates = rates(process.env.BENCH_CALL_RATES, '100:900:100');
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const holdMs = Number(process.env.BENCH_HOLD_MS ?? 1000);
@@ -95,7 +95,7 @@ interface Row {
   cpuPct: Record<string, number>;
   /** CPU milliseconds, all processes of the front end together, per completed unit. */
   cpuMsPer: number;
-  /** Within BENCH_MAX_FAILED and 90 % of the offered rate: the front end carried this step. */
+  /** At most BENCH_MAX_FAILED of what was offered failed: the front end carried this step. */
   passed: boolean;
 }
 
@@ -210,7 +210,10 @@ async function kamailioFront(): Promise<Front> {
   if (!rtpe) throw new Error('rtpengine not installed (apt-get install rtpengine-daemon)');
   started.add(rtpe.pid!);
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-bench-kamailio-'));
-  const args = ['-f', path.join(__dirname, 'kamailio-nat-proxy.cfg'), '-DD', '-E', '-m', '64', '-M', '16', '-Y', runDir, '-P', path.join(runDir, 'pid'),
+  // 1 GiB of shared memory: tm keeps each transaction a few seconds after it ends, and with the
+  // 64 MiB this bench used to give it, Kamailio ran out at 2,000 REGISTER tx/s ("out of mem"
+  // in t_newtran), which is what its failures in the old tables were, not its ceiling.
+  const args = ['-f', path.join(__dirname, 'kamailio-nat-proxy.cfg'), '-DD', '-E', '-m', '1024', '-M', '16', '-Y', runDir, '-P', path.join(runDir, 'pid'),
     '-l', `udp:${addr.ip}:${addr.port}`, '-A', `PBX_URI="sip:${PBX.ip}:${PBX.port}"`, '-A', `RTPENGINE_SOCK="udp:127.0.0.1:${ngPort}"`];
   // Its own process group, so that stopping it stops every worker it forked.
   const kam: ChildProcess = spawn('kamailio', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
@@ -276,7 +279,9 @@ async function measure(front: Front, kind: Row['kind'], rate: number): Promise<R
   const active = Math.max(wall - (reg ? 0 : holdMs / 1000), 0.001);
   const failed = (total - stats.ok) * perCall;
   const perSec = done / active;
-  const passed = failed <= maxFailed * total * perCall && perSec >= 0.9 * rate * perCall;
+  // Failures only: a call sipp gave up on after 2 s is a failure, so a front end that falls
+  // behind fails here. The achieved rate is not a test: a few late failures stretch the wall.
+  const passed = failed <= maxFailed * total * perCall;
   return { front: front.name, kind, offered: rate * perCall, done, failed, perSec, cpuPct, cpuMsPer: done ? (cpuTotal * 1000) / done : NaN, passed };
 }
 
@@ -294,7 +299,7 @@ function print(rows: Row[], fronts: string[]): void {
   }
   console.log('REGISTER units are transactions (two per sipp call: a new registration and a refresh; Kamailio forwards both, keylatch answers the refresh itself).');
   console.log(`call units are calls: INVITE with SDP, media anchored, ACK, ${holdMs} ms, BYE. cpu% is of one core over the sipp run; cpu ms/unit is all the front end's processes per completed unit.`);
-  console.log(`x kamailio: cpu ms/unit over Kamailio+rtpengine's at the same offered rate. passed: at most ${(maxFailed * 100).toFixed(1)} % failed and at least 90 % of the offered rate achieved.`);
+  console.log(`x kamailio: cpu ms/unit over Kamailio+rtpengine's at the same offered rate. passed: at most ${(maxFailed * 100).toFixed(1)} % failed (a step that did not is run once more; the table shows the second try).`);
   console.log('');
   console.log('Ceilings (the highest offered rate each front end passed; "-" none passed; ">" it passed the last step tried)');
   const cw = [12, 20, 14, 20, 14];
@@ -344,7 +349,12 @@ async function main(): Promise<void> {
         if (!climbing.length) break;
         for (const front of [...climbing]) {
           // REGISTER rates are transactions; sipp's are calls of two.
-          const row = await measure(front, kind, kind === 'REGISTER' ? rate / 2 : rate);
+          let row = await measure(front, kind, kind === 'REGISTER' ? rate / 2 : rate);
+          // Once more before it drops out: the machine is shared, and one bad step is noise as often as a ceiling.
+          if (!row.passed) {
+            console.error(JSON.stringify({ ...row, retried: true }));
+            row = await measure(front, kind, kind === 'REGISTER' ? rate / 2 : rate);
+          }
           rows.push(row);
           console.error(JSON.stringify(row));
           if (!row.passed) climbing = climbing.filter((f) => f !== front);
