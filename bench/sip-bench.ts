@@ -254,7 +254,8 @@ async function measure(front: Front, kind: Row['kind'], rate: number): Promise<R
   const uas = reg ? ['-sf', pbxRegister] : ['-sf', path.join(SCENARIOS, 'pbx-answer.xml'), '-key', 'mport', '7002'];
   // Big socket buffers: at these rates sipp itself drops datagrams with the default ones.
   const buffers = ['-buff_size', String(4 << 20)];
-  const pbx = runSipp([...uas, ...buffers, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + 20) * 1000 });
+  // The PBX waits for `total` calls; when some never reach it, it must not hold the row up long.
+  const pbx = runSipp([...uas, ...buffers, '-i', PBX.ip, '-p', String(PBX.port), '-m', String(total)], { timeoutMs: (seconds + holdMs / 1000 + 5) * 1000 });
   await new Promise((r) => setTimeout(r, 300));
   const cpu0 = front.cpu();
   const t0 = process.hrtime.bigint();
@@ -301,10 +302,12 @@ function print(rows: Row[], fronts: string[]): void {
   console.log(`call units are calls: INVITE with SDP, media anchored, ACK, ${holdMs} ms, BYE. cpu% is of one core over the sipp run; cpu ms/unit is all the front end's processes per completed unit.`);
   console.log(`x kamailio: cpu ms/unit over Kamailio+rtpengine's at the same offered rate. passed: at most ${(maxFailed * 100).toFixed(1)} % failed (a step that did not is run once more; the table shows the second try).`);
   console.log('');
-  console.log('Ceilings (the highest offered rate each front end passed; "-" none passed; ">" it passed the last step tried)');
-  const cw = [12, 20, 14, 20, 14];
+  console.log('Ceilings: the highest offered rate each front end passed ("-" none; ">" it passed the last step tried), its cpu ms per unit there,');
+  console.log('and 1000 / that: the units one core of its processes carries (a ceiling sipp on this box cannot show when the front end is not the limit).');
+  const cw = [12, 30, 22, 30, 22];
   const cline = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(cw[i]!) : c.padStart(cw[i]!))).join(' ');
   console.log(cline(['front end', 'REGISTER tx/s', 'of kamailio', 'calls/s', 'of kamailio']));
+  // Per core: 1000 / cpu ms per unit at the ceiling, what one core of the front end's processes carries.
   const ceiling = (front: string, kind: Row['kind']): { rate: number; open: boolean } | null => {
     const mine = rows.filter((r) => r.front === front && r.kind === kind);
     const ok = mine.filter((r) => r.passed);
@@ -319,7 +322,7 @@ function print(rows: Row[], fronts: string[]): void {
       const c = ceiling(f, kind);
       const k = ceiling('kamailio', kind);
       const cpu = c ? rows.find((r) => r.front === f && r.kind === kind && r.offered === c.rate)!.cpuMsPer.toFixed(3) : '';
-      cells.push(c ? `${c.open ? '>' : ''}${c.rate} (${cpu} ms)` : '-');
+      cells.push(c ? `${c.open ? '>' : ''}${c.rate} (${cpu} ms, ${(1000 / Number(cpu)).toFixed(0)}/core)` : '-');
       cells.push(c && k && f !== 'kamailio' ? `${(c.rate / k.rate).toFixed(2)}x${k.open ? ' (kamailio >)' : ''}` : '');
     }
     console.log(cline(cells));
