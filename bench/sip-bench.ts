@@ -56,6 +56,12 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const holdMs = Number(process.env.BENCH_HOLD_MS ?? 1000);
 const maxFailed = Number(process.env.BENCH_MAX_FAILED ?? 0.01);
 const edgeProcesses = Number(process.env.BENCH_EDGE_PROCESSES ?? 2);
+/**
+ * After a failed step, the front ends and sipp still retransmit its unanswered requests; a
+ * retry straight away would count those against itself. Most are over after T2 twice.
+ */
+const DRAIN_AFTER_FAILURE_MS = 8000;
+const TIMER_F_MS = 32_000;
 const wanted = new Set((process.env.BENCH_TARGETS ?? 'keylatch,keylatch-procs,kamailio').split(','));
 const PBX = { ip: '127.0.0.2', port: 25070 };
 
@@ -206,7 +212,10 @@ async function keylatchProcessesFront(level: string, n: number): Promise<Front> 
 async function kamailioFront(): Promise<Front> {
   const addr = { ip: '127.0.0.1', port: 25080 };
   const ngPort = 22292;
-  const rtpe = await rtpengine({ iface: '127.0.0.1', ngPort, ports: [50000, 59999], core: null, boost: false });
+  // Ports freed at the BYE, as keylatch's relay frees them: rtpengine's default delete delay
+  // (30 s) kept every call's four ports that long, and by the 400 calls/s step the range was
+  // full of ended calls; that, not Kamailio, was where its call failures came from.
+  const rtpe = await rtpengine({ iface: '127.0.0.1', ngPort, ports: [50000, 59999], core: null, boost: false, extraArgs: ['--delete-delay=0'] });
   if (!rtpe) throw new Error('rtpengine not installed (apt-get install rtpengine-daemon)');
   started.add(rtpe.pid!);
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kl-bench-kamailio-'));
@@ -347,6 +356,9 @@ async function main(): Promise<void> {
     if (wanted.has('kamailio')) fronts.push(await kamailioFront());
     const ramps: Array<[Row['kind'], number[]]> = [['REGISTER', registerRates], ['call', callRates]];
     for (const [kind, steps] of ramps) {
+      // The last phase's failed transactions are still being retransmitted toward the PBX's port
+      // (up to Timer F, 32 s): the next phase's PBX would take them for calls of its own.
+      if (rows.length) await new Promise((r) => setTimeout(r, TIMER_F_MS));
       let climbing = [...fronts];
       for (const rate of steps) {
         if (!climbing.length) break;
@@ -356,6 +368,7 @@ async function main(): Promise<void> {
           // Once more before it drops out: the machine is shared, and one bad step is noise as often as a ceiling.
           if (!row.passed) {
             console.error(JSON.stringify({ ...row, retried: true }));
+            await new Promise((r) => setTimeout(r, DRAIN_AFTER_FAILURE_MS));
             row = await measure(front, kind, kind === 'REGISTER' ? rate / 2 : rate);
           }
           rows.push(row);
