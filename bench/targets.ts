@@ -134,7 +134,7 @@ export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | '
  * MEDIA_ADDRESS, pinned to core 1, nice -10); bench:sip runs it as Kamailio's media proxy on
  * another interface and ng port, unpinned, at normal priority like the SIP processes.
  */
-export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?: [number, number]; core?: number | null; boost?: boolean } = {}): Promise<Target | null> {
+export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?: [number, number]; core?: number | null; boost?: boolean; extraArgs?: string[] } = {}): Promise<Target | null> {
   try {
     execFileSync('sh', ['-c', 'command -v rtpengine'], { stdio: 'ignore' });
   } catch {
@@ -144,7 +144,7 @@ export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?:
   const [min, max] = opts.ports ?? [40000, 59999];
   const argv = ['rtpengine',
     '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${opts.iface ?? MEDIA_ADDRESS}`,
-    `--listen-ng=${NG_HOST}:${ngPort}`, '--table=-1', `--port-min=${min}`, `--port-max=${max}`,
+    `--listen-ng=${NG_HOST}:${ngPort}`, '--table=-1', `--port-min=${min}`, `--port-max=${max}`, ...(opts.extraArgs ?? []),
   ];
   const [cmd, ...args] = opts.boost === false ? argv : boosted(argv);
   const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'ignore'] });

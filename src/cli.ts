@@ -9,16 +9,18 @@ import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-ad
 import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-client';
 import { createLogger } from './log';
 import { startEdgeService } from './edge-service';
+import { SOLE, configForShare, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
 import { splitHostPort, startRelayService } from './relay-service';
 
 const USAGE = `usage: keylatch edge   [--interface IP] [--advertise IP] [--ports MIN-MAX] [--metrics HOST:PORT]
-                       [--config FILE]
+                       [--processes N] [--config FILE]
        keylatch relay  [--ng HOST:PORT] [--workers N|auto] [the same flags]
        keylatch status [--json] [--admin HOST:PORT] [--config FILE]
        keylatch relays [--drain URL | --undrain URL] [--json] [--admin HOST:PORT] [--config FILE]
        keylatch rooms  [mute|unmute|remove ROOM PARTICIPANT] [--json] [--admin HOST:PORT] [--config FILE]
 
-edge:   the SIP edge on drachtio-server (sip.* settings) with the relay in-process.
+edge:   the SIP edge on drachtio-server (sip.* settings) with the relay in-process;
+        --processes: edge processes sharing that drachtio-server (sip.processes).
 relay:  the media relay alone, controlled over rtpengine's ng protocol; --workers: relay
         processes sharing the port range (media.workers, default one per core).
 status: bindings and live calls of a running edge, read from its admin endpoint (admin.listen).
@@ -41,6 +43,7 @@ export function flagsToOverrides(argv: string[]): { file?: string; overrides: Re
       metrics: { type: 'string' },
       config: { type: 'string' },
       workers: { type: 'string' },
+      processes: { type: 'string' },
     },
     strict: true,
   });
@@ -58,6 +61,10 @@ export function flagsToOverrides(argv: string[]): { file?: string; overrides: Re
     media.workers = values.workers === 'auto' ? 'auto' : Number(values.workers);
   }
   const overrides: Record<string, unknown> = { media };
+  if (values.processes) {
+    if (!/^\d+$/.test(values.processes)) throw new ConfigError('--processes must be a number');
+    overrides.sip = { processes: Number(values.processes) };
+  }
   if (values.ng) overrides.control = { ng: values.ng };
   if (values.metrics) overrides.metrics = { listen: values.metrics };
   return { file: values.config, overrides };
@@ -188,10 +195,25 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return reportFailure(err);
   }
-  const log = createLogger(config.log.level);
+  let log = createLogger(config.log.level);
+  const share = command === 'edge' ? shareFromEnv(process.env) : null;
   let service: { close(): Promise<void>; summary?: () => Record<string, string> };
   try {
-    service = command === 'edge' ? await startEdgeService(config, log) : await startRelayService(config, log);
+    if (command === 'edge' && config.sip.processes > 1 && !share) {
+      // The supervisor: it runs no edge itself, only the processes that do.
+      const supervisor = superviseEdgeProcesses(config.sip.processes, rest, log);
+      service = { close: () => supervisor.stop() };
+    } else if (command === 'edge') {
+      if (share) {
+        config = configForShare(config, share);
+        log = log.child({ edgeProcess: share.index, pid: process.pid });
+        // The supervisor is gone (its IPC channel closed): so is this process's reason to run.
+        process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+      }
+      service = await startEdgeService(config, log, share ?? SOLE);
+    } else {
+      service = await startRelayService(config, log);
+    }
   } catch (err) {
     return reportFailure(err);
   }

@@ -21,6 +21,7 @@ import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
 import { pooledCallStatuses } from './relay-pool/pool-status';
 import { ngSealKey } from './control/ng-key-seal';
+import { SOLE, type EdgeShare } from './edge-processes';
 
 export interface EdgeService {
   relay: Relay;
@@ -99,7 +100,8 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
 }
 
 /** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
-export async function startEdgeService(config: Config, log: Logger): Promise<EdgeService> {
+/** share: which of sip.processes edge processes this is (src/edge-processes.ts); config is already its own slice. */
+export async function startEdgeService(config: Config, log: Logger, share: EdgeShare = SOLE): Promise<EdgeService> {
   const { secret } = requireEdgeSettings(config);
   const startedAt = Date.now();
   tuneFastPath(config.media);
@@ -138,7 +140,7 @@ export async function startEdgeService(config: Config, log: Logger): Promise<Edg
     });
     pool.start();
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, pool, store, rooms, logger: log }).catch((err: Error) => {
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, pool, store, rooms, logger: log, share }).catch((err: Error) => {
       throw explainDrachtioFailure(err, config);
     });
     registerKeepaliveMetrics(edge.keepalive, registry);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ZodError } from 'zod';
 import { findUp } from '../paths';
-import { configSchema, type Config } from './schema';
+import { checkedConfigSchema, type Config } from './schema';
 
 /** One setting that is missing or wrong: its dotted key and what is wrong with it. */
 export interface ConfigProblem {
@@ -91,7 +91,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
   if (opts.file) tree = deepMerge(tree, readYaml(opts.file));
   tree = deepMerge(tree, envOverrides(opts.env ?? process.env));
   if (opts.overrides) tree = deepMerge(tree, opts.overrides);
-  const result = configSchema.safeParse(tree);
+  const result = checkedConfigSchema.safeParse(tree);
   if (!result.success) {
     const problems = problemsOf(result.error);
     throw new ConfigError(describeProblems(problems), problems);

@@ -80,6 +80,8 @@ export const sipSchema = z.object({
     upstreamMode: z.enum(['contact', 'path']),
   }),
   peerEdges: z.array(hostPort).default([]),
+  // Edge processes on one drachtio-server (src/edge-processes.ts).
+  processes: z.number().int().min(1).max(64).default(1),
   keepalive: z
     .object({
       intervalSec: z.number().positive(),
@@ -119,6 +121,24 @@ export const configSchema = z.object({
   admin: z.object({ listen: hostPort.nullable().default(null) }),
   rooms: roomsSchema.default({}),
 });
+
+/**
+ * configSchema with the checks that span sections (what load.ts parses with). Several edge
+ * processes share only what is outside them: the binding store, and the port range in slices.
+ */
+export const checkedConfigSchema = configSchema
+  .refine((c) => c.sip.processes === 1 || c.sip.bindingStore !== 'memory', {
+    message: 'several edge processes need a shared binding store (a redis:// URL): each process would have bindings of its own',
+    path: ['sip', 'processes'],
+  })
+  .refine((c) => c.sip.processes === 1 || !c.rooms.enabled, {
+    message: 'rooms live in one process: a second participant may reach another one; set rooms.enabled false or sip.processes 1',
+    path: ['sip', 'processes'],
+  })
+  .refine((c) => c.sip.processes === 1 || c.media.portMax - c.media.portMin + 1 >= c.sip.processes * 4, {
+    message: 'media.portMin-portMax is too small to give every edge process a slice of at least 4 ports',
+    path: ['sip', 'processes'],
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type MediaConfig = z.infer<typeof mediaSchema>;

@@ -6,10 +6,18 @@ import { contactUri } from '../sip/registration';
 import { requestWithTimeout, unregisterUpstream } from '../sip/upstream';
 import type { Binding } from './binding';
 import type { BindingStore } from './binding-store';
+import { DueQueue } from './due-queue';
 import { afterAnswered, afterMappingLost, learnedOf, policyFrom, type KeepalivePolicy, type LearnedInterval } from './keepalive-policy';
 
 /** How often the schedule is looked at; a keepalive may leave up to this much early, never late. */
 const TICK_MS = 1000;
+/**
+ * How often every binding is read to find new ones and forget gone ones. Between these only the
+ * flows that are due are touched. A binding written elsewhere (another process, another edge's
+ * refresh) is found within this; its flow is due no sooner than floorSec after it was last seen,
+ * so a resync at most that often never finds a flow already overdue.
+ */
+const RESYNC_MAX_MS = 5000;
 /** How long a dropped binding's lesson waits for its device to register again. */
 const LOST_TTL_MS = 3_600_000;
 const LOST_MAX = 10_000;
@@ -25,6 +33,10 @@ interface Flow {
   /** The first unanswered keepalive on `source`, until the flow answers again or moves. */
   unanswered: { source: string; gapMs: number } | null;
   answeredInARow: number;
+  /** When this flow's next keepalive is due, as queued in `due`; entries at other times are stale. */
+  dueAt: number;
+  /** Its interval as last read from the binding (learned, or the configured one). */
+  intervalMs: number;
 }
 
 /** A binding dropped for a dead flow: if its device comes back from the same IP, its NAT forgot it. */
@@ -57,6 +69,9 @@ export class KeepaliveScheduler {
   private readonly ping: Ping;
   private timer: NodeJS.Timeout | null = null;
   private scanning = false;
+  private readonly due = new DueQueue();
+  private resyncAt = 0;
+  private readonly resyncMs: number;
   private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
 
@@ -82,6 +97,7 @@ export class KeepaliveScheduler {
    */
   constructor(private readonly deps: { srf: Srf; store: BindingStore; sip: SipConfig; log: Logger; ping?: Ping; holdsFlow?: (b: Binding) => boolean }) {
     this.policy = policyFrom(deps.sip.keepalive);
+    this.resyncMs = Math.max(TICK_MS, Math.min(RESYNC_MAX_MS, this.policy.floorMs));
     this.ping = deps.ping ?? ((b) => this.options(b));
   }
 
@@ -95,6 +111,8 @@ export class KeepaliveScheduler {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    // Started again, it reads every binding first (flows stay: what they learned is kept).
+    this.resyncAt = 0;
   }
 
   /** One keepalive down every flow right now, whether due or not; exposed so tests need not wait. */
@@ -115,36 +133,75 @@ export class KeepaliveScheduler {
     return next;
   }
 
+  /**
+   * The due flows' keepalives (all flows' with `all`), after a resync when one is due. A due
+   * flow's binding is read again first: a client request since (lastSeen) pushes it back.
+   */
   private async scan(all: boolean): Promise<Array<Promise<void>>> {
     this.scanning = true;
     const started: Array<Promise<void>> = [];
     try {
       const now = Date.now();
-      const holds = this.deps.holdsFlow ?? (() => true);
-      const bindings = (await this.deps.store.all()).filter((b) => eligible(b, now) && holds(b));
-      const present = new Set<string>();
-      let learned = 0;
-      for (const b of bindings) {
-        present.add(b.id);
-        const flow = await this.observe(b);
-        if (b.keepaliveIntervalMs !== undefined) learned++;
-        if (!flow.inFlight && (all || now >= this.dueAt(b, flow) - TICK_MS)) started.push(this.probe(b.id, flow));
+      if (all || now >= this.resyncAt) await this.resync(now);
+      if (all) {
+        for (const [id, flow] of this.flows) if (!flow.inFlight) started.push(this.probe(id, flow));
+        return started;
       }
-      for (const id of this.flows.keys()) if (!present.has(id)) this.flows.delete(id);
-      for (const [device, l] of this.lost) if (now - l.at > LOST_TTL_MS) this.lost.delete(device);
-      this.metrics.flows.set({ learned: 'true' }, learned);
-      this.metrics.flows.set({ learned: 'false' }, bindings.length - learned);
+      const holds = this.deps.holdsFlow ?? (() => true);
+      for (let next = this.due.popDue(now + TICK_MS); next; next = this.due.popDue(now + TICK_MS)) {
+        const flow = this.flows.get(next.id);
+        if (!flow || flow.dueAt !== next.at || flow.inFlight) continue; // stale, or its probe reschedules it
+        const b = await this.deps.store.get(next.id);
+        if (!b || !eligible(b, now) || !holds(b)) {
+          this.flows.delete(next.id);
+          continue;
+        }
+        await this.observe(b);
+        const dueAt = this.dueAt(b, flow);
+        if (now < dueAt - TICK_MS) this.schedule(next.id, flow, dueAt);
+        else started.push(this.probe(next.id, flow, b));
+      }
     } finally {
       this.scanning = false;
     }
     return started;
   }
 
+  /** Every binding this instance keeps alive, read once: new ones queued, gone ones forgotten. */
+  private async resync(now: number): Promise<void> {
+    this.resyncAt = now + this.resyncMs;
+    const holds = this.deps.holdsFlow ?? (() => true);
+    const bindings = (await this.deps.store.all()).filter((b) => eligible(b, now) && holds(b));
+    const present = new Set<string>();
+    let learned = 0;
+    for (const b of bindings) {
+      present.add(b.id);
+      const flow = await this.observe(b);
+      if (b.keepaliveIntervalMs !== undefined) learned++;
+      // Sooner than queued (an interval learned elsewhere, a new flow): queue it at the new time.
+      const dueAt = this.dueAt(b, flow);
+      if (!flow.inFlight && dueAt < flow.dueAt) this.schedule(b.id, flow, dueAt);
+    }
+    for (const id of this.flows.keys()) if (!present.has(id)) this.flows.delete(id);
+    for (const [device, l] of this.lost) if (now - l.at > LOST_TTL_MS) this.lost.delete(device);
+    this.metrics.flows.set({ learned: 'true' }, learned);
+    this.metrics.flows.set({ learned: 'false' }, bindings.length - learned);
+  }
+
+  private schedule(id: string, flow: Flow, at: number): void {
+    flow.dueAt = at;
+    this.due.push(at, id);
+  }
+
   /** The flow of a binding as just read from the store; learns when it shows a new mapping. */
   private async observe(b: Binding): Promise<Flow> {
+    const intervalMs = learnedOf(b, this.policy).intervalMs;
     let flow = this.flows.get(b.id);
+    // As learned anywhere (the store is shared), before what this read teaches; not while a
+    // probe is out, whose own lesson may be newer than this read.
+    if (flow && !flow.inFlight) flow.intervalMs = intervalMs;
     if (!flow) {
-      flow = { source: keyOf(b.source), contact: contactUri(b.contact), lastProbeAt: 0, inFlight: false, failures: 0, unanswered: null, answeredInARow: 0 };
+      flow = { source: keyOf(b.source), contact: contactUri(b.contact), lastProbeAt: 0, inFlight: false, failures: 0, unanswered: null, answeredInARow: 0, dueAt: Infinity, intervalMs };
       this.flows.set(b.id, flow);
       await this.cameBack(b);
       return flow;
@@ -167,23 +224,28 @@ export class KeepaliveScheduler {
     await this.learn(b, l.gapMs, 'client re-registered after its binding was dropped', l.learned);
   }
 
+  /** flow.intervalMs is the binding's as observe() read it, or what was learned since. */
   private dueAt(b: Binding, flow: Flow): number {
-    return Math.max(b.lastSeen, flow.lastProbeAt) + learnedOf(b, this.policy).intervalMs;
+    return Math.max(b.lastSeen, flow.lastProbeAt) + flow.intervalMs;
   }
 
-  private async probe(id: string, flow: Flow): Promise<void> {
+  /** read: the binding as the caller just read it, so the keepalive need not read it again. */
+  private async probe(id: string, flow: Flow, read?: Binding): Promise<void> {
     if (flow.inFlight) return;
     flow.inFlight = true;
     try {
-      await this.probeOnce(id, flow);
+      await this.probeOnce(id, flow, read);
     } finally {
       flow.inFlight = false;
+      // Next due an interval after this one left; the binding is read again then, so a client
+      // request meanwhile, or an interval learned by this probe, moves it on from there.
+      if (this.flows.get(id) === flow && !this.stopped) this.schedule(id, flow, flow.lastProbeAt + flow.intervalMs);
     }
   }
 
-  private async probeOnce(id: string, flow: Flow): Promise<void> {
+  private async probeOnce(id: string, flow: Flow, read?: Binding): Promise<void> {
     const { store, log } = this.deps;
-    const b = await store.get(id);
+    const b = read ?? (await store.get(id));
     if (!b || !eligible(b, Date.now())) return;
     const source = keyOf(b.source);
     const sentAt = Date.now();
@@ -196,7 +258,8 @@ export class KeepaliveScheduler {
     if (!error) {
       if (source !== flow.source) return; // proves a mapping the client has already left
       Object.assign(flow, { failures: 0, unanswered: null, answeredInARow: flow.answeredInARow + 1 });
-      await this.answered(b, flow);
+      // Read again (to write back) only when this answer lengthens the interval: most never do.
+      if (afterAnswered(learnedOf(b, this.policy), flow.answeredInARow, this.policy)) await this.answered(b, flow);
       return;
     }
     this.metrics.unanswered.inc();
@@ -251,6 +314,8 @@ export class KeepaliveScheduler {
     const after = change(before);
     if (!after || (after.intervalMs === before.intervalMs && after.failedMs === before.failedMs)) return null;
     await this.deps.store.put({ ...b, keepaliveIntervalMs: after.intervalMs, ...(after.failedMs !== null ? { keepaliveFailedMs: after.failedMs } : {}) });
+    const flow = this.flows.get(id);
+    if (flow) flow.intervalMs = after.intervalMs; // the next keepalive is queued at the new interval
     return { before, after };
   }
 

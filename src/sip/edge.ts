@@ -5,6 +5,7 @@ import { MemoryBindingStore, type BindingStore } from '../nat/binding-store';
 import { answerOptions } from './keepalive-responder';
 import type { Relay } from '../media/relay';
 import { KeepaliveScheduler } from '../nat/keepalive';
+import { ownsFlow, SOLE, type EdgeShare } from '../edge-processes';
 import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
 import { RelayPool } from '../relay-pool/pool';
 import { MediaWatch } from '../relay-pool/media-watch';
@@ -17,6 +18,7 @@ import { PbxPeer } from './pbx-peer';
 import { contactUri, userOf } from './registration';
 import { registrar } from './registrar';
 import { router, type Handler, type SipRequest, type SipResponse } from './srf';
+import { installWireGuard } from './wire-guard';
 
 /** A handler that fails answers 500 and logs; the process and every other dialog go on. */
 function guard(log: Logger, h: Handler): Handler {
@@ -44,6 +46,8 @@ export interface EdgeOptions {
   logger?: Logger;
   /** Group calls (src/rooms): INVITEs to its rooms are answered here, not sent to the PBX. */
   rooms?: RoomRegistry | null;
+  /** Which of sip.processes edge processes on this drachtio-server this is: it keeps alive only its share of the flows. */
+  share?: EdgeShare;
 }
 
 export interface SipEdge {
@@ -88,6 +92,9 @@ function isKeepalive(req: SipRequest, pbx: PbxPeer | null): boolean {
  */
 export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   const log = opts.logger ?? silentLogger;
+  const share = opts.share ?? SOLE;
+  // Before any connection: srf's own framing code can end the process (wire-guard.ts).
+  installWireGuard(log);
   const srf = new Srf();
   const pbxSrf = opts.pbxDrachtio ? new Srf() : srf;
   const store = opts.store ?? new MemoryBindingStore();
@@ -167,7 +174,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   // Dead media on ng nodes (they do not tell the edge, as the in-process relay does): src/relay-pool/media-watch.ts.
   const mediaWatch = new MediaWatch(pool, () => calls.values(), pool.opts.mediaCheckIntervalMs ?? 0, log);
   mediaWatch.start();
-  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) });
+  const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) && ownsFlow(b.id, share) });
   const listeners = [await connect(srf, opts.drachtio, log)];
   if (opts.pbxDrachtio) {
     try {

@@ -134,6 +134,26 @@ describe.each(stores)('%s binding store', (_name, make) => {
     expect(await store.list({ limit: 10 })).toEqual({ total: 1, bindings: [kept] });
     await store.close();
   });
+
+  it('finds an AOR\'s bindings in one round trip, and forgets ids whose record Redis dropped', async () => {
+    const store = new RedisBindingStore(redis!.url, { prefix: 'aor-rtt:', graceMs: 100 });
+    const gone = binding({ expires: Date.now() + 100 });
+    const kept = binding({ contact: '<sip:alice@10.0.0.9>', expires: Date.now() + 60000 });
+    await store.put(gone);
+    await store.put(kept);
+    await store.byAor(kept.aor); // loads the script into Redis
+    await new Promise((r) => setTimeout(r, 400));
+    const client = (store as unknown as { redis: Redis }).redis;
+    const sent: string[] = [];
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((cmd: { name: string }) => (sent.push(cmd.name), send(cmd as never))) as typeof client.sendCommand;
+    expect(await store.byAor(kept.aor)).toEqual([kept]);
+    expect(sent).toEqual(['evalsha']);
+    const raw = new Redis(redis!.url);
+    expect(await raw.smembers(`aor-rtt:aor:${kept.aor}`)).toEqual([kept.id]);
+    raw.disconnect();
+    await store.close();
+  });
 });
 
 describe('sameDevice', () => {

@@ -208,3 +208,39 @@ describe('adaptive keepalives against a simulated NAT', () => {
     expect(text).toMatch(/^keylatch_keepalive_flows\{learned="true"\} 1$/m);
   });
 });
+
+describe('what the scheduler reads', () => {
+  it('reads only the bindings that are due between resyncs, not every binding every tick', async () => {
+    const store = new MemoryBindingStore();
+    const reads = { all: 0, get: 0 };
+    const all = store.all.bind(store);
+    const get = store.get.bind(store);
+    store.all = async () => (reads.all++, all());
+    store.get = async (id) => (reads.get++, get(id));
+    const now = Date.now();
+    const n = 1500;
+    for (let i = 0; i < n; i++) {
+      // Last seen spread over the past 15 s: about n / 15 fall due each second.
+      await store.put({
+        id: newBindingId(), aor: `sip:u${i}@keylatch.test`, contact: `<sip:u${i}@10.0.0.1:5060>`, instance: null, source: { address: '203.0.113.5', port: 2000 + i },
+        transport: 'udp', localSocket: 'udp', lastSeen: now - (i % 15) * 1000, expires: now + 3_600_000, natted: true, natTests: ['private-contact'], secure: false,
+        upstreamExpires: now + 3_600_000, keylatch: false,
+      });
+    }
+    const pinged: number[] = [];
+    const scheduler = new KeepaliveScheduler({ srf: noPbx, store, sip: base, log: silentLogger, ping: async () => void pinged.push(Date.now()) });
+    scheduler.start();
+    try {
+      await jest.advanceTimersByTimeAsync(30_000);
+    } finally {
+      scheduler.stop();
+    }
+    // Each flow two or three times in 30 s at the 15 s interval (a keepalive may leave a tick early).
+    expect(pinged.length).toBeGreaterThanOrEqual(2 * n - n / 15);
+    expect(pinged.length).toBeLessThanOrEqual(2.5 * n);
+    // The whole store is read once per resync (every 5 s), not once a second; beyond that, a
+    // read per keepalive (the binding as it is when due, and again by the keepalive itself).
+    expect(reads.all).toBeLessThanOrEqual(7);
+    expect(reads.get).toBeLessThanOrEqual(2 * pinged.length + n / 15);
+  });
+});

@@ -1,0 +1,126 @@
+/**
+ * sip.processes: several edge processes behind one drachtio-server, what Kamailio users know as
+ * `children`. Each process is a full edge with its own drachtio-srf connection. drachtio-server
+ * hands a new request (one outside any dialog) to the apps that routed its method in turn, per
+ * method, and keeps every dialog on the app whose transaction created it, so a call's re-INVITEs,
+ * ACKs and BYEs stay on the process that owns both its legs (client-controller.cpp,
+ * selectClientForRequestOutsideDialog and m_mapDialogs). What the processes must share or split:
+ *  - bindings: a REGISTER, its refresh and a call for the phone may each reach another process,
+ *    so the store is Redis (the schema refuses `memory`);
+ *  - the in-process relay's ports: each process takes its own slice of media.portMin-portMax;
+ *  - keepalives: each binding's flow is kept alive by exactly one process (ownsFlow);
+ *  - listeners: metrics.listen and admin.listen are served on their port + the process index.
+ * A supervisor (this module) forks the processes and restarts one that dies; they stop when it does.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Config } from './config/schema';
+import type { Logger } from './log';
+
+/** Which of how many edge processes this one is. */
+export interface EdgeShare {
+  index: number;
+  count: number;
+}
+
+/** Set by the supervisor on each child: "index/count". */
+export const SHARE_ENV = 'KEYLATCH_EDGE_PROCESS';
+
+export const SOLE: EdgeShare = { index: 0, count: 1 };
+
+export function shareFromEnv(env: NodeJS.ProcessEnv): EdgeShare | null {
+  const m = /^(\d+)\/(\d+)$/.exec(env[SHARE_ENV] ?? '');
+  if (!m) return null;
+  const share = { index: Number(m[1]), count: Number(m[2]) };
+  return share.index < share.count ? share : null;
+}
+
+/** This process's media port slice: even-aligned, so an RTP/RTCP pair never straddles two processes. */
+export function portSlice(portMin: number, portMax: number, share: EdgeShare): { portMin: number; portMax: number } {
+  if (share.count === 1) return { portMin, portMax };
+  const base = portMin + (portMin % 2);
+  const size = Math.floor((portMax - base + 1) / share.count / 2) * 2;
+  const min = base + share.index * size;
+  return { portMin: min, portMax: share.index === share.count - 1 ? portMax : min + size - 1 };
+}
+
+const shiftPort = (hostPort: string | null, by: number): string | null => {
+  if (hostPort === null || by === 0) return hostPort;
+  const at = hostPort.lastIndexOf(':');
+  return `${hostPort.slice(0, at)}:${Number(hostPort.slice(at + 1)) + by}`;
+};
+
+/** The configuration one edge process runs with: its port slice and its own listener ports. */
+export function configForShare(config: Config, share: EdgeShare): Config {
+  if (share.count === 1) return config;
+  return {
+    ...config,
+    media: { ...config.media, ...portSlice(config.media.portMin, config.media.portMax, share) },
+    metrics: { listen: shiftPort(config.metrics.listen, share.index) },
+    admin: { listen: shiftPort(config.admin.listen, share.index) },
+  };
+}
+
+/** FNV-1a: stable across processes and restarts, unlike anything keyed on memory. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** Whether this process keeps a binding's flow alive: every binding has exactly one such process. */
+export const ownsFlow = (bindingId: string, share: EdgeShare): boolean => share.count === 1 || hash(bindingId) % share.count === share.index;
+
+const RESTART_MIN_MS = 500;
+const RESTART_MAX_MS = 30_000;
+/** A process that ran this long before dying was not crash-looping: its next restart is quick again. */
+const STABLE_MS = 60_000;
+const STOP_GRACE_MS = 10_000;
+
+export interface EdgeSupervisor {
+  /** Pids of the running processes, by index (null while one is being restarted). */
+  pids(): Array<number | null>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Forks `count` edge processes running this same script with `argv`, each told its share in
+ * SHARE_ENV, and restarts any that dies (backing off while one keeps dying at start-up).
+ */
+export function superviseEdgeProcesses(count: number, argv: string[], log: Logger): EdgeSupervisor {
+  const children: Array<ChildProcess | null> = new Array<ChildProcess | null>(count).fill(null);
+  const delay = new Array<number>(count).fill(RESTART_MIN_MS);
+  let stopping = false;
+  const start = (index: number): void => {
+    const startedAt = Date.now();
+    // An IPC channel, so a child notices its supervisor's death (the channel closes) and exits.
+    const child = fork(process.argv[1]!, ['edge', ...argv], { env: { ...process.env, [SHARE_ENV]: `${index}/${count}` }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children[index] = child;
+    log.info({ edgeProcess: index, pid: child.pid }, 'edge process started');
+    child.on('exit', (code, signal) => {
+      children[index] = null;
+      if (stopping) return;
+      if (Date.now() - startedAt > STABLE_MS) delay[index] = RESTART_MIN_MS;
+      log.error({ edgeProcess: index, code, signal, restartInMs: delay[index] }, 'edge process died: restarting it');
+      setTimeout(() => !stopping && start(index), delay[index]).unref();
+      delay[index] = Math.min(delay[index]! * 2, RESTART_MAX_MS);
+    });
+  };
+  for (let i = 0; i < count; i++) start(i);
+  return {
+    pids: () => children.map((c) => c?.pid ?? null),
+    async stop() {
+      stopping = true;
+      await Promise.all(children.map((c) => {
+        if (!c || c.exitCode !== null) return Promise.resolve();
+        return new Promise<void>((resolve) => {
+          const kill = setTimeout(() => c.kill('SIGKILL'), STOP_GRACE_MS);
+          c.once('exit', () => {
+            clearTimeout(kill);
+            resolve();
+          });
+          c.kill('SIGTERM');
+        });
+      }));
+    },
+  };
+}

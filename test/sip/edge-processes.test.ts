@@ -1,0 +1,117 @@
+/**
+ * `keylatch edge` with sip.processes 2 on a real drachtio-server and a shared Redis: the
+ * supervisor forks two edge processes, both connect, drachtio-server hands REGISTERs and
+ * INVITEs to them in turn. A phone registers (the new registration on one process, its refresh
+ * answered from the shared binding on the other), then the PBX calls it twice: each process
+ * carries one call, so one of them is a call through a process that never saw the REGISTER.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import Redis from 'ioredis';
+import { startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
+import { waitFor } from '../helpers/peers';
+import { redisUnavailable, startRedis } from '../helpers/redis';
+import { skipSipSuite } from '../helpers/sip-edge';
+import { SCENARIOS, runSipp } from '../helpers/sipp';
+
+const root = path.join(__dirname, '..', '..');
+const noRedis = redisUnavailable();
+if (noRedis) console.warn(`!!! SKIPPED edge processes: ${noRedis}`);
+const skip = skipSipSuite('edge processes') || noRedis !== null;
+
+interface LogLine {
+  msg: string;
+  edgeProcess?: number;
+  pid?: number;
+  [k: string]: unknown;
+}
+
+(skip ? describe.skip : describe)('several edge processes on one drachtio-server', () => {
+  const sipPort = 27060 + (process.pid % 500);
+  const pbxPort = 27660 + (process.pid % 300);
+  const phonePort = 28060 + (process.pid % 500);
+  let drachtio: RunningDrachtio;
+  let redis: { url: string; stop: () => Promise<void> };
+  let edge: ChildProcess;
+  const lines: LogLine[] = [];
+  const logged = (msg: string): LogLine[] => lines.filter((l) => l.msg === msg);
+
+  beforeAll(async () => {
+    drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp`], adminPort: 27022 + (process.pid % 500), loglevel: 'notice' });
+    redis = await startRedis();
+    const env = {
+      ...process.env,
+      KEYLATCH_LOG__LEVEL: 'debug',
+      KEYLATCH_SIP__DRACHTIO__HOST: drachtio.admin.host, KEYLATCH_SIP__DRACHTIO__PORT: String(drachtio.admin.port), KEYLATCH_SIP__DRACHTIO__SECRET: drachtio.admin.secret,
+      KEYLATCH_SIP__PBX: `sip:127.0.0.2:${pbxPort}`, KEYLATCH_SIP__ADVERTISED_ADDRESS: `127.0.0.1:${sipPort}`, KEYLATCH_SIP__BINDING_STORE: redis.url,
+      KEYLATCH_MEDIA__INTERFACE: '127.0.0.1', KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_MEDIA__PORT_MIN: '47000', KEYLATCH_MEDIA__PORT_MAX: '47399',
+    };
+    edge = spawn(process.execPath, ['-r', path.join(root, 'test/helpers/ts-register.js'), path.join(root, 'src/cli.ts'), 'edge', '--processes', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let partial = '';
+    let stderr = '';
+    edge.stdout!.on('data', (d: Buffer) => {
+      const all = (partial + d.toString()).split('\n');
+      partial = all.pop()!;
+      for (const l of all) {
+        try {
+          lines.push(JSON.parse(l) as LogLine);
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    edge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    await waitFor(() => new Set(logged('connected to drachtio-server').map((l) => l.edgeProcess)).size === 2 || edge.exitCode !== null, 20_000)
+      .catch(() => undefined);
+    if (edge.exitCode !== null || logged('connected to drachtio-server').length < 2) throw new Error(`edge processes did not come up:\n${stderr.slice(-3000)}`);
+  }, 40_000);
+
+  afterAll(async () => {
+    if (edge && edge.exitCode === null) {
+      edge.kill('SIGTERM');
+      await new Promise((r) => edge.once('exit', r));
+    }
+    await redis?.stop();
+    await drachtio?.stop();
+  });
+
+  it('shares a registration between the processes and carries a call through each', async () => {
+    const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const phone = await runSipp(['-sf', path.join(SCENARIOS, 'phone-register-twice.xml'), '-i', '127.0.0.1', '-p', String(phonePort), '-m', '1', `127.0.0.1:${sipPort}`], { timeoutMs: 10_000 });
+    const upstream = await pbx;
+    expect({ phone: phone.code, out: phone.code === 0 ? '' : phone.out.slice(-2000) }).toEqual({ phone: 0, out: '' });
+    expect({ pbx: upstream.code, out: upstream.code === 0 ? '' : upstream.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
+    // Only the new registration reached the PBX (its sipp took one REGISTER and was gone): the
+    // refresh, on the other process, was answered from the binding in Redis.
+    const registered = logged('registered');
+    expect(registered).toHaveLength(1);
+    const registeredOn = registered[0]!.edgeProcess;
+
+    const r = new Redis(redis.url);
+    const [bindingId] = await r.smembers('keylatch:aor:sip:bob@keylatch.test');
+    r.disconnect();
+    expect(bindingId).toBeDefined();
+
+    const answering = runSipp(['-sf', path.join(SCENARIOS, 'phone-answer.xml'), '-i', '127.0.0.1', '-p', String(phonePort), '-m', '2', '-key', 'mport', '7010'], { timeoutMs: 25_000 });
+    await new Promise((res) => setTimeout(res, 300));
+    const calling = await runSipp(['-sf', path.join(SCENARIOS, 'pbx-call.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '2', '-l', '1', '-s', bindingId!,
+      '-key', 'mport', '7012', '-d', '500', `127.0.0.1:${sipPort}`], { timeoutMs: 20_000 });
+    const answered = await answering;
+    expect({ pbx: calling.code, out: calling.code === 0 ? '' : calling.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
+    expect({ phone: answered.code, out: answered.code === 0 ? '' : answered.out.slice(-2000) }).toEqual({ phone: 0, out: '' });
+    const connected = logged('call connected').map((l) => l.edgeProcess);
+    expect(connected.sort()).toEqual([0, 1]);
+    expect(connected.some((p) => p !== registeredOn)).toBe(true);
+  }, 60_000);
+
+  it('restarts an edge process that dies, and the new one serves', async () => {
+    const victim = logged('connected to drachtio-server').find((l) => l.edgeProcess === 1)!;
+    const before = logged('connected to drachtio-server').length;
+    process.kill(victim.pid!, 'SIGKILL');
+    await waitFor(() => logged('connected to drachtio-server').length > before, 15_000);
+    const again = logged('connected to drachtio-server').at(-1)!;
+    expect(again.edgeProcess).toBe(1);
+    expect(again.pid).not.toBe(victim.pid);
+  }, 30_000);
+});
