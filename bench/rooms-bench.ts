@@ -13,7 +13,12 @@
  *
  * Loss: sequence gaps at the receivers. Jitter: p99 of each packet's lateness against its
  * stream's 20 ms grid (for the mix that is also what the mixer adds beyond its jitter buffer,
- * whose mean depth is shown apart). Latency (forwarded and relayed): send to receive, one way.
+ * whose mean depth is shown apart). Latency (forwarded and relayed): send to receive, one way;
+ * in a broadcast it includes each listener's place in the fan-out (one speaker packet is N sends
+ * in a row), which is why the measured listeners are spread through the room.
+ * Relay CPU is the relay process's user+system time. On loopback that includes the receiving
+ * side's kernel work for every packet it sends (about a third of it in perf), which a NIC
+ * would take off the relay's core: the figures are an upper bound for a real network.
  *
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
  *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
