@@ -20,6 +20,7 @@
  */
 
 #define _GNU_SOURCE
+#include <errno.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -294,8 +295,16 @@ static void reap(void) {
     seen++;
     out_slot *o = &slots[cqe->user_data];
     int ok = cqe->res == (int)o->len;
-    /* The participant (and its socket) may have gone while the kernel held the send. */
-    if (o->part && o->part->sock == o->sock) {
+    if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
+      /* A kernel whose io_uring cannot send to an address (before 6.0): plain sends from now on,
+         this one included. */
+      ring_state = -1;
+      if (o->part && o->part->sock == o->sock && ks_send_out(o->sock, o->data, o->len)) {
+        if (o->forwarded) o->part->forwarded++;
+        else o->part->sent++;
+      }
+    } else if (o->part && o->part->sock == o->sock) {
+      /* The participant (and its socket) may have gone while the kernel held the send. */
       ks_count_send(o->sock, o->len, ok);
       if (ok) {
         if (o->forwarded) o->part->forwarded++;
