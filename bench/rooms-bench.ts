@@ -13,9 +13,17 @@
  *
  * Loss: sequence gaps at the receivers. Jitter: p99 of each packet's lateness against its
  * stream's 20 ms grid (for the mix that is also what the mixer adds beyond its jitter buffer,
- * whose mean depth is shown apart). Latency (forwarded and relayed): send to receive, one way.
+ * whose mean depth is shown apart). Latency (forwarded and relayed): send to receive, one way;
+ * in a broadcast it includes each listener's place in the fan-out (one speaker packet is N sends
+ * in a row), which is why the measured listeners are spread through the room.
+ * Relay CPU is the relay process's user+system time. On loopback that includes the receiving
+ * side's kernel work for every packet it sends (about a third of it in perf), which a NIC
+ * would take off the relay's core: the figures are an upper bound for a real network.
  *
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
+ *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
+ *                          [--listeners 2000,5000]     (one section, room size or step at a time)
+ *                          [--perf out.data]           (perf record -g of the relay over each measured window)
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -31,7 +39,17 @@ function percentile(sorted: Float64Array, p: number): number {
 
 const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
 const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
-const sections = new Set((process.env.BENCH_SECTIONS ?? 'mix,forward,broadcast').split(','));
+/** `--name a,b` from the command line, as numbers or words; undefined when absent. */
+function option(name: string): string[] | undefined {
+  const at = process.argv.indexOf(`--${name}`);
+  return at >= 0 && process.argv[at + 1] ? process.argv[at + 1]!.split(',') : undefined;
+}
+const numbers = (name: string): number[] | undefined => option(name)?.map(Number);
+const sections = new Set(option('sections') ?? (process.env.BENCH_SECTIONS ?? 'mix,forward,broadcast').split(','));
+const onlySizes = numbers('sizes');
+const onlyTotals = numbers('totals');
+const onlyListeners = numbers('listeners');
+const perfOut = option('perf')?.[0];
 const LOSS_LIMIT = 0.001;
 const PACKET = 172;
 const TONE = encodeG711('PCMU', tone(440, 160));
@@ -39,6 +57,8 @@ const TONE = encodeG711('PCMU', tone(440, 160));
 // ---- the relay process ------------------------------------------------------------------
 
 class RelayProcess {
+  /** Whether the mixer's sends go through io_uring (BENCH_ROOMS_BATCHING=0 turns it off). */
+  batched = false;
   private next = 1;
   private readonly waiting = new Map<number, (m: Record<string, unknown>) => void>();
   private constructor(readonly child: ChildProcess) {
@@ -51,9 +71,11 @@ class RelayProcess {
 
   static async start(): Promise<RelayProcess> {
     const child = fork(path.join(__dirname, 'rooms-relay.ts'), [], { execArgv: ['-r', path.join(__dirname, '..', 'test', 'helpers', 'ts-register.js')], env: { ...process.env, KEYLATCH_LOG__LEVEL: 'warn' } });
-    await new Promise<void>((resolve) => child.once('message', () => resolve()));
+    const ready = await new Promise<Record<string, unknown>>((resolve) => child.once('message', resolve));
     pinTo(1, child.pid!);
-    return new RelayProcess(child);
+    const relay = new RelayProcess(child);
+    relay.batched = ready.batched === true;
+    return relay;
   }
 
   call(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -273,7 +295,11 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
   measuringSends = true;
   const cpu0 = relay.cpu();
   const t0 = performance.now();
+  // Where the relay's time goes (perf's own cost lands on core 0, the generator's).
+  const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.child.pid), '-o', perfOut, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
+  if (perf) pinTo(0, perf.pid!);
   await new Promise((r) => setTimeout(r, measureMs));
+  if (perf && perf.exitCode === null) await once(perf, 'exit');
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = relay.cpu() - cpu0;
   measuringSends = false;
@@ -365,18 +391,23 @@ async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Ro
   try {
     speaker.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: 'sip:speaker@bench', port: speaker.port, forward: false })).relayPort);
     for (let k = 0; k < 5; k++) speaker.send();
+    // The measured listeners are spread evenly through the room (every listeners/200-th joins
+    // from here, the rest from the sink), so their latencies sample every position of the
+    // fan-out burst rather than only its first or last 200.
     const sampled = Math.min(listeners, 200);
-    for (let i = 0; i < sampled; i++) {
-      const m = await Member.open(2000 + i);
-      m.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: `sip:l${i}@bench`, port: m.port, forward: false })).relayPort);
-      for (let k = 0; k < 5; k++) m.send();
-      m.timesLatency = true;
-      measured.push(m);
-    }
     const ports = listeners > sampled ? await sink.open(listeners - sampled) : [];
-    for (const port of ports) {
-      const r = await relay.call({ op: 'join', room: 'broadcast', who: `sip:s${port}@bench`, port, forward: false });
-      sink.latch(port, Number(r.relayPort));
+    for (let i = 0; i < listeners; i++) {
+      if (measured.length < sampled && i >= (measured.length * listeners) / sampled) {
+        const m = await Member.open(2000 + measured.length);
+        m.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: `sip:l${measured.length}@bench`, port: m.port, forward: false })).relayPort);
+        for (let k = 0; k < 5; k++) m.send();
+        m.timesLatency = true;
+        measured.push(m);
+      } else {
+        const port = ports.pop()!;
+        const r = await relay.call({ op: 'join', room: 'broadcast', who: `sip:s${port}@bench`, port, forward: false });
+        sink.latch(port, Number(r.relayPort));
+      }
     }
     for (let i = 0; i < 50 && Number((await relay.call({ op: 'stats' })).latched) < listeners; i++) await new Promise((r) => setTimeout(r, 100));
     return await runStep(relay, [speaker], measured, { section: 'broadcast', roomSize: listeners + 1, participants: listeners }, listeners, 50);
@@ -391,16 +422,15 @@ async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Ro
 async function main(): Promise<void> {
   pinTo(0, process.pid);
   const relay = await RelayProcess.start();
-  console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0`);
+  console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0; mixer sends ${relay.batched ? 'batched through io_uring' : 'one sendto each'}`);
   console.log('cpu%/part.: relay CPU per participant (broadcast: per listener); jitter: lateness against the 20 ms grid; lat: one way, forwarded/relayed packets only');
   console.log(HEADER.join(' | '));
   try {
     for (const section of ['mix', 'forward'] as const) {
       if (!sections.has(section)) continue;
-      const sizes = section === 'mix' ? [3, 10, 50] : [3, 10, 50];
-      for (const size of sizes) {
+      for (const size of onlySizes ?? [3, 10, 50]) {
         // Forwarding sends each participant size-1 streams: its totals are that much smaller.
-        const totals = section === 'mix' ? [150, 500, 1000, 1500, 2000, 3000] : size === 3 ? [90, 300, 600, 1200] : size === 10 ? [40, 100, 200, 400] : [50, 100, 200];
+        const totals = onlyTotals ?? (section === 'mix' ? [150, 500, 1000, 1500, 2000, 3000] : size === 3 ? [90, 300, 600, 1200] : size === 10 ? [40, 100, 200, 400] : [50, 100, 200]);
         for (const t of totals) {
           const total = Math.max(size, Math.round(t / size) * size);
           const row = await roomsStep(relay, section, size, total);
@@ -417,7 +447,7 @@ async function main(): Promise<void> {
       }
     }
     if (sections.has('broadcast')) {
-      for (const n of [500, 1000, 2000, 5000, 8000]) {
+      for (const n of onlyListeners ?? [500, 1000, 2000, 5000, 8000]) {
         const row = await broadcastStep(relay, n);
         print(row);
         if (row.loss > LOSS_LIMIT) {

@@ -5,7 +5,7 @@
  */
 import { loadConfig } from '../src/config/load';
 import { Relay } from '../src/media/relay';
-import { mixerStats } from '../src/rooms/native-mixer';
+import { mixerStats, setMixerBatching } from '../src/rooms/native-mixer';
 import { RoomRegistry } from '../src/rooms/registry';
 
 type Command =
@@ -14,6 +14,8 @@ type Command =
   | { id: number; op: 'reset' };
 
 const config = loadConfig({ env: {} });
+// BENCH_ROOMS_BATCHING=0: the mixer sends one sendto at a time (the before of the io_uring batching).
+const batched = setMixerBatching(process.env.BENCH_ROOMS_BATCHING !== '0');
 const media = { ...config.media, interface: '127.0.0.1', allowLoopbackPeers: true, portMin: 20000, portMax: 59999, timeouts: { mediaSec: 3600, holdSec: 3600 } };
 const relay = new Relay(media);
 let rooms = new RoomRegistry({ ...config.rooms, enabled: true, maxParticipants: 10000, broadcast: [{ name: 'broadcast', speakers: ['sip:speaker@bench'] }] }, relay, media);
@@ -44,4 +46,4 @@ process.on('message', (cmd: Command) => {
 });
 // The bench went away (finished or killed): so does its relay.
 process.on('disconnect', () => process.exit(0));
-process.send!({ ready: true });
+process.send!({ ready: true, batched });

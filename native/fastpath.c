@@ -348,6 +348,19 @@ int ks_send_out(ksock *s, const uint8_t *b, size_t n) {
   return 1;
 }
 
+int ks_send_target(ksock *s, int *fd, const struct sockaddr_storage **dest, socklen_t *dest_len) {
+  if (!s->has_dest) {
+    s->no_destination++;
+    return 0;
+  }
+  *fd = s->fd;
+  *dest = &s->dest;
+  *dest_len = s->dest_len;
+  return 1;
+}
+
+void ks_count_send(ksock *s, size_t n, int ok) { count_sent(s, ok ? (ssize_t)n : -1, n); }
+
 /* Everything the fast path does not take goes to JS: onPacket(buffer, address, port). */
 static void to_js(ksock *s, const uint8_t *b, size_t n, const struct sockaddr_storage *from) {
   napi_env env = s->env;

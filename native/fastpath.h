@@ -10,6 +10,7 @@
 #include <node_api.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 typedef struct ksock ksock;
 
@@ -23,6 +24,12 @@ ksock *ks_lookup(int id);
 void ks_set_hook(ksock *s, ks_media_hook hook, ks_close_hook on_close, void *ctx);
 /* Sends from this socket to its destination (the latched source, or what its latch allows); 0 when it has none. */
 int ks_send_out(ksock *s, const uint8_t *b, size_t n);
+
+/* Where ks_send_out would send, for a sender that batches (native/mixer.c's io_uring path): the
+   socket's fd and destination; 0, counted as no destination, when it has none. */
+int ks_send_target(ksock *s, int *fd, const struct sockaddr_storage **dest, socklen_t *dest_len);
+/* Counts a send made that way as ks_send_out counts its own. */
+void ks_count_send(ksock *s, size_t n, int ok);
 
 /* obj[key] = v, for the stats objects both modules return. */
 void ks_set_num(napi_env env, napi_value obj, const char *key, double v);

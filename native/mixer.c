@@ -20,13 +20,18 @@
  */
 
 #define _GNU_SOURCE
+#include <errno.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
+#ifdef KEYLATCH_IO_URING
+#include <liburing.h>
+#endif
 
 #include "fastpath.h"
 
@@ -61,16 +66,14 @@ typedef struct kpart {
   int law;     /* RTP payload type this participant was given: 0 PCMU or 8 PCMA */
   int dtmf_pt; /* -1 when none was negotiated */
   int mode, speaker, muted;
-  /* jitter buffer */
-  int16_t ring[RING];
+  int fixed_fd, fixed_at; /* the fd registered with io_uring, and where, or -1 */
+  /* jitter buffer (its samples at the end of the struct) */
   int started;
   uint32_t src_ssrc, play_ts, high_ts;
   int target, calm_ticks;
   double last_arrival, transit, jitter;
   int have_transit;
-  /* this tick's frame */
   int active, contributes;
-  int16_t frame[FRAME];
   /* what we send it */
   uint32_t out_ssrc, out_ts;
   uint16_t out_seq;
@@ -87,6 +90,10 @@ typedef struct kpart {
   int dtmf_have;
   /* counters */
   double packets_in, late, resyncs, concealed, trimmed, clipped, sent, forwarded, dtmf_events, ignored;
+  /* Last, so that a tick or a fan-out over many listeners (who have no audio in these) reads a
+     few cache lines of each, not 8 KB apart. */
+  int16_t frame[FRAME]; /* this tick's frame */
+  int16_t ring[RING];
 } kpart;
 
 typedef struct {
@@ -108,7 +115,7 @@ static int next_room = 1, next_part = 1, room_count = 0, part_count = 0;
 static uv_timer_t timer;
 static int timer_ready = 0, timer_running = 0;
 static uint64_t next_tick;
-#define PHASES 4
+#define PHASES 10
 static int phase = 0;
 static double ticks = 0, tick_ns = 0, clock_skips = 0;
 
@@ -221,6 +228,205 @@ static int payload_of(const uint8_t *b, size_t n, size_t *off, size_t *len) {
   return 1;
 }
 
+/* ---- output: many sockets' sends in one syscall ----
+ *
+ * A speaker's packet in a broadcast room becomes one send per listener, each from the
+ * listener's own socket (its NAT was opened toward that port), and a tick one send per mixed
+ * participant. One sendto each made the syscall itself a good part of the cost; with io_uring
+ * they are queued here and go to the kernel together, in up to BATCH_MAX at a time. UDP sends on
+ * these non-blocking sockets complete inline during the submit, so their results are read back
+ * at once; a send the kernel still holds keeps its slot until it completes (and is counted then
+ * if its participant still exists). Without io_uring (not built in, or the kernel or a seccomp
+ * policy refuses it) every send is a plain ks_send_out, as before.
+ */
+#define SLOTS 1024
+#define SLOT_BYTES (12 + 1024) /* the largest packet relay_to builds; bigger ones go straight out */
+#define BATCH_MAX 256
+
+typedef struct {
+  kpart *part; /* whose counter a completed send bumps */
+  int busy, forwarded;
+  ksock *sock;
+  size_t len;
+  struct sockaddr_storage dest;
+  uint8_t data[SLOT_BYTES];
+} out_slot;
+
+static int batching_wanted = 1; /* setBatching(0) turns it off (the bench compares both) */
+#ifdef KEYLATCH_IO_URING
+static struct io_uring ring;
+static int ring_state = 0; /* 0 untried, 1 ready, -1 unavailable */
+static out_slot *slots;
+static int free_slots[SLOTS], free_count, queued;
+/* Each participant's socket registered with the ring, so a send skips the fd lookup (and its
+   reference counting). Registered only while the socket is open: a registered file keeps the
+   socket, and its port, alive. */
+static unsigned files = 0;
+static int *free_files, free_files_count;
+#endif
+
+static int batching(void) {
+#ifdef KEYLATCH_IO_URING
+  if (ring_state == 0) {
+    slots = calloc(SLOTS, sizeof *slots);
+    ring_state = slots && io_uring_queue_init(SLOTS, &ring, 0) == 0 ? 1 : -1;
+    if (ring_state == 1) {
+      for (int i = 0; i < SLOTS; i++) free_slots[free_count++] = SLOTS - 1 - i;
+      struct rlimit rl;
+      unsigned want = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < MAX_PARTS ? (unsigned)rl.rlim_cur : MAX_PARTS;
+      free_files = malloc(want * sizeof *free_files);
+      if (free_files && io_uring_register_files_sparse(&ring, want) == 0) {
+        files = want;
+        for (unsigned i = 0; i < want; i++) free_files[free_files_count++] = (int)(want - 1 - i);
+      }
+    }
+  }
+  return batching_wanted && ring_state == 1;
+#else
+  return 0;
+#endif
+}
+
+#ifdef KEYLATCH_IO_URING
+static void reap(void) {
+  struct io_uring_cqe *cqe;
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&ring, head, cqe) {
+    seen++;
+    out_slot *o = &slots[cqe->user_data];
+    int ok = cqe->res == (int)o->len;
+    if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
+      /* A kernel whose io_uring cannot send to an address (before 6.0): plain sends from now on,
+         this one included. */
+      ring_state = -1;
+      if (o->part && o->part->sock == o->sock && ks_send_out(o->sock, o->data, o->len)) {
+        if (o->forwarded) o->part->forwarded++;
+        else o->part->sent++;
+      }
+    } else if (o->part && o->part->sock == o->sock) {
+      /* The participant (and its socket) may have gone while the kernel held the send. */
+      ks_count_send(o->sock, o->len, ok);
+      if (ok) {
+        if (o->forwarded) o->part->forwarded++;
+        else o->part->sent++;
+      }
+    }
+    o->busy = 0;
+    free_slots[free_count++] = (int)(o - slots);
+  }
+  io_uring_cq_advance(&ring, seen);
+}
+#endif
+
+/* Registers fd as p's fixed file (once per socket); whether p's sends may use it. */
+static int fixed_file(kpart *p, int fd) {
+#ifdef KEYLATCH_IO_URING
+  if (p->fixed_fd == fd) return 1;
+  if (p->fixed_at < 0) {
+    if (!free_files_count) return 0;
+    p->fixed_at = free_files[--free_files_count];
+  }
+  if (io_uring_register_files_update(&ring, (unsigned)p->fixed_at, &fd, 1) != 1) return 0;
+  p->fixed_fd = fd;
+  return 1;
+#else
+  (void)p;
+  (void)fd;
+  return 0;
+#endif
+}
+
+/* p's socket is closing or leaving the mixer: the ring must not keep it open. */
+static void unfix_file(kpart *p) {
+#ifdef KEYLATCH_IO_URING
+  if (p->fixed_at < 0) return;
+  int none = -1;
+  io_uring_register_files_update(&ring, (unsigned)p->fixed_at, &none, 1);
+  free_files[free_files_count++] = p->fixed_at;
+  p->fixed_at = p->fixed_fd = -1;
+#else
+  (void)p;
+#endif
+}
+
+/* Sends everything queued. Called before the packet buffers it points into are reused and before control returns to the loop. */
+static void out_flush(void) {
+#ifdef KEYLATCH_IO_URING
+  if (!queued) return;
+  queued = 0;
+  io_uring_submit(&ring);
+  reap();
+#endif
+}
+
+/* A buffer for p's next packet (SLOT_BYTES), or NULL when it must go by out_direct. */
+static out_slot *out_slot_for(kpart *p, size_t n) {
+#ifdef KEYLATCH_IO_URING
+  if (!batching() || n > SLOT_BYTES) return NULL;
+  if (!free_count) reap();
+  if (!free_count) return NULL;
+  out_slot *o = &slots[free_slots[--free_count]];
+  o->busy = 1;
+  o->part = p;
+  o->sock = p->sock;
+  return o;
+#else
+  (void)p;
+  (void)n;
+  return NULL;
+#endif
+}
+
+/* Queues the slot's n bytes from its participant's socket to that socket's destination. */
+static void out_queue(out_slot *o, size_t n, int forwarded) {
+#ifdef KEYLATCH_IO_URING
+  int fd;
+  const struct sockaddr_storage *dest;
+  socklen_t dest_len;
+  o->len = n;
+  o->forwarded = forwarded;
+  struct io_uring_sqe *sqe = NULL;
+  if (ks_send_target(o->sock, &fd, &dest, &dest_len)) {
+    sqe = io_uring_get_sqe(&ring);
+    if (!sqe) { /* the submission queue is full: send what it holds, then this */
+      out_flush();
+      sqe = io_uring_get_sqe(&ring);
+    }
+  }
+  if (!sqe) {
+    o->busy = 0;
+    free_slots[free_count++] = (int)(o - slots);
+    return;
+  }
+  memcpy(&o->dest, dest, dest_len);
+  if (fixed_file(o->part, fd)) {
+    io_uring_prep_send(sqe, o->part->fixed_at, o->data, n, MSG_DONTWAIT);
+    sqe->flags |= IOSQE_FIXED_FILE;
+  } else {
+    io_uring_prep_send(sqe, fd, o->data, n, MSG_DONTWAIT);
+  }
+  io_uring_prep_send_set_addr(sqe, (const struct sockaddr *)&o->dest, (uint16_t)dest_len);
+  sqe->user_data = (uint64_t)(o - slots);
+  if (++queued >= BATCH_MAX) out_flush();
+#else
+  (void)o;
+  (void)n;
+  (void)forwarded;
+#endif
+}
+
+/* p's packet b, batched when possible, else at once. */
+static void out_send(kpart *p, const uint8_t *b, size_t n, int forwarded) {
+  out_slot *o = out_slot_for(p, n);
+  if (o) {
+    memcpy(o->data, b, n);
+    out_queue(o, n, forwarded);
+  } else if (ks_send_out(p->sock, b, n)) {
+    if (forwarded) p->forwarded++;
+    else p->sent++;
+  }
+}
+
 /* ---- input: jitter buffer ---- */
 
 static void resync(kpart *p, uint32_t ssrc, uint32_t ts) {
@@ -278,10 +484,13 @@ static void take_dtmf(kpart *p, const uint8_t *b, size_t off, size_t len) {
   if (b[off] <= 16) push_event(p->room, EV_DTMF, p->id, b[off]);
 }
 
-/* RELAY: the current speaker's packet under the listener's SSRC, sequence and timeline. */
-static void relay_to(kpart *q, kpart *from, const uint8_t *b, size_t off, size_t len) {
-  uint8_t out[12 + 1024];
+/* RELAY: the current speaker's packet under the listener's SSRC, sequence and timeline. `pl` is
+   the payload already in the listener's law (converted once per packet, not per listener). */
+static void relay_to(kpart *q, kpart *from, const uint8_t *b, const uint8_t *pl, size_t len) {
+  uint8_t local[12 + 1024];
   if (len > 1024 || !q->sock) return;
+  out_slot *slot = out_slot_for(q, 12 + len);
+  uint8_t *out = slot ? slot->data : local;
   uint32_t in_ts = rd32(b + 4);
   uint16_t in_seq = rd16(b + 2);
   if (!q->rl_have || q->rl_src != from->src_ssrc) {
@@ -296,7 +505,6 @@ static void relay_to(kpart *q, kpart *from, const uint8_t *b, size_t off, size_t
   } else {
     out[1] = 0;
   }
-  int in_law = b[1] % 128;
   out[0] = 0x80;
   out[1] |= (uint8_t)q->law;
   q->rl_last_seq = (uint16_t)(in_seq + q->rl_seq_off);
@@ -304,13 +512,9 @@ static void relay_to(kpart *q, kpart *from, const uint8_t *b, size_t off, size_t
   wr16(out + 2, q->rl_last_seq);
   wr32(out + 4, q->rl_last_ts);
   wr32(out + 8, q->out_ssrc);
-  const uint8_t *pl = b + off;
-  if (in_law == q->law) memcpy(out + 12, pl, len);
-  else {
-    const uint8_t *conv = in_law == 0 ? ulaw_to_alaw : alaw_to_ulaw;
-    for (size_t i = 0; i < len; i++) out[12 + i] = conv[pl[i]];
-  }
-  if (ks_send_out(q->sock, out, 12 + len)) q->forwarded++;
+  memcpy(out + 12, pl, len);
+  if (slot) out_queue(slot, 12 + len, 1);
+  else if (ks_send_out(q->sock, out, 12 + len)) q->forwarded++;
 }
 
 /* fastpath.c's hook: one accepted packet from a participant's latched source. */
@@ -330,18 +534,31 @@ static void on_media(void *ctx, const uint8_t *b, size_t n, int cls, double now)
   take_audio(p, b, off, len, now);
   kroom *r = p->room;
   if (!r->relay_source) r->relay_source = p;
+  /* The payload in each law, made once for all listeners: as it came, and converted when a listener needs it. */
+  int in_law = pt;
+  const uint8_t *as_is = b + off, *converted = NULL;
+  uint8_t conv_buf[1024];
   for (kpart *q = r->parts; q; q = q->next) {
     if (q == p || !q->sock) continue;
     if (q->mode == MODE_FORWARD) {
-      if (ks_send_out(q->sock, b, n)) q->forwarded++;
+      out_send(q, b, n, 1);
     } else if (q->mode == MODE_RELAY && r->relay_source == p) {
-      relay_to(q, p, b, off, len);
+      if (q->law != in_law && !converted && len <= sizeof conv_buf) {
+        const uint8_t *conv = in_law == 0 ? ulaw_to_alaw : alaw_to_ulaw;
+        for (size_t i = 0; i < len; i++) conv_buf[i] = conv[as_is[i]];
+        converted = conv_buf;
+      }
+      relay_to(q, p, b, q->law == in_law ? as_is : converted, len);
     }
   }
+  /* Before fastpath.c reuses the receive buffer b points into. */
+  out_flush();
 }
 
 static void on_socket_closed(void *ctx) {
   kpart *p = ctx;
+  out_flush();
+  unfix_file(p);
   p->sock = NULL;
 }
 
@@ -406,7 +623,9 @@ static void talk_detect(kpart *p, int heard) {
 }
 
 static void send_frame(kpart *p, const uint8_t *payload) {
-  uint8_t pkt[12 + FRAME];
+  uint8_t local[12 + FRAME];
+  out_slot *slot = out_slot_for(p, sizeof local);
+  uint8_t *pkt = slot ? slot->data : local;
   pkt[0] = 0x80;
   pkt[1] = (uint8_t)(p->law | (p->out_started ? 0 : 0x80));
   p->out_started = 1;
@@ -414,7 +633,8 @@ static void send_frame(kpart *p, const uint8_t *payload) {
   wr32(pkt + 4, p->out_ts);
   wr32(pkt + 8, p->out_ssrc);
   memcpy(pkt + 12, payload, FRAME);
-  if (ks_send_out(p->sock, pkt, sizeof pkt)) p->sent++;
+  if (slot) out_queue(slot, sizeof local, 0);
+  else if (ks_send_out(p->sock, pkt, sizeof local)) p->sent++;
 }
 
 static void mix_room(kroom *r, double now) {
@@ -480,6 +700,8 @@ static void mix_room(kroom *r, double now) {
     send_frame(p, payload);
     p->out_ts += FRAME;
   }
+  /* The room's outputs leave together, before the next room is mixed. */
+  out_flush();
 }
 
 static double now_ms(void) {
@@ -488,9 +710,10 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Every room ticks every 20 ms, but in one of four 5 ms phases (by its id): a quarter of the
+/* Every room ticks every 20 ms, but in one of ten 2 ms phases (by its id): a tenth of the
    work per wakeup, so one wakeup neither holds the loop (and the fast path's input) for long
-   nor sends every participant's packet in a single burst. */
+   nor sends every participant's packet in a single burst (ten rooms of 50 are ten bursts of
+   50, not two or three of 150). */
 static void on_timer(uv_timer_t *t) {
   uint64_t now = mono_ns();
   int n = 0;
@@ -531,7 +754,7 @@ static void start_timer(napi_env env) {
   if (timer_running) return;
   timer_running = 1;
   next_tick = mono_ns() + TICK_NS / PHASES;
-  uv_timer_start(&timer, on_timer, 5, 0);
+  uv_timer_start(&timer, on_timer, TICK_NS / PHASES / 1000000ull, 0);
 }
 
 static void stop_timer_if_idle(void) {
@@ -589,7 +812,21 @@ static napi_value js_room_create(napi_env env, napi_callback_info info) {
   return int_value(env, id);
 }
 
+/* The kernel may still hold a send of p's (see out_slot): its result must not touch p. */
+static void out_forget(kpart *p) {
+#ifdef KEYLATCH_IO_URING
+  if (slots)
+    for (int i = 0; i < SLOTS; i++)
+      if (slots[i].busy && slots[i].part == p) slots[i].part = NULL;
+#else
+  (void)p;
+#endif
+}
+
 static void part_free(kpart *p) {
+  out_flush();
+  unfix_file(p);
+  out_forget(p);
   if (p->sock) ks_set_hook(p->sock, NULL, NULL, NULL);
   kroom *r = p->room;
   for (kpart **at = &r->parts; *at; at = &(*at)->next)
@@ -641,6 +878,7 @@ static napi_value js_part_add(napi_env env, napi_callback_info info) {
   p->mode = a[4];
   p->speaker = a[5] != 0;
   p->target = INIT_TARGET;
+  p->fixed_fd = p->fixed_at = -1;
   p->gain = 1.0f;
   p->out_ssrc = random32();
   p->out_seq = (uint16_t)random32();
@@ -736,7 +974,22 @@ static napi_value js_mixer_stats(napi_env env, napi_callback_info info) {
   ks_set_num(env, o, "clockSkips", clock_skips);
   ks_set_num(env, o, "rooms", room_count);
   ks_set_num(env, o, "participants", part_count);
+  ks_set_num(env, o, "batched", batching());
+#ifdef KEYLATCH_IO_URING
+  ks_set_num(env, o, "fixedFiles", files - (unsigned)free_files_count);
+#endif
   return o;
+}
+
+/* setBatching(on) -> whether sends now go through io_uring (false when it is not available) */
+static napi_value js_set_batching(napi_env env, napi_callback_info info) {
+  int a[1];
+  if (!arg_ints(env, info, 1, a)) return NULL;
+  out_flush();
+  batching_wanted = a[0] != 0;
+  napi_value out;
+  napi_get_boolean(env, batching(), &out);
+  return out;
 }
 
 napi_value mixer_init(napi_env env, napi_value exports) {
@@ -749,6 +1002,7 @@ napi_value mixer_init(napi_env env, napi_value exports) {
       {"partRemove", NULL, js_part_remove, NULL, NULL, NULL, napi_default, NULL},
       {"roomPoll", NULL, js_room_poll, NULL, NULL, NULL, napi_default, NULL},
       {"mixerStats", NULL, js_mixer_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"setBatching", NULL, js_set_batching, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -44,7 +44,8 @@ interface NativeMixer {
   partSet(part: number, muted: number, mode: number, speaker: number): void;
   partRemove(part: number): void;
   roomPoll(room: number, withCounters: number): { events: MixerEvent[]; eventsDropped: number; participants: MixerCounters[] };
-  mixerStats(): { ticks: number; tickNs: number; clockSkips: number; rooms: number; participants: number };
+  mixerStats(): { ticks: number; tickNs: number; clockSkips: number; rooms: number; participants: number; batched: number };
+  setBatching(on: number): boolean;
 }
 
 // The same addon as src/media/media-socket.ts (one module instance: the mixer reaches its sockets by id).
@@ -83,5 +84,12 @@ export class MixerRoom {
   }
 }
 
-/** The mixer's own cost: ticks run and the time they took, across all rooms. */
+/** The mixer's own cost: ticks run and the time they took, across all rooms; `batched` 1 when its sends go through io_uring. */
 export const mixerStats = (): ReturnType<NativeMixer['mixerStats']> => native.mixerStats();
+
+/**
+ * Whether the mixer hands its sends to the kernel in batches (io_uring, on by default where the
+ * addon was built with liburing and the kernel allows it) or one sendto each. Returns whether
+ * batching is now in use. The bench compares both; nothing else needs to call it.
+ */
+export const setMixerBatching = (on: boolean): boolean => native.setBatching(on ? 1 : 0);
