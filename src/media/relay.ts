@@ -303,10 +303,11 @@ export class Relay extends EventEmitter<RelayEvents> {
    */
   adopt(ref: LegRef, sdp: string, opts: LegOptions): { sdp: string } {
     const leg = this.legOf(ref);
-    // A leg answered with this relay's own address is as good as unanswered: the relay never
-    // sends to its own ports, so no media could flow there. That is the answer of a stand-in
-    // on this relay for a hairpin whose owner moved while the client rang (src/sip/call-session.ts).
-    if (leg.adopted || leg.streams.some((s) => s?.sdp && !this.isOwnAddress(s.sdp.address))) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
+    // A leg answered with one of this relay's own ports is as good as unanswered: the relay
+    // never sends to its own ports, so no media could flow there. That is the answer of a
+    // stand-in on this relay for a hairpin whose owner moved while the client rang
+    // (src/sip/call-session.ts). Address and port both: a phone on the relay's host is real.
+    if (leg.adopted || leg.streams.some((s) => s?.sdp && !this.isOwnEndpoint(s.sdp.address, s.sdp.port))) throw new RelayError('bad-request', `leg ${ref.legId} is already answered or adopted`);
     assertKeyTransport(opts);
     leg.assume(opts);
     leg.adopted = true;
@@ -416,6 +417,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     const leg = call.legs.find((l) => l.legId === ref.legId);
     if (!leg) throw new RelayError('unknown-tag', `no leg ${ref.legId} in call ${ref.callId}`);
     return leg;
+  }
+
+  /** One of this relay's own ports on one of its addresses (where it never sends). */
+  private isOwnEndpoint(address: string, port: number): boolean {
+    return this.isOwnAddress(address) && this.pool.holds(port);
   }
 
   private isOwnAddress(address: string): boolean {
