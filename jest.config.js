@@ -6,4 +6,6 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 30000,
+  // Refuses a run whose native addon is older than native/ (a merge does not rebuild it).
+  globalSetup: '<rootDir>/test/helpers/native-fresh.js',
 };

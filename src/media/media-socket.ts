@@ -1,4 +1,4 @@
-import { findUp } from '../paths';
+import { loadNativeAddon } from '../native-addon';
 import type { Endpoint } from './challenge';
 
 /** Counters and RTP statistics the native fast path keeps per socket. */
@@ -34,8 +34,10 @@ interface FastPath {
   setPollInterval(us: number): void;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
-const fastPath = require(findUp('build/Release/keylatch_fastpath.node')) as FastPath;
+const fastPath = loadNativeAddon<FastPath>('src/media/media-socket.ts', {
+  open: true, close: true, send: true, setEndpoint: true, setOutputs: true, forward: true, setClockRate: true,
+  stats: true, lastSeen: true, ssrc: true, setSendBatching: true, setPollInterval: true,
+});
 
 export type SendBatching = 'gso' | 'sendmmsg' | 'off';
 

@@ -1,4 +1,4 @@
-import { findUp } from '../paths';
+import { loadNativeAddon } from '../native-addon';
 
 /** How a participant receives the room (native/mixer.c). */
 export type ReceiveMode = 'mix' | 'forward' | 'relay';
@@ -49,8 +49,9 @@ interface NativeMixer {
 }
 
 // The same addon as src/media/media-socket.ts (one module instance: the mixer reaches its sockets by id).
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon has no ES module form
-const native = require(findUp('build/Release/keylatch_fastpath.node')) as NativeMixer;
+const native = loadNativeAddon<NativeMixer>('src/rooms/native-mixer.ts', {
+  roomCreate: true, roomDestroy: true, partAdd: true, partSet: true, partRemove: true, roomPoll: true, mixerStats: true,
+});
 
 export const G711_PT = { PCMU: 0, PCMA: 8 } as const;
 export type G711Codec = keyof typeof G711_PT;

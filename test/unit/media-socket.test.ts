@@ -1,6 +1,12 @@
 /** The native fast path at socket level: what it forwards itself, what it leaves to JS, its RTP statistics. */
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { MediaSocket, setPollInterval } from '../../src/media/media-socket';
+import { loadNativeAddon, missingFunctions } from '../../src/native-addon';
 import { Peer, rtp, sleep, waitFor } from '../helpers/peers';
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the jest globalSetup is plain CommonJS
+const { staleSources } = require('../helpers/native-fresh') as { staleSources: (root: string) => string[] };
 
 let base = 36000 + (process.pid % 40) * 20;
 const sockets: MediaSocket[] = [];
@@ -206,6 +212,43 @@ describe('RelayPort containment', () => {
       expect(errors[0]!.message).toBe('latch bug');
     } finally {
       port.close();
+    }
+  });
+});
+
+describe('a native addon older than the code using it', () => {
+  // What a build from before native ssrc() and setPollInterval() exports (seen in build/Release
+  // after a merge that did not rebuild it): with it, every key-policy NAT handover failed in
+  // test/nat/real-nat.test.ts, because ssrc() threw inside the packet handler as a mere drop.
+  const staleExports = ['open', 'close', 'send', 'setEndpoint', 'setOutputs', 'forward', 'setClockRate', 'stats', 'lastSeen', 'setSendBatching'];
+
+  it('names the functions it lacks', () => {
+    const stale = Object.fromEntries(staleExports.map((name) => [name, () => undefined]));
+    expect(missingFunctions(stale, [...staleExports, 'ssrc', 'setPollInterval'])).toEqual(['ssrc', 'setPollInterval']);
+    expect(missingFunctions({ ...stale, ssrc: 1 }, ['ssrc'])).toEqual(['ssrc']); // a function, not just a name
+  });
+
+  it('is refused at load, with how to rebuild it', () => {
+    expect(() => loadNativeAddon<{ open: unknown; notInThisBuild: unknown }>('a caller', { open: true, notInThisBuild: true }))
+      .toThrow(/keylatch_fastpath\.node is older than a caller: it lacks notInThisBuild\. Rebuild it: npm run build:native/);
+  });
+
+  it('is refused by the test run when a source is newer than the build', () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'keylatch-native-'));
+    try {
+      mkdirSync(path.join(root, 'native'));
+      mkdirSync(path.join(root, 'build', 'Release'), { recursive: true });
+      const files = ['binding.gyp', 'native/fastpath.c', 'native/fastpath.h', 'native/notes.txt', 'build/Release/keylatch_fastpath.node'];
+      for (const f of files) writeFileSync(path.join(root, f), '');
+      const at = (f: string, s: number) => utimesSync(path.join(root, f), s, s);
+      files.forEach((f) => at(f, 1000));
+      at('build/Release/keylatch_fastpath.node', 2000);
+      expect(staleSources(root)).toEqual([]);
+      at('native/fastpath.c', 3000); // a merge rewrote it
+      at('native/notes.txt', 3000); // not a source
+      expect(staleSources(root)).toEqual(['native/fastpath.c']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
