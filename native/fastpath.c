@@ -654,7 +654,10 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (s->on_close) s->on_close(s->hook_ctx);
   s->hook = NULL;
   napi_delete_reference(env, s->on_packet);
-  /* At once: a freed port must be bindable again (the pool reuses it). close() takes it out of the set. */
+  /* Out of the set explicitly: close() alone would leave it there while a forked child that
+     has not exec'd yet still holds the fd, and its readiness would make drains spin. */
+  epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
+  /* At once: a freed port must be bindable again (the pool reuses it). */
   close(s->fd);
   count_open(-1);
   if (!draining) {
