@@ -50,7 +50,7 @@ interface NativeMixer {
 
 // The same addon as src/media/media-socket.ts (one module instance: the mixer reaches its sockets by id).
 const native = loadNativeAddon<NativeMixer>('src/rooms/native-mixer.ts', {
-  roomCreate: true, roomDestroy: true, partAdd: true, partSet: true, partRemove: true, roomPoll: true, mixerStats: true,
+  roomCreate: true, roomDestroy: true, partAdd: true, partSet: true, partRemove: true, roomPoll: true, mixerStats: true, setBatching: true,
 });
 
 export const G711_PT = { PCMU: 0, PCMA: 8 } as const;
