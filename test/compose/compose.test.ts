@@ -5,7 +5,7 @@
  * `docker compose --profile demo run --rm testcall`, which must exit 0 having heard a tone each
  * way. See stack.ts for how it stays inside a namespace of its own.
  */
-import { ComposeStack, buildStandins, composeUnavailable } from './stack';
+import { composeSuiteLifecycle, composeUnavailable } from './stack';
 
 const why = composeUnavailable();
 if (why) console.warn(`!!! SKIPPED docker-compose test call: ${why}`);
@@ -22,38 +22,16 @@ interface TestcallResult {
 }
 
 (why ? describe.skip : describe)('docker-compose test call under podman', () => {
-  let stack: ComposeStack;
-  const t0 = Date.now();
-  const timings: string[] = [];
-  const lap = (what: string, since: number): void => void timings.push(`${what}: ${((Date.now() - since) / 1000).toFixed(1)} s`);
-
-  beforeAll(async () => {
-    let t = Date.now();
-    buildStandins();
-    lap('stand-in images', t);
-    stack = new ComposeStack();
-    t = Date.now();
-    stack.buildImages((line) => timings.push(line));
-    lap('stack images', t);
-    await stack.start();
-  }, 1_500_000);
-
-  afterAll(async () => {
-    const t = Date.now();
-    await stack?.destroy();
-    lap('teardown', t);
-    lap('whole compose test', t0);
-    console.log(`compose test timings:\n  ${timings.join('\n  ')}`);
-  }, 180_000);
+  const { stack: running, lap } = composeSuiteLifecycle('compose test');
 
   it('places a call through keylatch and hears a tone each way (exit 0)', async () => {
     const t = Date.now();
-    const { code, out } = await stack.compose(['run', '--rm', 'testcall'], 240_000);
+    const { code, out } = await running().compose(['run', '--rm', 'testcall'], 240_000);
     lap('docker-compose --profile demo run --rm testcall', t);
     const report = out.split('\n').filter((l) => l.startsWith('testcall:')).join('\n');
     console.log(report);
     const line = out.split('\n').find((l) => l.startsWith('TESTCALL '));
-    if (code !== 0 || !line) throw new Error(`testcall exited ${code}\n${out.slice(-4000)}\n---- stack logs ----\n${await stack.logs()}`);
+    if (code !== 0 || !line) throw new Error(`testcall exited ${code}\n${out.slice(-4000)}\n---- stack logs ----\n${await running().logs()}`);
     const result = JSON.parse(line.slice('TESTCALL '.length)) as TestcallResult;
     expect(result.pass).toBe(true);
     expect(result.callerHeard.finding!.peakHz).toBeGreaterThanOrEqual(590);

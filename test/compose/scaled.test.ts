@@ -11,7 +11,7 @@ import { flagsToOverrides } from '../../src/cli';
 import { loadConfig } from '../../src/config/load';
 import { parseNgUrl } from '../../src/relay-pool/nodes';
 import { hasCommand } from '../helpers/tools';
-import { ComposeStack, SCALED_FILE, buildStandins, composeUnavailable } from './stack';
+import { SCALED_FILE, composeSuiteLifecycle, composeUnavailable } from './stack';
 
 const ROOT = path.join(__dirname, '..', '..');
 const why = hasCommand('docker-compose') ? null : 'docker-compose not installed';
@@ -81,33 +81,11 @@ interface ScaledResult {
  * relay: both recordings hold the other's tone in their last seconds and nearly the whole call.
  */
 (whyStack ? describe.skip : describe)('the scaled compose stack under podman: a relay container killed mid-call', () => {
-  let stack: ComposeStack;
-  const timings: string[] = [];
-  const t0 = Date.now();
-  const lap = (what: string, since: number): void => void timings.push(`${what}: ${((Date.now() - since) / 1000).toFixed(1)} s`);
-
-  beforeAll(async () => {
-    let t = Date.now();
-    buildStandins();
-    lap('stand-in images', t);
-    stack = new ComposeStack([SCALED_FILE]);
-    t = Date.now();
-    stack.buildImages((line) => timings.push(line));
-    lap('stack images', t);
-    await stack.start();
-  }, 1_500_000);
-
-  afterAll(async () => {
-    const t = Date.now();
-    await stack?.destroy();
-    lap('teardown', t);
-    lap('whole scaled compose test', t0);
-    console.log(`scaled compose test timings:\n  ${timings.join('\n  ')}`);
-  }, 180_000);
+  const { stack: running, lap } = composeSuiteLifecycle('scaled compose test', [SCALED_FILE]);
 
   /** `keylatch <args>` in the keylatch container, as an operator runs it (docker compose exec). */
   const cli = async (args: string[]): Promise<string> => {
-    const { code, out } = await stack.compose(['exec', '-T', 'keylatch', 'node', 'dist/src/cli.js', ...args], 60_000);
+    const { code, out } = await running().compose(['exec', '-T', 'keylatch', 'node', 'dist/src/cli.js', ...args], 60_000);
     if (code !== 0) throw new Error(`keylatch ${args.join(' ')} exited ${code}: ${out.slice(-2000)}`);
     return out;
   };
@@ -115,31 +93,31 @@ interface ScaledResult {
 
   it('keeps the call\'s audio both ways when the relay container carrying it is killed', async () => {
     const t = Date.now();
-    const call = stack.compose(['run', '--rm', '-e', `TALK_SECONDS=${TALK_S}`, '-e', `ANALYSE_TAIL_SECONDS=${TAIL_S}`, 'testcall'], 300_000);
+    const call = running().compose(['run', '--rm', '-e', `TALK_SECONDS=${TALK_S}`, '-e', `ANALYSE_TAIL_SECONDS=${TAIL_S}`, 'testcall'], 300_000);
     // The call is up once a node holds it; then it talks a while before the kill.
     let holder: { id: string } | undefined;
     for (const end = Date.now() + 180_000; !holder && Date.now() < end; ) {
       holder = await relays().then((r) => r.find((n) => n.calls > 0)).catch(() => undefined);
       if (!holder) await new Promise((r) => setTimeout(r, 500));
     }
-    if (!holder) throw new Error(`no relay node took the test call\n${(await Promise.race([call, Promise.resolve({ out: '(still running)' })])).out.slice(-3000)}\n${await stack.logs()}`);
+    if (!holder) throw new Error(`no relay node took the test call\n${(await Promise.race([call, Promise.resolve({ out: '(still running)' })])).out.slice(-3000)}\n${await running().logs()}`);
     lap('stack up and the call placed', t);
     await new Promise((r) => setTimeout(r, KILL_AFTER_S * 1000));
     const statusBefore = await cli(['status']);
     const service = holder.id.endsWith(':2223') ? 'relay-1' : 'relay-2';
     const killedAt = Date.now();
-    const kill = await stack.compose(['kill', service], 60_000);
+    const kill = await running().compose(['kill', service], 60_000);
     expect(kill.code).toBe(0);
     const { code, out } = await call;
     lap(`testcall (talking ${TALK_S} s, ${service} killed ${((killedAt - t) / 1000).toFixed(1)} s after the start)`, t);
     const after = await relays();
-    const moved = (await stack.compose(['logs', '--no-color', 'keylatch'], 60_000)).out.split('\n').filter((l) => /call moved to another relay node/.test(l));
+    const moved = (await running().compose(['logs', '--no-color', 'keylatch'], 60_000)).out.split('\n').filter((l) => /call moved to another relay node/.test(l));
     const movedAfter = moved.map((l) => `${(JSON.parse(l.slice(l.indexOf('{'))) as { time: number }).time - killedAt} ms`);
     console.log(`${out.split('\n').filter((l) => l.startsWith('testcall:')).join('\n')}\nrelays after the kill: ${JSON.stringify(after)}\n` +
       `keylatch moved the call ${movedAfter.join(', ')} after the kill:\n${moved.join('\n')}\nkeylatch status before the kill:\n${statusBefore}`);
     expect(moved).toHaveLength(1);
     const line = out.split('\n').find((l) => l.startsWith('TESTCALL '));
-    if (code !== 0 || !line) throw new Error(`testcall exited ${code}\n${out.slice(-4000)}\n---- stack logs ----\n${await stack.logs()}`);
+    if (code !== 0 || !line) throw new Error(`testcall exited ${code}\n${out.slice(-4000)}\n---- stack logs ----\n${await running().logs()}`);
     const result = JSON.parse(line.slice('TESTCALL '.length)) as ScaledResult;
     expect(result.pass).toBe(true);
     // The status read after the kill finds the legs on the surviving node only.

@@ -150,3 +150,39 @@ export class ComposeStack {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * The lifecycle every compose suite shares, as beforeAll/afterAll: the stand-in images, the
+ * stack's images, the stack up, and at the end down, with each step's time printed under
+ * `name`. `stack()` is the running stack inside the suite's tests; `lap` adds their own timings.
+ */
+export function composeSuiteLifecycle(name: string, extraFiles: string[] = []): { stack: () => ComposeStack; lap: (what: string, since: number) => void } {
+  let stack: ComposeStack | undefined;
+  const t0 = Date.now();
+  const timings: string[] = [];
+  const lap = (what: string, since: number): void => void timings.push(`${what}: ${((Date.now() - since) / 1000).toFixed(1)} s`);
+  beforeAll(async () => {
+    let t = Date.now();
+    buildStandins();
+    lap('stand-in images', t);
+    stack = new ComposeStack(extraFiles);
+    t = Date.now();
+    stack.buildImages((line) => timings.push(line));
+    lap('stack images', t);
+    await stack.start();
+  }, 1_500_000);
+  afterAll(async () => {
+    const t = Date.now();
+    await stack?.destroy();
+    lap('teardown', t);
+    lap(`whole ${name}`, t0);
+    console.log(`${name} timings:\n  ${timings.join('\n  ')}`);
+  }, 180_000);
+  return {
+    stack: () => {
+      if (!stack) throw new Error(`${name}: the stack is not up`);
+      return stack;
+    },
+    lap,
+  };
+}
