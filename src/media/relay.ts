@@ -104,7 +104,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const own = new Set([config.interface, this.advertisedAddress]);
     this.policy = new AddressPolicy({
       allowLoopback: config.allowLoopbackPeers,
-      isRelayEndpoint: (address, port) => own.has(address) && this.pool.holds(port),
+      isRelayEndpoint: (address, port) => own.has(address) && this.isOwnPort(port),
     });
     const tickMs = Math.max(50, Math.min(1000, config.key.rechallengeIntervalMs / 2));
     this.timer = setInterval(() => this.tick(Date.now()), tickMs);
@@ -421,7 +421,15 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** One of this relay's own ports on one of its addresses (where it never sends). */
   private isOwnEndpoint(address: string, port: number): boolean {
-    return this.isOwnAddress(address) && this.pool.holds(port);
+    return this.isOwnAddress(address) && this.isOwnPort(port);
+  }
+
+  /**
+   * A port this relay holds. A relay worker (WorkerRelay) counts its siblings' ports too: a
+   * call on another worker of the same node is still on "this relay" to everyone outside it.
+   */
+  protected isOwnPort(port: number): boolean {
+    return this.pool.holds(port);
   }
 
   private isOwnAddress(address: string): boolean {

@@ -5,21 +5,17 @@ import type { PortShare } from './port-shares';
 
 /**
  * A Relay that owns one share of the port range and knows the rest belongs to its siblings.
- * A single relay refuses to send to its own ports (it must never be aimed at itself); in a
- * worker its own pool is only its share, so a target on another worker's port would pass.
- * This closes that gap: any port of the whole range on our own address counts as ours.
+ * A single relay refuses to send to its own ports (it must never be aimed at itself), and
+ * treats a leg answered with its own port as a stand-in's (Relay.adopt); in a worker its own
+ * pool is only its share, so a port of another worker would pass for a stranger's. Here any
+ * port of the whole range counts as ours (on our own address: Relay checks that).
  */
 export class WorkerRelay extends Relay {
-  private readonly own: Set<string>;
-
   constructor(config: MediaConfig, private readonly fullRange: PortShare, opts: { logger?: Logger } = {}) {
     super(config, opts);
-    this.own = new Set([config.interface, this.advertisedAddress]);
   }
 
-  override denied(address: string, port: number): string | null {
-    const reason = super.denied(address, port);
-    if (reason) return reason;
-    return this.own.has(address) && port >= this.fullRange.portMin && port <= this.fullRange.portMax ? 'relay-port' : null;
+  protected override isOwnPort(port: number): boolean {
+    return super.isOwnPort(port) || (port >= this.fullRange.portMin && port <= this.fullRange.portMax);
   }
 }
