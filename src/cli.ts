@@ -10,7 +10,8 @@ import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-clie
 import { createLogger } from './log';
 import { startEdgeService } from './edge-service';
 import { SOLE, configForShare, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
-import { splitHostPort, startRelayService } from './relay-service';
+import { splitHostPort } from './host-port';
+import { startRelayService } from './relay-service';
 
 const USAGE = `usage: keylatch edge   [--interface IP] [--advertise IP] [--ports MIN-MAX] [--metrics HOST:PORT]
                        [--processes N] [--config FILE]

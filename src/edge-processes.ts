@@ -14,6 +14,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Config } from './config/schema';
+import { joinHostPort, splitHostPort } from './host-port';
 import type { Logger } from './log';
 
 /** Which of how many edge processes this one is. */
@@ -45,8 +46,8 @@ export function portSlice(portMin: number, portMax: number, share: EdgeShare): {
 
 const shiftPort = (hostPort: string | null, by: number): string | null => {
   if (hostPort === null || by === 0) return hostPort;
-  const at = hostPort.lastIndexOf(':');
-  return `${hostPort.slice(0, at)}:${Number(hostPort.slice(at + 1)) + by}`;
+  const { host, port } = splitHostPort(hostPort);
+  return joinHostPort(host, port + by);
 };
 
 /** The configuration one edge process runs with: its port slice and its own listener ports. */

@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import { availableParallelism } from 'node:os';
 import type { Config } from './config/schema';
+import { splitHostPort } from './host-port';
 import { serveMetrics, serveRoutes } from './control/http-server';
 import { NgServer } from './control/ng-server';
 import { ngSealKey } from './control/ng-key-seal';
@@ -20,12 +21,6 @@ export interface RelayService {
   ng: { address: string; port: number } | null;
   metrics: { address: string; port: number } | null;
   close(): Promise<void>;
-}
-
-export function splitHostPort(hostPort: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hostPort);
-  if (!m) throw new Error(`not HOST:PORT: ${hostPort}`);
-  return { host: m[1]!, port: Number(m[2]) };
 }
 
 /**

@@ -3,6 +3,7 @@
  * rooms, and mute, unmute or remove a participant named by its id or its SIP URI. Every failure
  * is a RoomsClientError whose message says what to do next, for the CLI to print as it is.
  */
+import { joinHostPort } from '../host-port';
 import type { ParticipantInfo } from '../rooms/participant';
 import type { RoomInfo } from '../rooms/room';
 import { relayAdminRequest } from './relay-admin';
@@ -29,7 +30,7 @@ export class RoomsClient {
   private readonly label: string;
 
   constructor(private readonly admin: AdminAddress) {
-    this.label = `${admin.host.includes(':') ? `[${admin.host}]` : admin.host}:${admin.port}`;
+    this.label = joinHostPort(admin.host, admin.port);
   }
 
   async list(): Promise<RoomInfo[]> {

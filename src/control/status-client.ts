@@ -1,5 +1,6 @@
 /** `keylatch status`'s side of the admin endpoint: one GET, with a deadline. */
 import http from 'node:http';
+import { joinHostPort } from '../host-port';
 import { STATUS_PATH, type StatusSnapshot } from './status';
 
 export class StatusUnavailable extends Error {
@@ -7,7 +8,7 @@ export class StatusUnavailable extends Error {
 }
 
 export function fetchStatus(host: string, port: number, timeoutMs = 3000): Promise<StatusSnapshot> {
-  const where = `http://${host.includes(':') ? `[${host}]` : host}:${port}${STATUS_PATH}`;
+  const where = `http://${joinHostPort(host, port)}${STATUS_PATH}`;
   return new Promise((resolve, reject) => {
     const req = http.get({ host, port, path: STATUS_PATH, timeout: timeoutMs }, (res) => {
       let body = '';

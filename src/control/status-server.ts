@@ -5,7 +5,7 @@
 import type http from 'node:http';
 import type { Config } from '../config/schema';
 import { ConfigError, envName } from '../config/load';
-import { splitHostPort } from '../relay-service';
+import { splitHostPort } from '../host-port';
 import { serveRoutes, type Action, type ActionRoute, type Route } from './http-server';
 import { STATUS_PATH } from './status';
 

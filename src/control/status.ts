@@ -3,6 +3,7 @@
  * which calls are up, leg by leg, with the relay's latch state and packet counts. Built from the
  * relay's and the binding store's own state at request time; nothing is kept for it.
  */
+import { joinHostPort } from '../host-port';
 import type { Relay } from '../media/relay';
 import type { Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
@@ -93,8 +94,7 @@ export interface StatusSources {
   pooledCalls?: () => Promise<{ total: number; shown: PooledCallStatus[] }>;
 }
 
-const hostPort = (e: { address: string; port: number } | null): string | null =>
-  e ? (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`) : null;
+const hostPort = (e: { address: string; port: number } | null): string | null => (e ? joinHostPort(e.address, e.port) : null);
 
 /**
  * A binding's keepalive: the interval learned for its flow when there is one (older records and

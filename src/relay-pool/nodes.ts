@@ -1,3 +1,4 @@
+import { joinHostPort } from '../host-port';
 import type { LegOptions } from '../media/call';
 import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
 import { NgClient, NgRefused, type NgMessage } from './ng-client';
@@ -105,7 +106,7 @@ export class InProcessNode implements RelayNode {
         tag: l.tag ?? '',
         policy: l.policy,
         latchState: l.streams.map((st) => st.rtp.state).join(',') || null,
-        latched: l.latched ? hostPort(l.latched.address, l.latched.port) : null,
+        latched: l.latched ? joinHostPort(l.latched.address, l.latched.port) : null,
         packetsIn: l.packetsIn,
         packetsOut: l.packetsOut,
         lastSeen: l.lastSeen,
@@ -129,14 +130,12 @@ export function parseNgUrl(url: string): { host: string; port: number } {
   return { host: m[1]!, port: Number(m[2]) };
 }
 
-const hostPort = (address: string, port: number): string => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
-
 const dict = (v: unknown): NgMessage | null => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as NgMessage) : null);
 const list = (v: unknown): NgMessage[] => (Array.isArray(v) ? v.map(dict).filter((d): d is NgMessage => d !== null) : []);
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 const endpoint = (v: unknown): string | null => {
   const e = dict(v);
-  return e && typeof e.address === 'string' && num(e.port) ? hostPort(e.address, e.port as number) : null;
+  return e && typeof e.address === 'string' && num(e.port) ? joinHostPort(e.address, e.port as number) : null;
 };
 
 /**
