@@ -768,24 +768,32 @@ static napi_value js_ssrc(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The one int argument of a process-wide setter, when it lies in [min, max]; 0 otherwise. */
+static int setting_arg(napi_env env, napi_callback_info info, int min, int max, int *out) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int v;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "keylatch fastpath: napi_get_cb_info"); /* as CHECK does */
+    return 0;
+  }
+  if (argc != 1 || !get_int(env, argv[0], &v) || v < min || v > max) return 0;
+  *out = v;
+  return 1;
+}
+
 /* setPollInterval(us): 0 wakes on every arrival; else drains at most this often while media
    keeps coming (see "Readiness" above). Process-wide, like the socket table. */
 static napi_value js_set_poll_interval(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int us;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc == 1 && get_int(env, argv[0], &us) && us >= 0 && us <= 100000) poll_interval_us = us;
+  if (setting_arg(env, info, 0, 100000, &us)) poll_interval_us = us;
   return NULL;
 }
 
 /* setSendBatching(0 off | 1 sendmmsg | 2 gso): process-wide, like the socket table. */
 static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int mode;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc == 1 && get_int(env, argv[0], &mode) && mode >= 0 && mode <= 2) send_mode = mode;
+  if (setting_arg(env, info, 0, 2, &mode)) send_mode = mode;
   return NULL;
 }
 
