@@ -75,9 +75,12 @@ async function call(id: string): Promise<TestCall> {
  * one is cold, which must not read as a lost call.
  */
 async function talk(c: TestCall, n: number, seq0 = 0): Promise<void> {
-  const [gotA, gotB] = [c.a.media().length, c.b.media().length];
+  // Counted by SSRC: only the other side's packets, whatever else reaches the peer's port.
+  const heard = (p: Peer, ssrc: number) => p.media().filter((b) => b.length >= 12 && b.readUInt32BE(8) === ssrc).length;
+  const [gotA, gotB] = [heard(c.a, 0xb), heard(c.b, 0xa)];
   const want = n - (seq0 === 0 ? 2 : 0); // the first 2 packets of each side teach the latch
-  const arrived = () => c.b.media().length - gotB >= want && c.a.media().length - gotA >= want;
+  const progress = () => ({ toB: heard(c.b, 0xa) - gotB >= want, toA: heard(c.a, 0xb) - gotA >= want });
+  const arrived = () => progress().toA && progress().toB;
   const send = (i: number): void => {
     c.a.send(rtp(i, i * 160, 0xa), { address: '127.0.0.1', port: c.toA });
     c.b.send(rtp(i, i * 160, 0xb), { address: '127.0.0.1', port: c.toB });
@@ -93,7 +96,14 @@ async function talk(c: TestCall, n: number, seq0 = 0): Promise<void> {
     send(i);
     await sleep(20);
   }
-  expect({ toB: c.b.media().length - gotB >= want, toA: c.a.media().length - gotA >= want }).toEqual({ toB: true, toA: true });
+  if (!arrived()) {
+    // What the relay saw, so that a failure says which leg and why, not only that audio is missing.
+    const q = await client.query(ng, { 'call-id': c.id }).catch((e: Error) => e.message);
+    const strays = [c.a, c.b].map((p) => p.received.filter((r) => r.buf.length < 12 || ![0xa, 0xb].includes(r.buf.readUInt32BE(8))).length);
+    console.log(`talk ${c.id}: A ${c.a.address}:${c.a.port} heard ${heard(c.a, 0xb) - gotA}, B ${c.b.address}:${c.b.port} heard ${heard(c.b, 0xa) - gotB}, ` +
+      `want ${want}, sent ${i - seq0}, stray packets A ${strays[0]} B ${strays[1]}; ports toA ${c.toA} toB ${c.toB}; query ${JSON.stringify(q)}`);
+  }
+  expect(progress()).toEqual({ toB: true, toA: true });
 }
 
 beforeEach(async () => {
