@@ -1,7 +1,9 @@
 # keylatch: the SIP edge and media relay. node-gyp needs g++, make and python3 for the
-# native fast path (native/fastpath.c); they stay in the build stage.
+# native fast path (native/fastpath.c); they stay in the build stage. liburing-dev lets the room
+# mixer batch its sends through io_uring (linked statically: the runtime image needs nothing);
+# under a seccomp profile that blocks io_uring (Docker's default since 25.0) it sends one by one.
 FROM node:20-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends g++ make python3 && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends g++ make python3 liburing-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json binding.gyp ./
 COPY native ./native
