@@ -111,9 +111,10 @@ export function relayCommands(relay: Relay): NgHandler {
     const command = required(req, 'command');
     switch (command) {
       case 'ping':
-        // keylatch's own addition (rtpengine clients ignore it): the address this relay writes
-        // into SDP, so an edge pooling it knows its legs in an offer it never made itself.
-        return { result: 'pong', 'media-address': relay.advertisedAddress };
+        // keylatch's own additions (rtpengine clients ignore them): the address this relay writes
+        // into SDP, so an edge pooling it knows its legs in an offer it never made itself; and
+        // since when calls may have been lost here, so that it can tell a restart from a timeout.
+        return { result: 'pong', 'media-address': relay.advertisedAddress, 'calls-lost-at': relay.startedAt };
       case 'offer': {
         const { sdp } = await relay.offer({
           callId: required(req, 'call-id'),

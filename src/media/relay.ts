@@ -67,6 +67,8 @@ const BIND_ATTEMPTS = 8;
 export class Relay extends EventEmitter<RelayEvents> {
   readonly pool: PortPool;
   readonly advertisedAddress: string;
+  /** Calls are held in memory only: none from before this moment exists here (ng `ping` says so, see relay-pool/nodes.ts). */
+  readonly startedAt = Date.now();
   readonly drops: Record<DropReason, number> = {
     malformed: 0,
     'unlatched-source': 0,

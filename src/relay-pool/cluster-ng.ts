@@ -4,7 +4,8 @@ import type { RelayCluster } from '../media/cluster/relay-cluster';
 
 /**
  * What an edge pooling this relay needs of its ng when the relay runs on several workers: the
- * media address in `ping` (as a single Relay answers it), and `adopt` asked of every live worker
+ * media address and the time calls were last lost (a worker's death) in `ping`, as a single
+ * Relay answers it (ng-server.ts), and `adopt` asked of every live worker
  * in turn, since the leg is named by the ports in its SDP and not by a call-id the dispatcher
  * could route by. Everything else goes to the dispatcher as it is.
  */
@@ -24,6 +25,6 @@ export function poolCommands(dispatcher: NgHandler, cluster: RelayCluster, media
       return last;
     }
     const reply = await dispatcher(req);
-    return req.command === 'ping' && reply.result === 'pong' ? { ...reply, 'media-address': mediaAddress } : reply;
+    return req.command === 'ping' && reply.result === 'pong' ? { ...reply, 'media-address': mediaAddress, 'calls-lost-at': cluster.callsLostAt } : reply;
   };
 }

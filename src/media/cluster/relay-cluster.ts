@@ -76,6 +76,12 @@ export class RelayCluster extends EventEmitter<ClusterEvents> {
   private readonly slots: Slot[];
   private nextId = 1;
   private closing = false;
+  /**
+   * The last time calls were lost here: the cluster's start, then each worker's death (its
+   * calls go with its sockets). An edge pooling this relay reads it from ng `ping` and asks
+   * after its calls when it moves (cluster-ng.ts), so a worker's restart costs a move, not a call.
+   */
+  callsLostAt = Date.now();
   private readonly script: string;
   private readonly execArgv: string[];
   /** Counted here because the worker that would count them is the one that died. */
@@ -231,6 +237,7 @@ export class RelayCluster extends EventEmitter<ClusterEvents> {
     if (started) {
       this.exits.push({ index: slot.index, code, signal });
       const exit: WorkerExit = { index: slot.index, pid: child.pid!, code, signal, callsLost: this.placement.forgetWorker(slot.index), restartInMs: delay };
+      if (exit.callsLost > 0) this.callsLostAt = Date.now();
       this.log.error({ ...exit, worker: slot.index }, 'relay worker died; its calls are lost, the other workers go on');
       this.emit('worker-exit', exit);
     }
