@@ -33,6 +33,13 @@ export function registerPoolMetrics(pool: RelayPool, registry: Registry): void {
     },
   });
   new Counter({
+    name: 'keylatch_relay_node_lost_calls_total', help: 'Calls a relay node lost while it kept answering pings (it restarted, or a worker of it died), placed again', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(pool.lostWhileUp);
+    },
+  });
+  new Counter({
     name: 'keylatch_relay_node_media_timeouts_total', help: 'Calls ended because their relay node timed their media out or no longer held them', registers: [registry],
     collect() {
       this.reset();

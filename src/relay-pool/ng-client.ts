@@ -12,6 +12,9 @@ export class NgTimeout extends Error {
   override name = 'NgTimeout';
 }
 
+/** Both rtpengine and keylatch nodes refuse a command for a call they do not hold with "Unknown call-id". */
+export const isUnknownCall = (reason: string): boolean => /unknown call/i.test(reason);
+
 /** The node answered result=error: the request was bad, the node itself is alive. */
 export class NgRefused extends Error {
   override name = 'NgRefused';

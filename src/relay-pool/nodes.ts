@@ -1,7 +1,7 @@
 import { joinHostPort } from '../host-port';
 import type { LegOptions } from '../media/call';
 import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
-import { NgClient, NgRefused, type NgMessage } from './ng-client';
+import { NgClient, NgRefused, isUnknownCall, type NgMessage } from './ng-client';
 import { unsealLegKeys } from '../control/ng-key-seal';
 
 /** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
@@ -20,6 +20,19 @@ export interface NodeLeg {
   packetsOut: number | null;
   /** Last media on the leg, ms since the epoch; 0 for never. */
   lastSeen: number;
+}
+
+/** What a node says of itself when it answers a ping. */
+export interface NodePong {
+  /** The address it writes into SDP (keylatch nodes say). */
+  mediaAddress?: string;
+  /**
+   * Since when calls may be gone from it (ms since the epoch): its start, or for keylatch the
+   * last death of one of its workers. A call placed before this that the node no longer holds
+   * was lost to a restart, not ended by a media timeout (media-watch.ts). rtpengine says its
+   * uptime in whole seconds, so its figure may be up to a second late.
+   */
+  callsLostAt?: number;
 }
 
 /** A call on a node: its legs, and whether its media timed out there. */
@@ -47,10 +60,10 @@ export interface RelayNode {
    */
   query(callId: string): Promise<NodeCall | null>;
   /**
-   * Resolves when the node answers a ping, with the media address it writes into SDP when it
-   * says (keylatch nodes do); rejects (NgTimeout) when it does not answer.
+   * Resolves when the node answers a ping, with what it says of itself; rejects (NgTimeout)
+   * when it does not answer.
    */
-  ping(): Promise<{ mediaAddress?: string }>;
+  ping(): Promise<NodePong>;
   /** keylatch nodes only: handing one of its legs to a call the PBX routed back (see Relay.adopt). */
   readonly hairpins?: Hairpins;
   close(): void;
@@ -114,8 +127,8 @@ export class InProcessNode implements RelayNode {
     };
   }
 
-  async ping(): Promise<{ mediaAddress?: string }> {
-    return { mediaAddress: this.relay.advertisedAddress };
+  async ping(): Promise<NodePong> {
+    return { mediaAddress: this.relay.advertisedAddress, callsLostAt: this.relay.startedAt };
   }
 
   close(): void {
@@ -254,17 +267,33 @@ export class NgNode implements RelayNode {
     const reply = await this.client.send('query', { 'call-id': callId });
     if (reply.result === 'error') {
       const reason = String(reply['error-reason'] ?? 'error');
-      // Both kinds say "Unknown call-id" for a call they do not hold.
-      if (/unknown call/i.test(reason)) return null;
+      if (isUnknownCall(reason)) return null;
       throw new NgRefused(reason);
     }
     return { timedOut: reply['timed-out'] === 'yes', legs: queriedLegs(reply) };
   }
 
-  async ping(): Promise<{ mediaAddress?: string }> {
-    const reply = await this.client.send('ping', {}, this.timeouts.pingMs);
+  async ping(): Promise<NodePong> {
+    // rtpengine's pong says nothing of itself; its `statistics` carries its uptime. Asked beside
+    // the ping, never instead: liveness is the ping's alone, whatever statistics costs a busy node.
+    const [reply, uptime] = await Promise.all([this.client.send('ping', {}, this.timeouts.pingMs), this.kind === 'rtpengine' ? this.uptimeSec() : null]);
     if (reply.result !== 'pong') throw new Error(`ping answered ${String(reply.result)}`);
-    return typeof reply['media-address'] === 'string' ? { mediaAddress: reply['media-address'] } : {};
+    const lostAt = num(reply['calls-lost-at']) ?? (uptime === null ? null : Date.now() - uptime * 1000);
+    return {
+      ...(typeof reply['media-address'] === 'string' ? { mediaAddress: reply['media-address'] } : {}),
+      ...(lostAt !== null ? { callsLostAt: lostAt } : {}),
+    };
+  }
+
+  /** rtpengine's uptime (statistics → totalstatistics.uptime, whole seconds as a string), or null. */
+  private async uptimeSec(): Promise<number | null> {
+    try {
+      const reply = await this.client.send('statistics', {}, this.timeouts.pingMs);
+      const up = Number(dict(dict(reply.statistics)?.totalstatistics)?.uptime);
+      return Number.isFinite(up) && up >= 0 ? up : null;
+    } catch {
+      return null;
+    }
   }
 
   close(): void {

@@ -34,8 +34,11 @@ interface Member {
   up: boolean;
   draining: boolean;
   missed: number;
-  pinging: boolean;
+  /** The ping under way, if one is: whoever needs a fresh answer waits for it. */
+  pinging: Promise<void> | null;
   lastPingMs: number | null;
+  /** What its last pong said of when it last lost calls (NodePong.callsLostAt); null if it never says. */
+  callsLostAt: number | null;
   calls: Set<string>;
   /** Media addresses this node wrote into SDP: how a PBX's offer that names one of its legs is told apart. */
   addresses: Set<string>;
@@ -48,7 +51,18 @@ export interface PoolEvents {
   /** A node stopped answering: every call on it must move. */
   down: [RelayNode, string[]];
   up: [RelayNode];
+  /**
+   * A node that kept answering says it lost calls since the last ping (it restarted faster than
+   * pings could miss, or a worker of it died): which of its calls are gone, only asking tells.
+   */
+  forgot: [RelayNode];
 }
+
+/**
+ * How much later an rtpengine's callsLostAt must be to mean it lost calls again: its figure
+ * comes from whole seconds of uptime and wanders by one between pings. keylatch says it exactly.
+ */
+const RTPENGINE_LOST_AGAIN_SLACK_MS = 1500;
 
 /**
  * The relay nodes an edge may put a call on, and which call is on which. A new call goes to the
@@ -62,6 +76,8 @@ export class RelayPool extends EventEmitter<PoolEvents> {
   readonly moves = { moved: 0, failed: 0 };
   /** Calls ended because their node timed their media out (or no longer held them). */
   mediaTimeouts = 0;
+  /** Calls a node lost while it kept answering (restarted between pings, or lost a worker): placed again, not ended. */
+  lostWhileUp = 0;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(nodes: Array<{ node: RelayNode; weight: number }>, readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
@@ -72,7 +88,7 @@ export class RelayPool extends EventEmitter<PoolEvents> {
       if (ids.has(node.id)) throw new Error(`relay ${node.id} is listed twice`);
       ids.add(node.id);
     }
-    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: false, lastPingMs: null, calls: new Set(), addresses: new Set() }));
+    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: null, lastPingMs: null, callsLostAt: null, calls: new Set(), addresses: new Set() }));
   }
 
   /** Starts pinging; the first round goes out at once so a node that is down at start gets no calls. */
@@ -126,6 +142,21 @@ export class RelayPool extends EventEmitter<PoolEvents> {
     return this.member(node)?.up ?? false;
   }
 
+  /**
+   * Since when the node may have lost calls, as a ping answered now says (null if the node does
+   * not say); rejects if the node does not answer. Asked before a call the node no longer holds
+   * is taken for ended.
+   */
+  async callsLostAt(node: RelayNode): Promise<number | null> {
+    const m = this.member(node);
+    if (!m) return null;
+    await this.ping(m);
+    // A ping already under way may have been sent before the node lost anything: ask once more.
+    await this.ping(m);
+    if (m.missed > 0) throw new Error(`${node.id} did not answer a ping`);
+    return m.callsLostAt;
+  }
+
   /** A node whose command timed out: ping it now rather than at the next round. */
   suspect(node: RelayNode): void {
     const m = this.member(node);
@@ -167,15 +198,28 @@ export class RelayPool extends EventEmitter<PoolEvents> {
     for (const m of this.members) void this.ping(m);
   }
 
-  private async ping(m: Member): Promise<void> {
-    if (m.pinging) return;
-    m.pinging = true;
+  /** Pings the node, or waits for the ping already under way. */
+  private ping(m: Member): Promise<void> {
+    if (!m.pinging) m.pinging = this.pingOnce(m).finally(() => (m.pinging = null));
+    return m.pinging;
+  }
+
+  private async pingOnce(m: Member): Promise<void> {
     const started = Date.now();
     try {
-      const { mediaAddress } = await m.node.ping();
+      const { mediaAddress, callsLostAt } = await m.node.ping();
       if (mediaAddress) m.addresses.add(mediaAddress);
       m.lastPingMs = Date.now() - started;
       m.missed = 0;
+      if (callsLostAt !== undefined) {
+        const before = m.callsLostAt;
+        m.callsLostAt = before === null ? callsLostAt : Math.max(before, callsLostAt);
+        const slack = m.node.kind === 'rtpengine' ? RTPENGINE_LOST_AGAIN_SLACK_MS : 0;
+        if (before !== null && callsLostAt > before + slack && m.up && m.calls.size > 0) {
+          this.log.warn({ relay: m.node.id, calls: m.calls.size }, 'relay node lost calls while it kept answering (restarted, or a worker died): asking after its calls');
+          this.emit('forgot', m.node);
+        }
+      }
       if (!m.up) {
         m.up = true;
         this.log.warn({ relay: m.node.id }, 'relay node answers again: it takes new calls');
@@ -193,8 +237,6 @@ export class RelayPool extends EventEmitter<PoolEvents> {
         this.log.error({ relay: m.node.id, calls: calls.length, err: (err as Error).message }, 'relay node down: moving its calls');
         this.emit('down', m.node, calls);
       }
-    } finally {
-      m.pinging = false;
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { LegOptions } from '../media/call';
 import type { LegRef } from '../media/relay';
-import { NgTimeout } from '../relay-pool/ng-client';
+import { NgRefused, NgTimeout, isUnknownCall } from '../relay-pool/ng-client';
 import type { RelayNode } from '../relay-pool/nodes';
 import type { RelayPool } from '../relay-pool/pool';
 
@@ -32,8 +32,14 @@ export interface CallMedia {
 export class AnchoredMedia implements CallMedia {
   private tagB = '';
   private node: RelayNode | null = null;
-  /** The node died under the call: its next offer goes to a new node. */
+  /** The node died under the call, or forgot it: its next offer goes to a new placement. */
   lost = false;
+  /**
+   * The node forgot the call but is alive (it restarted, or a worker of it died): the move may
+   * land on it again, and the old placement needs no delete (the call's id there is about to be
+   * reused by the new one).
+   */
+  forgotten = false;
   /**
    * Anchored only in place of a hairpin whose owner's node died while the client rang: the
    * PBX's next offer, naming the owner's leg on its new node, is adopted instead (CallSession).
@@ -41,6 +47,8 @@ export class AnchoredMedia implements CallMedia {
   standIn = false;
   /** How many times the call was placed on a node: a move is a new placement. */
   private placements = 0;
+  /** When the latest placement was made (ms since the epoch). */
+  private placedAt = 0;
   /** An offer to a new node is under way: the node may not know the call yet. */
   private placing = false;
   /** SDP for B from a move made while B rang: B still has the dead node's, so it goes by re-INVITE once the dialog is up. */
@@ -60,8 +68,8 @@ export class AnchoredMedia implements CallMedia {
   }
 
   /** The node and placement while the call is settled there (not lost, not being placed). */
-  get settled(): { node: RelayNode; placement: number } | null {
-    return this.node && !this.lost && !this.placing ? { node: this.node, placement: this.placements } : null;
+  get settled(): { node: RelayNode; placement: number; placedAt: number } | null {
+    return this.node && !this.lost && !this.placing ? { node: this.node, placement: this.placements, placedAt: this.placedAt } : null;
   }
 
   async offerToB(): Promise<string> {
@@ -80,8 +88,13 @@ export class AnchoredMedia implements CallMedia {
       try {
         return await this.answerOn(sdp, toTag, source);
       } catch (err) {
-        if (!(err instanceof NgTimeout)) throw err;
-        this.pool.suspect(this.node!);
+        if (err instanceof NgRefused && isUnknownCall(err.reason)) {
+          // The node forgot the call while B rang (it restarted, or a worker of it died).
+          this.forgotten = true;
+        } else {
+          if (!(err instanceof NgTimeout)) throw err;
+          this.pool.suspect(this.node!);
+        }
       }
     }
     this.unsentToB = await this.move('a', this.offer);
@@ -117,13 +130,15 @@ export class AnchoredMedia implements CallMedia {
    */
   async move(from: Side, sdp: string): Promise<string> {
     const old = this.node;
+    const forgotten = this.forgotten;
     this.lost = false;
+    this.forgotten = false;
     if (old) this.pool.release(old, this.callId);
     // Best effort: a node that comes back would otherwise hold the call's ports till its timeout.
-    if (old) old.delete(this.callId).catch(() => undefined);
+    if (old && !forgotten) old.delete(this.callId).catch(() => undefined);
     this.node = null;
     const to = from === 'a' ? 'b' : 'a';
-    return this.start(from, sdp, this.optionsOf(from), this.optionsOf(to), old ?? undefined);
+    return this.start(from, sdp, this.optionsOf(from), this.optionsOf(to), forgotten ? undefined : (old ?? undefined));
   }
 
   release(): void {
@@ -145,6 +160,7 @@ export class AnchoredMedia implements CallMedia {
         const node = this.pool.place(this.callId, needsKey, avoid);
         this.node = node;
         this.placements++;
+        this.placedAt = Date.now();
         try {
           const out = (await node.offer({ callId: this.callId, fromTag: this.tag(from), ...(toTag ? { toTag } : {}), sdp, offerer: { ...offerer }, answerer: { ...answerer } })).sdp;
           this.pool.noteSdp(node, out);

@@ -335,7 +335,7 @@ export class CallSession {
   }
 
   /** Where this call's media is while it is answered and settled on a node of its own (MediaWatch). */
-  mediaOnNode(): { node: RelayNode; callId: string; placement: number } | null {
+  mediaOnNode(): { node: RelayNode; callId: string; placement: number; placedAt: number } | null {
     const at = this.media instanceof AnchoredMedia && this.connected && !this.ended ? this.media.settled : null;
     return at ? { ...at, callId: this.relayCallId } : null;
   }
@@ -353,9 +353,14 @@ export class CallSession {
     return this.media instanceof HairpinMedia ? this.media.owner : null;
   }
 
-  /** Its relay node is gone: the next offer, or moveMedia, puts the call on another. */
-  relayLost(): void {
+  /**
+   * Its relay node is gone, or forgot the call while alive (`forgotten`: restarted, or a worker
+   * of it died): the next offer, or moveMedia, places the call again, on another node unless
+   * the node only forgot it.
+   */
+  relayLost(forgotten = false): void {
     if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
+    if (this.media instanceof AnchoredMedia) this.media.forgotten = forgotten;
   }
 
   /**

@@ -158,21 +158,45 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   // same conversation (its own session, on the same dead node), which that offer then moves;
   // moving both at once would cross two re-INVITEs in the PBX (491).
   let moving: Promise<void> = Promise.resolve();
+  // A node found down loses every call, which move to other nodes; a live one that forgot some
+  // (restarted between pings, or lost a worker) only those, which may go back onto it.
   const onNodeDown = (node: RelayNode, callIds: string[]): void => {
     const sessions = callIds.map((id) => byRelayCall.get(id)).filter((c): c is CallSession => c !== undefined);
     for (const c of sessions) c.relayLost();
+    moveAll(node, sessions, null);
+  };
+  // Only the placement the node lost: two checks that both saw it gone, or one that saw it
+  // before a move placed it again, must not move it twice.
+  const onCallsForgotten = (node: RelayNode, lost: Array<{ callId: string; placement: number }>): void => {
+    const sessions = lost.flatMap(({ callId, placement }) => {
+      const c = byRelayCall.get(callId);
+      const at = c?.mediaOnNode();
+      return c && at && at.node === node && at.placement === placement ? [c] : [];
+    });
+    for (const c of sessions) c.relayLost(true);
+    pool.lostWhileUp += sessions.length;
+    moveAll(node, sessions, new Set(sessions.map((c) => c.relayCallId)));
+  };
+  /** `forgotten`: the relay calls a live node lost (null: the node is down, all of them). */
+  const moveAll = (node: RelayNode, sessions: CallSession[], forgotten: Set<string> | null): void => {
     // Hairpinned calls hold a leg of a call there (this edge's or another's): the owner's move
     // re-offers it to them.
-    for (const c of byRelayCall.values()) if (c.hairpinOwner !== null && c.relayNode === node.id) c.relayLost();
-    log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
+    for (const c of byRelayCall.values()) {
+      if (c.hairpinOwner !== null && c.relayNode === node.id && (!forgotten || forgotten.has(c.hairpinOwner))) c.relayLost(forgotten !== null);
+    }
+    if (forgotten) log.warn({ relay: node.id, calls: sessions.length }, 'relay node lost calls while up: placing them again');
+    else log.warn({ relay: node.id, calls: sessions.length }, 'relay node down: moving its calls to other nodes');
     // Callers' halves first: the PBX brings each one's re-offer to the callee's half, which
     // can then adopt the caller's leg on its new node instead of anchoring the call twice.
     sessions.sort((x, y) => Number(x.toClient) - Number(y.toClient));
     for (const c of sessions) moving = moving.then(() => c.moveMedia());
   };
   pool.on('down', onNodeDown);
-  // Dead media on ng nodes (they do not tell the edge, as the in-process relay does): src/relay-pool/media-watch.ts.
-  const mediaWatch = new MediaWatch(pool, () => calls.values(), pool.opts.mediaCheckIntervalMs ?? 0, log);
+  // Dead media on ng nodes (they do not tell the edge, as the in-process relay does), and calls a
+  // live node lost: src/relay-pool/media-watch.ts.
+  const mediaWatch = new MediaWatch(pool, () => calls.values(), pool.opts.mediaCheckIntervalMs ?? 0, onCallsForgotten, log);
+  const onNodeForgot = (node: RelayNode): void => void mediaWatch.recheck(node);
+  pool.on('forgot', onNodeForgot);
   mediaWatch.start();
   const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) && ownsFlow(b.id, share) });
   const listeners = [await connect(srf, opts.drachtio, log)];
@@ -204,6 +228,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     async close() {
       keepalive.stop();
       pool.off('down', onNodeDown);
+      pool.off('forgot', onNodeForgot);
       mediaWatch.stop();
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();

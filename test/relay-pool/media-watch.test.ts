@@ -11,18 +11,27 @@ import { MediaWatch, type WatchedCall } from '../../src/relay-pool/media-watch';
 import { NgNode, type RelayNode } from '../../src/relay-pool/nodes';
 import { RelayPool } from '../../src/relay-pool/pool';
 import { pooledCallStatuses } from '../../src/relay-pool/pool-status';
-import { newRelay, sdp, waitForAsync } from '../helpers/peers';
+import { newRelay, sdp, sleep, waitForAsync } from '../helpers/peers';
 
 const closers: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-async function ngRelay(over: Parameters<typeof newRelay>[0] = {}): Promise<{ relay: Relay; node: NgNode; pool: RelayPool; server: NgServer }> {
-  const relay = newRelay(over);
-  const server = new NgServer(relay);
+async function ngRelay(over: Parameters<typeof newRelay>[0] = {}): Promise<{ relay: Relay; node: NgNode; pool: RelayPool; server: NgServer; restart: () => Promise<void> }> {
+  let relay = newRelay(over);
+  let server = new NgServer(relay);
   const { port } = await server.listen(0, '127.0.0.1');
   const node = new NgNode(`ng://127.0.0.1:${port}`, 'keylatch', { pingMs: 150, commandMs: 500 });
+  /** A new relay process, as a restart makes it: same ng port, no calls. */
+  const restart = async (): Promise<void> => {
+    server.close();
+    await relay.close();
+    await new Promise((r) => setTimeout(r, 5)); // a restart takes a moment: its start time differs
+    relay = newRelay(over);
+    server = new NgServer(relay);
+    await server.listen(port, '127.0.0.1');
+  };
   const pool = new RelayPool([{ node, weight: 1 }], { pingIntervalMs: 100, missedPingsDown: 2 });
   closers.push(async () => {
     pool.close();
@@ -33,8 +42,18 @@ async function ngRelay(over: Parameters<typeof newRelay>[0] = {}): Promise<{ rel
     }
     await relay.close();
   });
-  return { relay, node, pool, server };
+  return { relay, node, pool, server, restart };
 }
+
+/**
+ * A call placed within a second of its node's start may have been lost to that start (the two
+ * clocks need not agree: media-watch.ts): a call the node must be found to have ended comes later.
+ */
+const SINCE_START_MS = 1100;
+
+const noMoves = (node: RelayNode, lost: Array<{ callId: string }>): never => {
+  throw new Error(`no call should be taken for lost here: ${lost.map((l) => l.callId).join()} on ${node.id}`);
+};
 
 const guarded = { policy: 'guarded' as const, secure: false, signallingAddress: '127.0.0.1' };
 
@@ -45,12 +64,12 @@ async function callOn(node: RelayNode, callId: string): Promise<void> {
 }
 
 /** A call as the watch sees it, whose placement the test may move on. */
-function watched(node: RelayNode, callId: string): WatchedCall & { ended: string[]; placement: number } {
+function watched(node: RelayNode, callId: string, placedAt = Date.now()): WatchedCall & { ended: string[]; placement: number } {
   const c = {
     callId,
     ended: [] as string[],
     placement: 1,
-    mediaOnNode: () => (c.ended.length ? null : { node, callId, placement: c.placement }),
+    mediaOnNode: () => (c.ended.length ? null : { node, callId, placement: c.placement, placedAt }),
     hangUp: (why: string) => void c.ended.push(why),
   };
   return c;
@@ -74,7 +93,8 @@ describe('media watch', () => {
   it('ends a call its node timed out, with BYE reasons for each case, and leaves live calls alone', async () => {
     const { node, pool } = await ngRelay({ timeouts: { mediaSec: 0.3, holdSec: 0.3 } });
     pool.start();
-    const watch = new MediaWatch(pool, () => calls, 1000);
+    await sleep(SINCE_START_MS);
+    const watch = new MediaWatch(pool, () => calls, 1000, noMoves);
     await callOn(node, 'live');
     const live = watched(node, 'live');
     const gone = watched(node, 'never-placed');
@@ -101,14 +121,57 @@ describe('media watch', () => {
       moved.placement++;
       return out;
     });
-    const watch = new MediaWatch(pool, () => [moved], 1000);
+    const watch = new MediaWatch(pool, () => [moved], 1000, noMoves);
     expect(await watch.round()).toBe(0);
     expect(moved.ended).toEqual([]);
     jest.restoreAllMocks();
     server.close();
     const silent = watched(node, 'on-a-silent-node');
-    expect(await new MediaWatch(pool, () => [silent], 1000).round()).toBe(0);
+    expect(await new MediaWatch(pool, () => [silent], 1000, noMoves).round()).toBe(0);
     expect(silent.ended).toEqual([]);
+  });
+});
+
+describe('a node that lost calls while it kept answering', () => {
+  it('says when in its pong; the watch hands its lost calls on to move, not to end, and still ends a call placed after', async () => {
+    const { node, pool, restart } = await ngRelay();
+    const first = await node.ping();
+    expect(first.callsLostAt).toBeLessThanOrEqual(Date.now());
+    await callOn(node, 'before-restart');
+    const before = watched(node, 'before-restart');
+    const moved: Array<[string, string[]]> = [];
+    const calls: WatchedCall[] = [before];
+    const watch = new MediaWatch(pool, () => calls, 1000, (n, lost) => void moved.push([n.id, lost.map((l) => l.callId)]));
+    expect(await watch.round()).toBe(0);
+    await restart();
+    await sleep(SINCE_START_MS);
+    const after = watched(node, 'placed-after-restart');
+    calls.push(after);
+    // No ping between the restart and the round: the watch asks the node itself before ending anything.
+    expect(await watch.round()).toBe(1);
+    expect(before.ended).toEqual([]);
+    expect(moved).toEqual([[node.id, ['before-restart']]]);
+    expect(after.ended).toEqual(['relay node no longer holds the call']);
+    expect(pool.mediaTimeouts).toBe(1);
+  });
+
+  it('is seen by the pings: the pool says "forgot", and a recheck moves only the calls the node no longer holds', async () => {
+    const { node, pool, restart } = await ngRelay();
+    pool.start();
+    await waitForAsync(async () => (await pool.callsLostAt(node)) !== null, 2000);
+    const forgot: string[] = [];
+    pool.on('forgot', (n) => forgot.push(n.id));
+    for (const id of ['c1', 'c2']) pool.place(id, false);
+    await restart();
+    await callOn(node, 'c2'); // placed again since: held
+    const moved: string[][] = [];
+    const calls = ['c1', 'c2'].map((id) => watched(node, id, Date.now() - 2000));
+    const watch = new MediaWatch(pool, () => calls, 0, (_n, lost) => void moved.push(lost.map((l) => `${l.callId}#${l.placement}`)));
+    await waitForAsync(async () => forgot.length === 1, 2000);
+    expect(await watch.recheck(node)).toBe(1);
+    expect(moved).toEqual([['c1#1']]);
+    expect(calls.map((c) => c.ended)).toEqual([[], []]);
+    expect(pool.status()[0]!.state).toBe('up');
   });
 });
 

@@ -2,7 +2,6 @@
  * keylatch relay on two worker processes, as `keylatch relay --workers 2` runs it: the real
  * ng socket, real worker processes with their own native fast paths, real media.
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import { Client } from 'rtpengine-client';
 import { loadConfig } from '../../src/config/load';
@@ -10,6 +9,7 @@ import { silentLogger } from '../../src/log';
 import { homeWorker } from '../../src/media/cluster/placement';
 import type { WorkerExit } from '../../src/media/cluster/relay-cluster';
 import { startRelayService, type RelayService } from '../../src/relay-service';
+import { holdsPort } from '../helpers/proc-sockets';
 import { Peer, mediaPorts, rtp, sdp, sleep, testMediaConfig, waitFor, waitForAsync } from '../helpers/peers';
 
 jest.setTimeout(60000);
@@ -18,27 +18,6 @@ let service: RelayService;
 let client: InstanceType<typeof Client>;
 let ng: { host: string; port: number };
 const peers: Peer[] = [];
-
-/** The inodes of the UDP sockets bound to a local port (from /proc/net/udp). */
-function udpInodes(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  return readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)
-    .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f[1]?.endsWith(`:${hex}`))
-    .map((f) => f[9]!);
-}
-
-/** Does this process hold the socket bound to this port? */
-function holdsPort(pid: number, port: number): boolean {
-  const inodes = new Set(udpInodes(port).map((i) => `socket:[${i}]`));
-  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-    try {
-      return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
-    } catch {
-      return false;
-    }
-  });
-}
 
 function metricsText(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
