@@ -7,7 +7,22 @@ import { Relay } from '../../src/media/relay';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let nextRange = 31000 + (process.pid % 50) * 200;
+/**
+ * Each testMediaConfig gets a range of 100 ports of its own among 100 such ranges (31000-40999),
+ * in turn, across test files. The turn is kept in the environment because `npm test` runs every
+ * file in one process (--runInBand), each with a fresh copy of this module: counted per module,
+ * every file's first relay took the same ports, so a sender an earlier file left running would
+ * reach a later file's relay, where a source on the peer's IP can latch a guarded leg before the
+ * peer does (the likeliest reading of one CI run in which both relay-workers tests lost B->A on
+ * fresh calls, while B's count, which took any packet for media, looked fine).
+ * Parallel jest workers start at different turns (by pid) as before.
+ */
+const RANGE_TURN = 'KEYLATCH_TEST_RANGE_TURN';
+function nextPortRange(): number {
+  const turn = Number(process.env[RANGE_TURN] ?? (process.pid % 50) * 2);
+  process.env[RANGE_TURN] = String(turn + 1);
+  return 31000 + (turn % 100) * 100;
+}
 export type MediaOverrides = Partial<Omit<MediaConfig, 'key' | 'guarded' | 'timeouts'>> & {
   key?: Partial<MediaConfig['key']>;
   guarded?: Partial<MediaConfig['guarded']>;
@@ -16,8 +31,7 @@ export type MediaOverrides = Partial<Omit<MediaConfig, 'key' | 'guarded' | 'time
 
 export function testMediaConfig(over: MediaOverrides = {}): MediaConfig {
   const base = loadConfig({ env: {} }).media;
-  const portMin = nextRange;
-  nextRange += 100;
+  const portMin = nextPortRange();
   return {
     ...base,
     interface: '127.0.0.1',
