@@ -43,3 +43,25 @@ export function blockToneShare(samples: ArrayLike<number>, hz: number, rate = 80
   }
   return n ? sum / n : 0;
 }
+
+/** The row and column tones (Hz) of each DTMF key: a key sounds both at once. */
+export const DTMF_TONES: Readonly<Record<string, readonly [number, number]>> = Object.freeze(
+  Object.fromEntries(['123A', '456B', '789C', '*0#D'].flatMap((row, r) => [...row].map((key, c) => [key, [[697, 770, 852, 941][r]!, [1209, 1336, 1477, 1633][c]!] as const]))),
+);
+
+/**
+ * How loudly a DTMF key sounds anywhere in a recording: per block (50 ms by default) the lesser
+ * of its two tones' shares (toneShare), the loudest block's. A key held for even one block gives
+ * each of its tones a good share of that block; a voice, a test tone or the splatter of a jitter
+ * buffer's jump rarely puts both of one key's frequencies in the same block.
+ */
+export function dtmfKeyPeak(samples: ArrayLike<number>, key: string, rate = 8000, block = 400): number {
+  const tones = DTMF_TONES[key.toUpperCase()];
+  if (!tones) throw new RangeError(`not a DTMF key: ${key}`);
+  let peak = 0;
+  for (let at = 0; at + block <= samples.length; at += block) {
+    const part = Array.prototype.slice.call(samples, at, at + block) as number[];
+    peak = Math.max(peak, Math.min(toneShare(part, tones[0], rate), toneShare(part, tones[1], rate)));
+  }
+  return peak;
+}

@@ -15,8 +15,8 @@ export const baresipUnavailable = (): string | null => (hasCommand('baresip') ? 
 
 const CONSOLE_PORT = 5555;
 
-/** A mono 16-bit 8 kHz WAV of a tone. */
-function writeToneWav(file: string, seconds: number, hz: number): void {
+/** A mono 16-bit 8 kHz WAV of a tone (what a test phone plays). */
+export function writeToneWav(file: string, seconds: number, hz: number): void {
   const pcm = Buffer.from(tone(hz, 8000 * seconds).buffer);
   const head = Buffer.alloc(44);
   head.write('RIFF', 0);
@@ -43,6 +43,19 @@ export function wavSamples(file: string, skipSec = 0): Int16Array {
   const start = data + 8 + Math.floor(skipSec * rate) * 2;
   const out = new Int16Array(Math.max(0, Math.floor((buf.length - start) / 2)));
   for (let i = 0; i < out.length; i++) out[i] = buf.readInt16LE(start + 2 * i);
+  return out;
+}
+
+/**
+ * The samples a recording gained since `fromBytes` (a size taken earlier: the file keeps growing
+ * during the call, and its header's sizes are written only when it is closed).
+ */
+export function recordedSince(file: string, fromBytes: number): Int16Array {
+  const buf = fs.readFileSync(file);
+  const start = Math.max(44, fromBytes);
+  const n = Math.max(0, Math.floor((buf.length - start) / 2));
+  const out = new Int16Array(n);
+  for (let i = 0; i < n; i++) out[i] = buf.readInt16LE(start + 2 * i);
   return out;
 }
 

@@ -22,7 +22,7 @@ import { roomActions } from '../../src/rooms/admin';
 import { RoomRegistry } from '../../src/rooms/registry';
 import type { Room } from '../../src/rooms/room';
 import { startSipEdge, type SipEdge } from '../../src/sip/edge';
-import { Baresip, baresipUnavailable } from '../helpers/baresip';
+import { Baresip, baresipUnavailable, recordedSince } from '../helpers/baresip';
 import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, jsonLines, netnsUnavailable } from '../helpers/netns';
@@ -41,16 +41,6 @@ const TOWNHALL = `sip:room-townhall@${RELAY_IP}`;
 const TONE = { carol: 440, dave: 1400, alice: 1000, bob: 700 } as const;
 type Who = keyof typeof TONE;
 const ESTABLISHED = /Call established/;
-
-/** Samples a recording gained since `fromBytes` (the file keeps growing during the call). */
-function recordedSince(file: string, fromBytes: number): Int16Array {
-  const buf = fs.readFileSync(file);
-  const start = Math.max(44, fromBytes);
-  const n = Math.max(0, Math.floor((buf.length - start) / 2));
-  const out = new Int16Array(n);
-  for (let i = 0; i < n; i++) out[i] = buf.readInt16LE(start + 2 * i);
-  return out;
-}
 
 (skip ? describe.skip : describe)('rooms through real NATs: baresip phones and plugin clients in one room', () => {
   let topo: Topology;
