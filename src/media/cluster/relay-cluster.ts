@@ -238,7 +238,7 @@ export class RelayCluster extends EventEmitter<ClusterEvents> {
       this.exits.push({ index: slot.index, code, signal });
       const exit: WorkerExit = { index: slot.index, pid: child.pid!, code, signal, callsLost: this.placement.forgetWorker(slot.index), restartInMs: delay };
       if (exit.callsLost > 0) this.callsLostAt = Date.now();
-      this.log.error({ ...exit, worker: slot.index }, 'relay worker died; its calls are lost, the other workers go on');
+      this.log.error({ ...exit, worker: slot.index }, 'relay worker died; its calls are gone from this relay (an edge pooling it places them again), the other workers go on');
       this.emit('worker-exit', exit);
     }
     slot.restartTimer = setTimeout(() => {
