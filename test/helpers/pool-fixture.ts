@@ -14,9 +14,9 @@ import { startSipEdge, type SipEdge } from '../../src/sip/edge';
 import { Baresip, wavClosed } from './baresip';
 import { startDrachtio, type RunningDrachtio } from './drachtio';
 import { startKamailio } from './kamailio';
-import { RELAY_IP, type Topology } from './netns';
+import { RELAY_IP, Topology } from './netns';
 import { waitFor, waitForAsync } from './peers';
-import { RtpWatch, TEST_NG_KEY_SECRET } from './relay-nodes';
+import { RtpWatch, TEST_NG_KEY_SECRET, startKeylatchRelay, startRtpengine, type RunningNode } from './relay-nodes';
 
 export const ESTABLISHED = /Call established/;
 export const CLOSED = /terminated|closed/i;
@@ -71,6 +71,40 @@ export async function startFixture(topo: Topology, pbxHost: { ns: string; ip: st
     });
   }
   return { topo, drachtio, relay, pool, edge, pbx, phones };
+}
+
+/** The media ports of the relay nodes keylatchAndRtpengine starts. */
+export const NODE_PORTS: [number, number] = [40000, 40199];
+
+export interface TwoKinds {
+  topo: Topology;
+  pbxHost: { ns: string; ip: string };
+  hosts: Record<'k' | 'e', { ns: string; ip: string }>;
+  keylatch: RunningNode;
+  engine: RunningNode;
+}
+
+/**
+ * A public net (`name` prefixes its namespaces) with a host for the PBX, a `keylatch relay` node
+ * (with `keylatchEnv`) and an rtpengine node (with `rtpengineArgs`), each in a namespace of its
+ * own; torn down again if a node does not start.
+ */
+export async function keylatchAndRtpengine(name: string, keylatchEnv: string[], rtpengineArgs: string[] = []): Promise<TwoKinds> {
+  const topo = new Topology(name);
+  topo.destroy();
+  topo.createPublicNet();
+  const pbxHost = topo.addPublicHost('pbx', 5);
+  const hosts = { k: topo.addPublicHost('rk', 8), e: topo.addPublicHost('re', 10) };
+  try {
+    const [keylatch, engine] = await Promise.all([
+      startKeylatchRelay(topo, hosts.k.ns, hosts.k.ip, NODE_PORTS.join('-'), keylatchEnv),
+      startRtpengine(topo, hosts.e.ns, hosts.e.ip, NODE_PORTS, rtpengineArgs),
+    ]);
+    return { topo, pbxHost, hosts, keylatch, engine };
+  } catch (err) {
+    topo.destroy();
+    throw err;
+  }
 }
 
 export async function stopFixture(f: Partial<Fixture>): Promise<void> {

@@ -13,10 +13,10 @@ import { pooledCallStatuses } from '../../src/relay-pool/pool-status';
 import { baresipUnavailable } from '../helpers/baresip';
 import { skipUnlessDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable } from '../helpers/kamailio';
-import { Topology, netnsUnavailable } from '../helpers/netns';
+import { netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
-import { CLOSED, calling, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
-import { rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+import { CLOSED, calling, keylatchAndRtpengine, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
+import { rtpengineUnavailable, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable() ?? rtpengineUnavailable();
 if (why) console.warn(`!!! SKIPPED dead media on pooled nodes: ${why}`);
@@ -34,21 +34,14 @@ const CHECK_MS = 1000;
   const { dial, nodeOf } = calling(() => fx);
 
   beforeAll(async () => {
-    const topo = new Topology(`kld${process.pid % 1000}`);
-    topo.destroy();
-    topo.createPublicNet();
-    const pbxHost = topo.addPublicHost('pbx', 5);
-    hosts = { k: topo.addPublicHost('rk', 8), e: topo.addPublicHost('re', 10) };
+    const nodes = await keylatchAndRtpengine(`kld${process.pid % 1000}`, [`KEYLATCH_MEDIA__TIMEOUTS__MEDIA_SEC=${TIMEOUT_SEC}`], [`--timeout=${TIMEOUT_SEC}`]);
+    ({ keylatch, engine, hosts } = nodes);
     try {
-      [keylatch, engine] = await Promise.all([
-        startKeylatchRelay(topo, hosts.k.ns, hosts.k.ip, '40000-40199', [`KEYLATCH_MEDIA__TIMEOUTS__MEDIA_SEC=${TIMEOUT_SEC}`]),
-        startRtpengine(topo, hosts.e.ns, hosts.e.ip, [40000, 40199], [`--timeout=${TIMEOUT_SEC}`]),
-      ]);
-      fx = await startFixture(topo, pbxHost, [{ url: keylatch.url, kind: 'keylatch', weight: 1 }, { url: engine.url, kind: 'rtpengine', weight: 1 }], [
+      fx = await startFixture(nodes.topo, nodes.pbxHost, [{ url: keylatch.url, kind: 'keylatch', weight: 1 }, { url: engine.url, kind: 'rtpengine', weight: 1 }], [
         ['carol', 3, 440, 'port-preserving'], ['dave', 4, 1000, 'symmetric'],
       ], 9520 + (process.pid % 300), undefined, { mediaCheckIntervalMs: CHECK_MS });
     } catch (err) {
-      topo.destroy();
+      nodes.topo.destroy();
       throw err;
     }
   }, 90000);

@@ -19,17 +19,15 @@ import { loadConfig } from '../../src/config/load';
 import { baresipUnavailable } from '../helpers/baresip';
 import { skipUnlessDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable } from '../helpers/kamailio';
-import { Topology, netnsUnavailable } from '../helpers/netns';
+import { netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
-import { CLOSED, MAX_GAP_MS, calling, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
+import { CLOSED, MAX_GAP_MS, calling, NODE_PORTS, keylatchAndRtpengine, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
 import { childPids, holdsPort } from '../helpers/proc-sockets';
-import { rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
+import { rtpengineUnavailable, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? tsharkUnavailable() ?? rtpengineUnavailable();
 if (why) console.warn(`!!! SKIPPED relay nodes that lose calls while up: ${why}`);
 const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !== null;
-
-const PORTS: [number, number] = [40000, 40199];
 
 (skip ? describe.skip : describe)('relay nodes that lose calls while they keep answering pings', () => {
   let fx: Fixture;
@@ -39,22 +37,15 @@ const PORTS: [number, number] = [40000, 40199];
   const { dial, hangUp, nodeOf, gaps } = calling(() => fx);
 
   beforeAll(async () => {
-    const topo = new Topology(`klr${process.pid % 1000}`);
-    topo.destroy();
-    topo.createPublicNet();
-    const pbxHost = topo.addPublicHost('pbx', 5);
-    hosts = { k: topo.addPublicHost('rk', 8), e: topo.addPublicHost('re', 10) };
+    const nodes = await keylatchAndRtpengine(`klr${process.pid % 1000}`, ['KEYLATCH_MEDIA__WORKERS=2']);
+    ({ keylatch, engine, hosts } = nodes);
     try {
-      [keylatch, engine] = await Promise.all([
-        startKeylatchRelay(topo, hosts.k.ns, hosts.k.ip, PORTS.join('-'), ['KEYLATCH_MEDIA__WORKERS=2']),
-        startRtpengine(topo, hosts.e.ns, hosts.e.ip, PORTS),
-      ]);
       const { mediaCheckIntervalMs } = loadConfig({ env: {} }).media.relayPool;
-      fx = await startFixture(topo, pbxHost, [{ url: keylatch.url, kind: 'keylatch', weight: 1 }, { url: engine.url, kind: 'rtpengine', weight: 1 }], [
+      fx = await startFixture(nodes.topo, nodes.pbxHost, [{ url: keylatch.url, kind: 'keylatch', weight: 1 }, { url: engine.url, kind: 'rtpengine', weight: 1 }], [
         ['carol', 3, 440, 'port-preserving'], ['dave', 4, 1000, 'symmetric'], ['erin', 6, 600, 'symmetric'], ['frank', 7, 800, 'port-preserving'],
       ], 9620 + (process.pid % 300), undefined, { missedPingsDown: 5, mediaCheckIntervalMs });
     } catch (err) {
-      topo.destroy();
+      nodes.topo.destroy();
       throw err;
     }
   }, 90000);
@@ -102,7 +93,7 @@ const PORTS: [number, number] = [40000, 40199];
       expect(relayCalls).toHaveLength(2); // one per conversation: the PBX's half adopts the caller's leg
       expect(relayCalls).toContain(carols);
       // Which worker holds which call: the share its ports are in, and the process holding them.
-      const shares = splitPortRange(PORTS[0], PORTS[1], 2);
+      const shares = splitPortRange(NODE_PORTS[0], NODE_PORTS[1], 2);
       const workers = childPids(keylatch.child.pid!);
       expect(workers).toHaveLength(2);
       const placed = await Promise.all(relayCalls.map(async (id) => {
@@ -165,7 +156,7 @@ const PORTS: [number, number] = [40000, 40199];
       const killedAt = Date.now();
       engine.kill();
       await waitFor(() => engine.child.exitCode !== null || engine.child.signalCode !== null, 3000);
-      engine = await startRtpengine(fx.topo, hosts.e.ns, hosts.e.ip, PORTS);
+      engine = await startRtpengine(fx.topo, hosts.e.ns, hosts.e.ip, NODE_PORTS);
       const answeringAt = Date.now();
       await waitFor(() => placedAgain(engine, lost, before), 6000).catch(() => {
         throw new Error(`calls not placed again after rtpengine's restart (moves ${JSON.stringify(pool.moves)}, node ${JSON.stringify(nodeOf(engine.url))})\n${carol!.sip.tail()}`);
