@@ -24,6 +24,7 @@
  *   BENCH_CALL_RATES=100:900:100         calls/s, each held BENCH_HOLD_MS (1000)
  *   BENCH_SECONDS=5  BENCH_MAX_FAILED=0.01  BENCH_EDGE_PROCESSES=2
  *   BENCH_TARGETS=keylatch,keylatch-procs,kamailio  BENCH_LOG_LEVEL=info
+ *   BENCH_EDGE_LOG=FILE   what keylatch edge --processes N prints, kept (else dropped once it is up)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -103,15 +104,23 @@ interface Row {
   cpuMsPer: number;
   /** At most BENCH_MAX_FAILED of what was offered failed: the front end carried this step. */
   passed: boolean;
+  /** The phones' sipp left no statistics (killed or died): nothing is known of the step, which counts as not passed. */
+  noSippStats?: true;
 }
 
-/** Successful and failed calls from sipp's final statistics screen (the cumulative column). */
-function sippStats(out: string): { ok: number; failed: number } {
-  const last = (label: string): number => {
+/**
+ * Successful and failed calls from sipp's final statistics screen (the cumulative column), or
+ * null when there is none: sipp prints it only as it exits, so a sipp that was killed or died
+ * leaves none, and the step's traffic is then unknown, not failed.
+ */
+function sippStats(out: string): { ok: number; failed: number } | null {
+  const last = (label: string): number | null => {
     const all = [...out.matchAll(new RegExp(`${label}\\s+\\|\\s+\\d+\\s+\\|\\s+(\\d+)`, 'g'))];
-    return all.length ? Number(all.at(-1)![1]) : 0;
+    return all.length ? Number(all.at(-1)![1]) : null;
   };
-  return { ok: last('Successful call'), failed: last('Failed call') };
+  const ok = last('Successful call');
+  const failed = last('Failed call');
+  return ok === null || failed === null ? null : { ok, failed };
 }
 
 const sumCpu = (pids: number[]): number =>
@@ -182,19 +191,27 @@ async function keylatchProcessesFront(level: string, n: number): Promise<Front> 
     { env, stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(cli.pid!);
   let log = '';
-  let connected = 0;
+  // What the product says when every process can answer (the supervisor's line, after each
+  // process's drachtio-server routes are confirmed): the bench starts sending then, as a user would.
+  let up = false;
   cli.stdout!.on('data', (d: Buffer) => {
-    const text = d.toString();
-    connected += text.split('connected to drachtio-server').length - 1;
-    log = (log + text).slice(-4000);
+    log = (log + d.toString()).slice(-4000);
+    up ||= /"msg":"keylatch edge started"/.test(log);
   });
   cli.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
-  for (let i = 0; connected < n; i++) {
+  for (let i = 0; !up; i++) {
     if (cli.exitCode !== null || i > 300) throw new Error(`keylatch edge --processes ${n} did not come up:\n${log}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  // The processes log at the product's level; what they print is read only until they are up.
+  // The processes log at the product's level; what they print is read only until they are up,
+  // or kept in BENCH_EDGE_LOG (a crash or a restart shows there, nowhere else).
   cli.stdout!.removeAllListeners('data').resume();
+  if (process.env.BENCH_EDGE_LOG) {
+    const out = fs.createWriteStream(process.env.BENCH_EDGE_LOG);
+    out.write(log);
+    cli.stdout!.on('data', (d: Buffer) => out.write(d));
+    cli.stderr!.on('data', (d: Buffer) => out.write(d));
+  }
   for (const pid of processTree(cli.pid!)) started.add(pid);
   return {
     name: `keylatch x${n}`,
@@ -274,7 +291,10 @@ async function measure(front: Front, kind: Row['kind'], rate: number): Promise<R
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu1 = front.cpu();
   await pbx;
-  const stats = sippStats(client.out);
+  const counted = sippStats(client.out);
+  // Said loudly: such a step once read as "no REGISTER answered at all" (docs/sip-throughput.md).
+  if (!counted) console.error(`${front.name} ${kind} ${rate}: the phones' sipp left no statistics (exit code ${client.code}); its output ends:\n${client.out.slice(-1500)}`);
+  const stats = counted ?? { ok: 0, failed: 0 };
   if (process.env.BENCH_DEBUG && stats.ok < total) console.error(`${front.name} ${kind} ${rate}: sipp said\n${client.out.slice(-2500)}\nPBX side:\n${(await pbx).out.slice(-1500)}`);
   const perCall = reg ? 2 : 1;
   const done = stats.ok * perCall;
@@ -292,7 +312,7 @@ async function measure(front: Front, kind: Row['kind'], rate: number): Promise<R
   // Failures only: a call sipp gave up on after 2 s is a failure, so a front end that falls
   // behind fails here. The achieved rate is not a test: a few late failures stretch the wall.
   const passed = failed <= maxFailed * total * perCall;
-  return { front: front.name, kind, offered: rate * perCall, done, failed, perSec, cpuPct, cpuMsPer: done ? (cpuTotal * 1000) / done : NaN, passed };
+  return { front: front.name, kind, offered: rate * perCall, done, failed, perSec, cpuPct, cpuMsPer: done ? (cpuTotal * 1000) / done : NaN, passed: passed && counted !== null, ...(counted ? {} : { noSippStats: true as const }) };
 }
 
 function print(rows: Row[], fronts: string[]): void {

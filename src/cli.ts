@@ -9,7 +9,7 @@ import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-ad
 import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-client';
 import { createLogger } from './log';
 import { startEdgeService } from './edge-service';
-import { SOLE, configForShare, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
+import { SOLE, combinedSummary, configForShare, reportReady, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
 import { splitHostPort } from './host-port';
 import { startRelayService } from './relay-service';
 
@@ -201,9 +201,11 @@ export async function main(argv: string[]): Promise<number> {
   let service: { close(): Promise<void>; summary?: () => Record<string, string> };
   try {
     if (command === 'edge' && config.sip.processes > 1 && !share) {
-      // The supervisor: it runs no edge itself, only the processes that do.
+      // The supervisor: it runs no edge itself, only the processes that do. It is up when all
+      // of them are: before that, drachtio-server refuses what they would answer (503).
       const supervisor = superviseEdgeProcesses(config.sip.processes, rest, log);
-      service = { close: () => supervisor.stop() };
+      const summaries = await supervisor.ready;
+      service = { close: () => supervisor.stop(), summary: () => combinedSummary(summaries, supervisor.pids()) };
     } else if (command === 'edge') {
       if (share) {
         config = configForShare(config, share);
@@ -211,16 +213,20 @@ export async function main(argv: string[]): Promise<number> {
         // The supervisor is gone (its IPC channel closed): so is this process's reason to run.
         process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
       }
-      service = await startEdgeService(config, log, share ?? SOLE);
+      const edge = await startEdgeService(config, log, share ?? SOLE);
+      if (share) reportReady(edge.summary());
+      service = edge;
     } else {
       service = await startRelayService(config, log);
     }
   } catch (err) {
     return reportFailure(err);
   }
-  log.info({ command, interface: config.media.interface, ports: `${config.media.portMin}-${config.media.portMax}` }, `keylatch ${command} started`);
+  // An edge process is one part of the edge: its supervisor says when the edge is up.
+  log.info({ command, interface: config.media.interface, ports: `${config.media.portMin}-${config.media.portMax}`, ...(command === 'edge' && config.sip.processes > 1 && !share ? { processes: config.sip.processes } : {}) },
+    share ? 'edge process up' : `keylatch ${command} started`);
   // For the person at the terminal; the pino JSON on stdout stays machine-readable.
-  if (service.summary) process.stderr.write(`keylatch ${command} is up\n${summaryLines(service.summary()).join('\n')}\n`);
+  if (service.summary && !share) process.stderr.write(`keylatch ${command} is up\n${summaryLines(service.summary()).join('\n')}\n`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       log.info({ sig }, 'shutting down');

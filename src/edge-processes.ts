@@ -11,6 +11,10 @@
  *  - keepalives: each binding's flow is kept alive by exactly one process (ownsFlow);
  *  - listeners: metrics.listen and admin.listen are served on their port + the process index.
  * A supervisor (this module) forks the processes and restarts one that dies; they stop when it does.
+ * It says the edge is up only once every process has told it (reportReady) that it can answer:
+ * until a process has connected to drachtio-server and its routes are in place, drachtio-server
+ * itself answers that method 503, without Retry-After ("No connected clients found to handle
+ * incoming register request"), and a phone pointed at the edge at once would be refused.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Config } from './config/schema';
@@ -77,9 +81,40 @@ const RESTART_MAX_MS = 30_000;
 const STABLE_MS = 60_000;
 const STOP_GRACE_MS = 10_000;
 
+/** What an edge process sends its supervisor once it can answer: connected, routes confirmed by drachtio-server. */
+export interface ReadyMessage {
+  type: 'keylatch-edge-ready';
+  /** The process's start-up summary (the lines `keylatch edge is up` prints). */
+  summary: Record<string, string>;
+}
+
+const isReadyMessage = (m: unknown): m is ReadyMessage =>
+  typeof m === 'object' && m !== null && (m as ReadyMessage).type === 'keylatch-edge-ready' && typeof (m as ReadyMessage).summary === 'object';
+
+/** In an edge process: tells the supervisor (over the IPC channel it forked this process with) that it can answer. */
+export function reportReady(summary: Record<string, string>): void {
+  const message: ReadyMessage = { type: 'keylatch-edge-ready', summary };
+  process.send?.(message);
+}
+
+/**
+ * One start-up summary for all the processes: a line the same in all of them once, a line that
+ * differs (each process's relay port slice, its admin and metrics ports) with every value.
+ */
+export function combinedSummary(summaries: Array<Record<string, string>>, pids: Array<number | null>): Record<string, string> {
+  const out: Record<string, string> = { 'edge processes': `${summaries.length} (pids ${pids.map((p) => p ?? '-').join(', ')}) on one drachtio-server` };
+  for (const key of Object.keys(summaries[0] ?? {})) out[key] = [...new Set(summaries.map((s) => s[key] ?? ''))].join('; ');
+  return out;
+}
+
 export interface EdgeSupervisor {
   /** Pids of the running processes, by index (null while one is being restarted). */
   pids(): Array<number | null>;
+  /**
+   * Resolves, with each process's summary by index, once every process has reported ready
+   * (reportReady) at least once. A process restarted later logs its own 'edge process ready'.
+   */
+  ready: Promise<Array<Record<string, string>>>;
   stop(): Promise<void>;
 }
 
@@ -90,15 +125,27 @@ export interface EdgeSupervisor {
 export function superviseEdgeProcesses(count: number, argv: string[], log: Logger): EdgeSupervisor {
   const children: Array<ChildProcess | null> = new Array<ChildProcess | null>(count).fill(null);
   const delay = new Array<number>(count).fill(RESTART_MIN_MS);
+  const summaries = new Array<Record<string, string> | null>(count).fill(null);
+  let allReady: (s: Array<Record<string, string>>) => void = () => undefined;
+  const ready = new Promise<Array<Record<string, string>>>((resolve) => (allReady = resolve));
   let stopping = false;
   const start = (index: number): void => {
     const startedAt = Date.now();
-    // An IPC channel, so a child notices its supervisor's death (the channel closes) and exits.
+    // An IPC channel, so a child notices its supervisor's death (the channel closes) and exits,
+    // and can say when it is ready.
     const child = fork(process.argv[1]!, ['edge', ...argv], { env: { ...process.env, [SHARE_ENV]: `${index}/${count}` }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children[index] = child;
     log.info({ edgeProcess: index, pid: child.pid }, 'edge process started');
+    child.on('message', (m: unknown) => {
+      if (!isReadyMessage(m) || children[index] !== child) return;
+      summaries[index] = m.summary;
+      log.info({ edgeProcess: index, pid: child.pid, afterMs: Date.now() - startedAt }, 'edge process ready');
+      if (summaries.every((s) => s !== null)) allReady(summaries as Array<Record<string, string>>);
+    });
     child.on('exit', (code, signal) => {
       children[index] = null;
+      // Until every process is up at once, one that died is not up.
+      summaries[index] = null;
       if (stopping) return;
       if (Date.now() - startedAt > STABLE_MS) delay[index] = RESTART_MIN_MS;
       log.error({ edgeProcess: index, code, signal, restartInMs: delay[index] }, 'edge process died: restarting it');
@@ -109,6 +156,7 @@ export function superviseEdgeProcesses(count: number, argv: string[], log: Logge
   for (let i = 0; i < count; i++) start(i);
   return {
     pids: () => children.map((c) => c?.pid ?? null),
+    ready,
     async stop() {
       stopping = true;
       await Promise.all(children.map((c) => {

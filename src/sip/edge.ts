@@ -17,7 +17,7 @@ import { LocalNames } from './local-names';
 import { PbxPeer } from './pbx-peer';
 import { contactUri, userOf } from './registration';
 import { registrar } from './registrar';
-import { router, type Handler, type SipRequest, type SipResponse } from './srf';
+import { router, routesConfirmed, type Handler, type SipRequest, type SipResponse } from './srf';
 import { installWireGuard } from './wire-guard';
 
 /** A handler that fails answers 500 and logs; the process and every other dialog go on. */
@@ -63,13 +63,18 @@ export interface SipEdge {
   close(): Promise<void>;
 }
 
-/** Connects to one drachtio-server; resolves with its SIP listeners. */
+/** Connects to one drachtio-server; resolves with its SIP listeners once the server has this edge's routes. */
 function connect(srf: Srf, admin: DrachtioAdmin, log: Logger): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     srf.once('connect', (err: Error | null, hostport: string) => {
       if (err) return reject(err);
-      log.info({ hostport, admin: `${admin.host}:${admin.port}` }, 'connected to drachtio-server');
-      resolve(hostport);
+      routesConfirmed(srf).then(() => {
+        log.info({ hostport, admin: `${admin.host}:${admin.port}` }, 'connected to drachtio-server');
+        resolve(hostport);
+      }, (e: Error) => {
+        srf.disconnect(); // and no reconnecting: the caller gives up on this edge
+        reject(e);
+      });
     });
     srf.once('error', reject);
     void srf.connect(admin);

@@ -76,3 +76,40 @@ export function sendStatus(res: SipResponse, status: number, reason: string, opt
     res.send(Math.floor(status / 100) * 100, reason, opts);
   }
 }
+
+/** What of drachtio-srf's connection state routesConfirmed reads; srf has no accessor for it. */
+interface AgentInternals {
+  wp?: { send(socket: unknown, msg: string): string };
+  mapServer?: Map<unknown, { authenticated?: boolean; serverVersion?: string | null; pendingRequests?: Map<string, () => void> }>;
+}
+
+/**
+ * Resolves once drachtio-server has acted on the `route` requests srf sent when it connected.
+ * srf emits 'connect' as soon as it has written them, not when the server confirms them, and
+ * until the server has read them it answers a new request for that method itself: 503, "No
+ * connected clients found". The server reads one app's messages in order and answers each
+ * before the next (client.cpp, processClientMessage), so the answer to a ping sent after the
+ * routes means they are in place.
+ */
+export function routesConfirmed(srf: Srf, timeoutMs = 5000): Promise<void> {
+  const agent = (srf as unknown as { _app?: { client?: AgentInternals } })._app?.client;
+  const first = agent?.mapServer?.entries().next().value;
+  const version = /^v?(\d+)\.(\d+)\.(\d+)/.exec(first?.[1].serverVersion ?? '');
+  // drachtio-server answers ping from 0.8.2 on (srf pings only those): an older one, or an srf
+  // whose internals moved, is taken at its word.
+  const answersPing = version !== null && Number(version[1]) * 1e6 + Number(version[2]) * 1e3 + Number(version[3]) >= 8002;
+  const wp = agent?.wp;
+  const pending = first?.[1].pendingRequests;
+  if (!wp || !first || !first[1].authenticated || !pending || !answersPing) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const id = wp.send(first[0], 'ping');
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      reject(new Error(`drachtio-server did not confirm keylatch's routes within ${timeoutMs} ms`));
+    }, timeoutMs);
+    pending.set(id, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -33,13 +33,14 @@ export function sipFrame(sip: string, opts: { transactionId: string; from?: { ad
 
 export class FakeDrachtio {
   readonly connections: FakeDrachtioConnection[] = [];
-  private constructor(private readonly server: net.Server, readonly port: number, readonly hostport: string) {}
+  private constructor(private readonly server: net.Server, readonly port: number, readonly hostport: string, private readonly pongAfterMs: number | null) {}
 
-  static async start(hostport = 'udp/127.0.0.1:5060'): Promise<FakeDrachtio> {
+  /** pongAfterMs: how long it takes to answer a ping (null: never), as a server busy elsewhere might. */
+  static async start(hostport = 'udp/127.0.0.1:5060', opts: { pongAfterMs?: number | null } = {}): Promise<FakeDrachtio> {
     const server = net.createServer();
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    const fake = new FakeDrachtio(server, (server.address() as net.AddressInfo).port, hostport);
+    const fake = new FakeDrachtio(server, (server.address() as net.AddressInfo).port, hostport, opts.pongAfterMs === undefined ? 0 : opts.pongAfterMs);
     server.on('connection', (socket) => fake.accept(socket));
     return fake;
   }
@@ -81,6 +82,12 @@ export class FakeDrachtio {
         conn.frames.push(payload);
         const [msgId, verb, arg] = payload.split(/\r\n/)[0]!.split('|');
         if (verb === 'authenticate') socket.write(frame(`${randomUUID()}|response|${msgId}|${arg === 'fake-secret' ? 'OK' : 'NO'}|${this.hostport}|v0.9.10`));
+        // As drachtio-server does (client.cpp): the edge pings once to learn its routes are in place.
+        else if (verb === 'ping' && this.pongAfterMs !== null) {
+          const pong = frame(`${randomUUID()}|response|${msgId}|OK|pong`);
+          if (this.pongAfterMs === 0) socket.write(pong);
+          else setTimeout(() => !socket.destroyed && socket.write(pong), this.pongAfterMs);
+        }
         else if (verb === 'route') {
           conn.routes.add(arg!);
           socket.write(frame(`${randomUUID()}|response|${msgId}|OK`));

@@ -1,7 +1,9 @@
 /**
  * `keylatch edge` with sip.processes 2 on a real drachtio-server and a shared Redis: the
  * supervisor forks two edge processes, both connect, drachtio-server hands REGISTERs and
- * INVITEs to them in turn. A phone registers (the new registration on one process, its refresh
+ * INVITEs to them in turn. Phones register the moment the supervisor says the edge is up, and
+ * every one is answered 200 (drachtio-server answers 503 itself while no process has routed
+ * REGISTER, which is what they got when the supervisor said so at fork time). A phone registers (the new registration on one process, its refresh
  * answered from the shared binding on the other), then the PBX calls it twice: each process
  * carries one call, so one of them is a call through a process that never saw the REGISTER.
  */
@@ -35,6 +37,14 @@ interface LogLine {
   let edge: ChildProcess;
   const lines: LogLine[] = [];
   const logged = (msg: string): LogLine[] => lines.filter((l) => l.msg === msg);
+  // The supervisor's own line (no edgeProcess): the edge says it is up.
+  const isUp = (l: LogLine): boolean => l.msg === 'keylatch edge started' && l.edgeProcess === undefined;
+  const AT_START = 20;
+  let atStart: Promise<{ code: number; out: string }>;
+  let pbxAtStart: Promise<{ code: number; out: string }>;
+  const stopPbxAtStart = new AbortController();
+  let atStartMs = 0;
+  let stderr = '';
 
   beforeAll(async () => {
     drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp`], adminPort: 27022 + (process.pid % 500), loglevel: 'notice' });
@@ -46,25 +56,37 @@ interface LogLine {
       KEYLATCH_SIP__PBX: `sip:127.0.0.2:${pbxPort}`, KEYLATCH_SIP__ADVERTISED_ADDRESS: `127.0.0.1:${sipPort}`, KEYLATCH_SIP__BINDING_STORE: redis.url,
       KEYLATCH_MEDIA__INTERFACE: '127.0.0.1', KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_MEDIA__PORT_MIN: '47000', KEYLATCH_MEDIA__PORT_MAX: '47399',
     };
+    // The PBX for the phones that register at start-up, listening before the edge starts.
+    pbxAtStart = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', String(AT_START)], { timeoutMs: 45_000, signal: stopPbxAtStart.signal });
+    let up: () => void = () => undefined;
+    const upSeen = new Promise<void>((resolve) => (up = resolve));
+    // Sent the moment the line is read, not at the next poll.
+    atStart = upSeen.then(async () => {
+      const t0 = Date.now();
+      const r = await runSipp(['-sf', path.join(SCENARIOS, 'phone-register-at-start.xml'), '-nr', '-recv_timeout', '5000', '-i', '127.0.0.1', '-p', String(phonePort),
+        '-m', String(AT_START), '-r', '200', `127.0.0.1:${sipPort}`], { timeoutMs: 15_000 });
+      atStartMs = Date.now() - t0;
+      return r;
+    });
     edge = spawn(process.execPath, ['-r', path.join(root, 'test/helpers/ts-register.js'), path.join(root, 'src/cli.ts'), 'edge', '--processes', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let partial = '';
-    let stderr = '';
     edge.stdout!.on('data', (d: Buffer) => {
       const all = (partial + d.toString()).split('\n');
       partial = all.pop()!;
       for (const l of all) {
         try {
-          lines.push(JSON.parse(l) as LogLine);
+          const line = JSON.parse(l) as LogLine;
+          lines.push(line);
+          if (isUp(line)) up();
         } catch {
           /* not a log line */
         }
       }
     });
     edge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    await waitFor(() => new Set(logged('connected to drachtio-server').map((l) => l.edgeProcess)).size === 2 || edge.exitCode !== null, 20_000)
-      .catch(() => undefined);
-    if (edge.exitCode !== null || logged('connected to drachtio-server').length < 2) throw new Error(`edge processes did not come up:\n${stderr.slice(-3000)}`);
-  }, 40_000);
+    await waitFor(() => lines.some(isUp) || edge.exitCode !== null, 30_000).catch(() => undefined);
+    if (edge.exitCode !== null || !lines.some(isUp)) throw new Error(`keylatch edge --processes 2 did not say it was up:\n${stderr.slice(-3000)}`);
+  }, 50_000);
 
   afterAll(async () => {
     if (edge && edge.exitCode === null) {
@@ -75,6 +97,27 @@ interface LogLine {
     await drachtio?.stop();
   });
 
+  it('answers every REGISTER sent the moment it says it is up, on both processes', async () => {
+    const phones = await atStart;
+    console.log(`${AT_START} REGISTERs sent when keylatch edge --processes 2 said it was up: sipp ${phones.code === 0 ? 'passed' : 'FAILED'} in ${atStartMs} ms`);
+    // Refused phones never reach the PBX: it must not hold its port for the next test.
+    if (phones.code !== 0) stopPbxAtStart.abort();
+    const upstream = await pbxAtStart;
+    expect({ phones: phones.code, out: phones.code === 0 ? '' : phones.out.slice(-2500) }).toEqual({ phones: 0, out: '' });
+    expect({ pbx: upstream.code, out: upstream.code === 0 ? '' : upstream.out.slice(-1500) }).toEqual({ pbx: 0, out: '' });
+    // It said so only after both processes were connected with their routes in place...
+    const upAt = lines.findIndex(isUp);
+    const connectedBefore = lines.slice(0, upAt).filter((l) => l.msg === 'connected to drachtio-server').map((l) => l.edgeProcess);
+    expect(new Set(connectedBefore)).toEqual(new Set([0, 1]));
+    // ...and both served from the first REGISTER on.
+    const servedBy = new Set(logged('registered').filter((l) => String(l.aor).startsWith('sip:start')).map((l) => l.edgeProcess));
+    expect(servedBy).toEqual(new Set([0, 1]));
+    expect(lines.filter((l) => l.msg === 'edge process ready').map((l) => l.edgeProcess).sort()).toEqual([0, 1]);
+    // One banner for the person at the terminal, the supervisor's, naming both processes.
+    expect(stderr.split('keylatch edge is up')).toHaveLength(2);
+    expect(stderr).toMatch(/edge processes\s+2 \(pids \d+, \d+\)/);
+  }, 30_000);
+
   it('shares a registration between the processes and carries a call through each', async () => {
     const pbx = runSipp(['-sf', path.join(SCENARIOS, 'pbx-register-ok.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '1'], { timeoutMs: 15_000 });
     await new Promise((r) => setTimeout(r, 300));
@@ -84,7 +127,7 @@ interface LogLine {
     expect({ pbx: upstream.code, out: upstream.code === 0 ? '' : upstream.out.slice(-2000) }).toEqual({ pbx: 0, out: '' });
     // Only the new registration reached the PBX (its sipp took one REGISTER and was gone): the
     // refresh, on the other process, was answered from the binding in Redis.
-    const registered = logged('registered');
+    const registered = logged('registered').filter((l) => l.aor === 'sip:bob@keylatch.test');
     expect(registered).toHaveLength(1);
     const registeredOn = registered[0]!.edgeProcess;
 
@@ -113,5 +156,7 @@ interface LogLine {
     const again = logged('connected to drachtio-server').at(-1)!;
     expect(again.edgeProcess).toBe(1);
     expect(again.pid).not.toBe(victim.pid);
+    // The supervisor hears from the new process too (the pid it forked, not the one it lost).
+    await waitFor(() => logged('edge process ready').some((l) => l.edgeProcess === 1 && l.pid === again.pid), 5000);
   }, 30_000);
 });

@@ -5,7 +5,7 @@
  */
 import type Srf from 'drachtio-srf';
 import { ConfigError, loadConfig } from '../../src/config/load';
-import { configForShare, ownsFlow, portSlice, shareFromEnv } from '../../src/edge-processes';
+import { combinedSummary, configForShare, ownsFlow, portSlice, shareFromEnv } from '../../src/edge-processes';
 import { silentLogger } from '../../src/log';
 import { newBindingId, type Binding } from '../../src/nat/binding';
 import { MemoryBindingStore } from '../../src/nat/binding-store';
@@ -62,6 +62,19 @@ describe('edge process shares', () => {
     expect(configForShare(config, { index: 2, count: 3 }).metrics.listen).toBe('127.0.0.1:9102');
     expect(configForShare(config, { index: 2, count: 3 }).admin.listen).toBe('[::1]:9202');
     expect(configForShare(config, { index: 0, count: 1 })).toBe(config);
+  });
+
+  it('sums the processes up in one banner: shared lines once, per-process lines with every value', () => {
+    const summary = combinedSummary([
+      { 'SIP listeners': 'udp/1.2.3.4:5060', 'media relay': '1.2.3.4 ports 30000-34999', admin: 'http://127.0.0.1:9200/status' },
+      { 'SIP listeners': 'udp/1.2.3.4:5060', 'media relay': '1.2.3.4 ports 35000-39999', admin: 'http://127.0.0.1:9201/status' },
+    ], [101, 102]);
+    expect(summary).toEqual({
+      'edge processes': '2 (pids 101, 102) on one drachtio-server',
+      'SIP listeners': 'udp/1.2.3.4:5060',
+      'media relay': '1.2.3.4 ports 30000-34999; 1.2.3.4 ports 35000-39999',
+      admin: 'http://127.0.0.1:9200/status; http://127.0.0.1:9201/status',
+    });
   });
 
   it('reads its share from the supervisor and ignores one that cannot be', () => {
