@@ -21,15 +21,18 @@
  * would take off the relay's core: the figures are an upper bound for a real network.
  * `--net veth` (root) puts the relay and the generator in two network namespaces joined by a
  * veth pair, with RPS steering each side's kernel receive work to its own core (bench/rooms-net.ts);
- * `--rps off` leaves that out, to see what it moves. The "kernel rx" columns are the packets
+ * `--rx napi` steers it with veth's NAPI in a pinned kernel thread polling every 50 us instead
+ * (no IPI per packet), `--rx off` leaves it on the sending core, to see what steering moves. The "kernel rx" columns are the packets
  * the kernel's receive path processed on core 0 and core 1 in the window, per second
- * (/proc/net/softnet_stat; the NET_RX softirqs per core are printed under each row).
+ * (/proc/net/softnet_stat), and "core1 busy%" all the relay's core did, softirqs that ran
+ * while the relay slept included (/proc/stat); NET_RX softirqs, softirq time and busy time
+ * per core are printed under each row.
  *
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
  *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
  *                          [--listeners 2000,5000]     (one section, room size or step at a time)
  *                          [--perf out.data]           (perf record -g of the relay over each measured window)
- *                          [--net loopback|veth] [--rps on|off]
+ *                          [--net loopback|veth] [--rx rps|napi|off]
  *   --net veth under the namespace lock too: flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:rooms -- --net veth
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
@@ -37,7 +40,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
 import { encodeG711, tone } from '../src/codec/g711';
-import { currentPlan, kernelRx, kernelRxRate, mustEnterVeth, runAcrossVeth, type KernelRx } from './rooms-net';
+import { currentPlan, kernelRx, kernelRxRate, mustEnterVeth, runAcrossVeth, type KernelRx, type RxSteering } from './rooms-net';
 import { cpuSeconds, pinTo } from './targets';
 
 /** The p-th percentile of an ascending array. */
@@ -59,7 +62,8 @@ const onlyTotals = numbers('totals');
 const onlyListeners = numbers('listeners');
 const perfOut = option('perf')?.[0];
 const netMode = option('net')?.[0] ?? 'loopback';
-const rpsOn = (option('rps')?.[0] ?? 'on') !== 'off';
+const rx = (option('rx')?.[0] ?? 'rps') as RxSteering;
+if (!['rps', 'napi', 'off'].includes(rx)) throw new Error(`--rx ${rx}: rps, napi or off`);
 /** Addresses, and (veth) the relay's namespace: set by the outer process that built them. */
 const net = currentPlan();
 const LOSS_LIMIT = 0.001;
@@ -364,15 +368,15 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
 }
 
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
-const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms', 'kernel rx kpkt/s core0/core1'];
+const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms', 'kernel rx kpkt/s core0/core1', 'core1 busy%'];
 const perCore = (a: number[], scale: number) => a.map((v) => fmt(v / scale)).join('/');
 function print(r: Row): void {
   console.log([
     r.section.padEnd(10), String(r.roomSize).padStart(4), String(r.participants).padStart(9), String(r.ppsOut).padStart(10), fmt(r.loss * 100, 3).padStart(7),
     fmt(r.cpuPct).padStart(10), fmt(r.cpuPerParticipant, 3).padStart(10), fmt(r.jitterP99, 2).padStart(13), fmt(r.latencyP50, 2).padStart(10), fmt(r.latencyP99, 2).padStart(10),
-    fmt(r.bufferMs).padStart(9), perCore(r.kernel.processed, 1000).padStart(12), r.generatorShort ? '  (generator could not keep up)' : '',
+    fmt(r.bufferMs).padStart(9), perCore(r.kernel.processed, 1000).padStart(12), fmt(r.kernel.busy[1] ?? NaN).padStart(6), r.generatorShort ? '  (generator could not keep up)' : '',
   ].join(' '));
-  console.log(`    NET_RX softirqs/s per core: ${perCore(r.kernel.netRx, 1)}`);
+  console.log(`    per core 0/1: NET_RX softirqs/s ${perCore(r.kernel.netRx, 1)}, softirq time % ${perCore(r.kernel.softirq, 1)}, busy % ${perCore(r.kernel.busy, 1)}`);
 }
 
 /** Mixed participants measured per step: the rest live in the sink. */
@@ -445,13 +449,18 @@ async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Ro
   }
 }
 
+const RX_LINE: Record<RxSteering, string> = {
+  rps: 'RPS: receive work of what arrives on the generator\'s side on core 0, on the relay\'s side on core 1',
+  napi: 'threaded veth NAPI (GRO, polled every 50 us): receive work of what arrives on the generator\'s side on core 0, on the relay\'s side on core 1',
+  off: 'no steering: receive work on the sending core',
+};
 const NET_LINE = {
   loopback: 'net: loopback (127.0.0.1): the relay\'s CPU includes its receivers\' kernel receive work (an upper bound)',
-  veth: `net: veth (relay ${net.relayAddress} in its own namespace, generator ${net.peerAddress}), ${net.rps ? 'RPS: receive work of what arrives on the generator\'s side on core 0, on the relay\'s side on core 1' : 'RPS off: receive work on the sending CPU'}`,
+  veth: `net: veth (relay ${net.relayAddress} in its own namespace, generator ${net.peerAddress}), ${RX_LINE[net.rx ?? 'off']}`,
 };
 
 async function main(): Promise<void> {
-  if (mustEnterVeth(netMode)) process.exit(await runAcrossVeth(rpsOn));
+  if (mustEnterVeth(netMode)) process.exit(await runAcrossVeth(rx));
   pinTo(0, process.pid);
   const relay = await RelayProcess.start();
   console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0; mixer sends ${relay.batched ? 'batched through io_uring' : 'one sendto each'}`);
