@@ -20,9 +20,11 @@
  * side's kernel work for every packet it sends (about a third of it in perf), which a NIC
  * would take off the relay's core: the figures are an upper bound for a real network.
  * `--net veth` (root) puts the relay and the generator in two network namespaces joined by a
- * veth pair, with RPS steering each side's kernel receive work to its own core (bench/rooms-net.ts);
- * `--rx napi` steers it with veth's NAPI in a pinned kernel thread polling every 50 us instead
- * (no IPI per packet), `--rx off` leaves it on the sending core, to see what steering moves. The "kernel rx" columns are the packets
+ * veth pair, each side's kernel receive work steered to its own core (bench/rooms-net.ts): by
+ * veth's NAPI in a kernel thread pinned there, polling every 50 us (`--rx napi`, the default),
+ * or by RPS (`--rx rps`, an IPI per packet at these rates); `--rx off` leaves it on the sending
+ * core, to see what steering moves. In napi mode the relay's own receive work runs in that
+ * thread, not the relay process: "core1 busy%" is then the relay's side's whole cost. The "kernel rx" columns are the packets
  * the kernel's receive path processed on core 0 and core 1 in the window, per second
  * (/proc/net/softnet_stat), and "core1 busy%" all the relay's core did, softirqs that ran
  * while the relay slept included (/proc/stat); NET_RX softirqs, softirq time and busy time
@@ -62,7 +64,8 @@ const onlyTotals = numbers('totals');
 const onlyListeners = numbers('listeners');
 const perfOut = option('perf')?.[0];
 const netMode = option('net')?.[0] ?? 'loopback';
-const rx = (option('rx')?.[0] ?? 'rps') as RxSteering;
+// napi by default: in this VM RPS's IPI per packet costs the sender more than the receive work it moves (docs/rooms.md).
+const rx = (option('rx')?.[0] ?? 'napi') as RxSteering;
 if (!['rps', 'napi', 'off'].includes(rx)) throw new Error(`--rx ${rx}: rps, napi or off`);
 /** Addresses, and (veth) the relay's namespace: set by the outer process that built them. */
 const net = currentPlan();

@@ -9,11 +9,11 @@
  *    by a veth pair and nothing else (neither namespace has a route anywhere, the host's own
  *    namespace gets no interface or address). RPS on each veth end steers the receive work of
  *    what arrives there to that side's core: the generator's end to core 0, the relay's to
- *    core 1, as separate hosts' NICs would (`--rx rps`, the default). RPS hands each packet over
- *    with an IPI whenever the other core's backlog has run dry, which in a VM is a costly exit;
- *    `--rx napi` instead turns on veth's NAPI (GRO), runs it in a kernel thread pinned to the
- *    receiving side's core and lets it poll again after 50 us rather than be woken per packet,
- *    as a NIC's interrupt coalescing does. `--rx off` leaves the receive work where veth puts it
+ *    core 1, as separate hosts' NICs would. `--rx napi` (the default) turns on veth's NAPI (GRO),
+ *    runs it in a kernel thread pinned to the receiving side's core and lets it poll again after
+ *    50 us rather than be woken per packet, as a NIC's interrupt coalescing does. `--rx rps`
+ *    uses RPS instead, which hands packets over with an IPI whenever the other core's backlog has
+ *    run dry (about one per packet here, and in a VM each is an exit the sender pays). `--rx off` leaves the receive work where veth puts it
  *    (the sending CPU), for comparison.
  *
  * The bench process that is started (in the host's namespace) only builds the namespaces, runs
