@@ -19,17 +19,30 @@
  * Relay CPU is the relay process's user+system time. On loopback that includes the receiving
  * side's kernel work for every packet it sends (about a third of it in perf), which a NIC
  * would take off the relay's core: the figures are an upper bound for a real network.
+ * `--net veth` (root) puts the relay and the generator in two network namespaces joined by a
+ * veth pair, each side's kernel receive work steered to its own core (bench/rooms-net.ts): by
+ * veth's NAPI in a kernel thread pinned there, polling every 50 us (`--rx napi`, the default),
+ * or by RPS (`--rx rps`, an IPI per packet at these rates); `--rx off` leaves it on the sending
+ * core, to see what steering moves. In napi mode the relay's own receive work runs in that
+ * thread, not the relay process: "core1 busy%" is then the relay's side's whole cost. The "kernel rx" columns are the packets
+ * the kernel's receive path processed on core 0 and core 1 in the window, per second
+ * (/proc/net/softnet_stat), and "core1 busy%" all the relay's core did, softirqs that ran
+ * while the relay slept included (/proc/stat); NET_RX softirqs, softirq time and busy time
+ * per core are printed under each row.
  *
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
  *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
  *                          [--listeners 2000,5000]     (one section, room size or step at a time)
  *                          [--perf out.data]           (perf record -g of the relay over each measured window)
+ *                          [--net loopback|veth] [--rx rps|napi|off]
+ *   --net veth under the namespace lock too: flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:rooms -- --net veth
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
 import { encodeG711, tone } from '../src/codec/g711';
+import { currentPlan, kernelRx, kernelRxRate, mustEnterVeth, runAcrossVeth, type KernelRx, type RxSteering } from './rooms-net';
 import { cpuSeconds, pinTo } from './targets';
 
 /** The p-th percentile of an ascending array. */
@@ -50,6 +63,12 @@ const onlySizes = numbers('sizes');
 const onlyTotals = numbers('totals');
 const onlyListeners = numbers('listeners');
 const perfOut = option('perf')?.[0];
+const netMode = option('net')?.[0] ?? 'loopback';
+// napi by default: in this VM RPS's IPI per packet costs the sender more than the receive work it moves (docs/rooms.md).
+const rx = (option('rx')?.[0] ?? 'napi') as RxSteering;
+if (!['rps', 'napi', 'off'].includes(rx)) throw new Error(`--rx ${rx}: rps, napi or off`);
+/** Addresses, and (veth) the relay's namespace: set by the outer process that built them. */
+const net = currentPlan();
 const LOSS_LIMIT = 0.001;
 const PACKET = 172;
 const TONE = encodeG711('PCMU', tone(440, 160));
@@ -70,7 +89,13 @@ class RelayProcess {
   }
 
   static async start(): Promise<RelayProcess> {
-    const child = fork(path.join(__dirname, 'rooms-relay.ts'), [], { execArgv: ['-r', path.join(__dirname, '..', 'test', 'helpers', 'ts-register.js')], env: { ...process.env, KEYLATCH_LOG__LEVEL: 'warn' } });
+    const execArgv = ['-r', path.join(__dirname, '..', 'test', 'helpers', 'ts-register.js')];
+    const env = { ...process.env, KEYLATCH_LOG__LEVEL: 'warn', BENCH_ROOMS_RELAY_ADDRESS: net.relayAddress, BENCH_ROOMS_PEER_ADDRESS: net.peerAddress };
+    // In veth mode the relay starts in its own namespace: `ip netns exec` execs node in place,
+    // so the pid (pinned, its CPU read from /proc) and the IPC channel stay node's.
+    const child = net.relayNs
+      ? fork(path.join(__dirname, 'rooms-relay.ts'), [], { execPath: 'ip', execArgv: ['netns', 'exec', net.relayNs, process.execPath, ...execArgv], env })
+      : fork(path.join(__dirname, 'rooms-relay.ts'), [], { execArgv, env });
     const ready = await new Promise<Record<string, unknown>>((resolve) => child.once('message', resolve));
     pinTo(1, child.pid!);
     const relay = new RelayProcess(child);
@@ -105,6 +130,7 @@ import socket, sys, json, struct, threading, time
 socks = {}
 talking = []
 tone = bytes.fromhex(sys.argv[1])
+local, relay_ip = sys.argv[2], sys.argv[3]
 def sender():
     start = time.monotonic()
     sent = {}
@@ -126,22 +152,22 @@ for line in sys.stdin:
         for _ in range(int(cmd[1])):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.bind(('127.0.0.1', 0))
+            s.bind((local, 0))
             socks[s.getsockname()[1]] = s
             fresh.append(s.getsockname()[1])
         print(json.dumps(fresh), flush=True)
     elif cmd[0] == 'latch':
         port, relay = int(cmd[1]), int(cmd[2])
         for seq in range(1, 6):
-            socks[port].sendto(struct.pack('>BBHII', 0x80, 0, seq, seq * 160, port) + bytes(160), ('127.0.0.1', relay))
+            socks[port].sendto(struct.pack('>BBHII', 0x80, 0, seq, seq * 160, port) + bytes(160), (relay_ip, relay))
     elif cmd[0] == 'talk':
-        talking.append((socks[int(cmd[1])], ('127.0.0.1', int(cmd[2]))))
+        talking.append((socks[int(cmd[1])], (relay_ip, int(cmd[2]))))
     elif cmd[0] == 'close':
         break
 `;
 
 class Sink {
-  private readonly child = spawn('python3', ['-c', SINK, TONE.toString('hex')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  private readonly child = spawn('python3', ['-c', SINK, TONE.toString('hex'), net.peerAddress, net.relayAddress], { stdio: ['pipe', 'pipe', 'inherit'] });
   private buf = '';
 
   async open(n: number): Promise<number[]> {
@@ -198,7 +224,7 @@ class Member {
 
   static async open(ssrc: number): Promise<Member> {
     const s = dgram.createSocket('udp4');
-    s.bind(0, '127.0.0.1');
+    s.bind(0, net.peerAddress);
     await once(s, 'listening');
     return new Member(s, s.address().port, ssrc);
   }
@@ -210,7 +236,7 @@ class Member {
     this.pkt[160] = this.measuring ? 1 : 0;
     this.seq = (this.seq + 1) & 0xffff;
     this.ts = (this.ts + 160) >>> 0;
-    this.socket.send(this.pkt, this.relayPort, '127.0.0.1');
+    this.socket.send(this.pkt, this.relayPort, net.relayAddress);
   }
 
   private receive(b: Buffer): void {
@@ -262,11 +288,13 @@ interface Row {
   latencyP99: number;
   bufferMs: number;
   generatorShort: boolean;
+  /** Per core, per second over the measured window: packets through the kernel's receive path, NET_RX softirqs. */
+  kernel: KernelRx;
 }
 
 /** One step: `senders` send at 50 pps (in four 5 ms slots), every Member measured. */
 /** perStream: packets a second each receiver should get (50 for the mix, 50 x (size-1) forwarded). */
-async function runStep(relay: RelayProcess, senders: Member[], receivers: Member[], label: Omit<Row, 'ppsOut' | 'loss' | 'cpuPct' | 'cpuPerParticipant' | 'jitterP99' | 'latencyP50' | 'latencyP99' | 'bufferMs' | 'generatorShort'>, perParticipant: number, perStream: number): Promise<Row> {
+async function runStep(relay: RelayProcess, senders: Member[], receivers: Member[], label: Pick<Row, 'section' | 'roomSize' | 'participants'>, perParticipant: number, perStream: number): Promise<Row> {
   // Paced by the clock, as a sound card is: each sender owes one packet per 20 ms from its
   // slot's start, whatever the 5 ms timer's own lateness.
   let sent = 0;
@@ -294,6 +322,7 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
   for (const m of senders) m.measuring = true;
   measuringSends = true;
   const cpu0 = relay.cpu();
+  const rx0 = kernelRx();
   const t0 = performance.now();
   // Where the relay's time goes (perf's own cost lands on core 0, the generator's).
   const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.child.pid), '-o', perfOut, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
@@ -302,6 +331,7 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
   if (perf && perf.exitCode === null) await once(perf, 'exit');
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = relay.cpu() - cpu0;
+  const kernel = kernelRxRate(rx0, kernelRx(), elapsed);
   measuringSends = false;
   for (const m of senders) m.measuring = false;
   await new Promise((r) => setTimeout(r, 200));
@@ -336,17 +366,20 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
     bufferMs: Number(stats.bufferMs),
     // Sends lag when this process cannot keep its 5 ms timer: then it, not the relay, is measured.
     generatorShort: sent < senders.length * 50 * elapsed * 0.97 || percentile(sorted(lag), 99) > 4,
+    kernel,
   };
 }
 
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-');
-const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms'];
+const HEADER = ['section', 'room', 'particip.', 'sampled pkts/s', 'loss%', 'relay cpu%', 'cpu%/part.', 'jitter p99 ms', 'lat p50 ms', 'lat p99 ms', 'buffer ms', 'kernel rx kpkt/s core0/core1', 'core1 busy%'];
+const perCore = (a: number[], scale: number) => a.map((v) => fmt(v / scale)).join('/');
 function print(r: Row): void {
   console.log([
     r.section.padEnd(10), String(r.roomSize).padStart(4), String(r.participants).padStart(9), String(r.ppsOut).padStart(10), fmt(r.loss * 100, 3).padStart(7),
     fmt(r.cpuPct).padStart(10), fmt(r.cpuPerParticipant, 3).padStart(10), fmt(r.jitterP99, 2).padStart(13), fmt(r.latencyP50, 2).padStart(10), fmt(r.latencyP99, 2).padStart(10),
-    fmt(r.bufferMs).padStart(9), r.generatorShort ? '  (generator could not keep up)' : '',
+    fmt(r.bufferMs).padStart(9), perCore(r.kernel.processed, 1000).padStart(12), fmt(r.kernel.busy[1] ?? NaN).padStart(6), r.generatorShort ? '  (generator could not keep up)' : '',
   ].join(' '));
+  console.log(`    per core 0/1: NET_RX softirqs/s ${perCore(r.kernel.netRx, 1)}, softirq time % ${perCore(r.kernel.softirq, 1)}, busy % ${perCore(r.kernel.busy, 1)}`);
 }
 
 /** Mixed participants measured per step: the rest live in the sink. */
@@ -419,10 +452,22 @@ async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Ro
   }
 }
 
+const RX_LINE: Record<RxSteering, string> = {
+  rps: 'RPS: receive work of what arrives on the generator\'s side on core 0, on the relay\'s side on core 1',
+  napi: 'threaded veth NAPI (GRO, polled every 50 us): receive work of what arrives on the generator\'s side on core 0, on the relay\'s side on core 1',
+  off: 'no steering: receive work on the sending core',
+};
+const NET_LINE = {
+  loopback: 'net: loopback (127.0.0.1): the relay\'s CPU includes its receivers\' kernel receive work (an upper bound)',
+  veth: `net: veth (relay ${net.relayAddress} in its own namespace, generator ${net.peerAddress}), ${RX_LINE[net.rx ?? 'off']}`,
+};
+
 async function main(): Promise<void> {
+  if (mustEnterVeth(netMode)) process.exit(await runAcrossVeth(rx));
   pinTo(0, process.pid);
   const relay = await RelayProcess.start();
   console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0; mixer sends ${relay.batched ? 'batched through io_uring' : 'one sendto each'}`);
+  console.log(NET_LINE[net.mode]);
   console.log('cpu%/part.: relay CPU per participant (broadcast: per listener); jitter: lateness against the 20 ms grid; lat: one way, forwarded/relayed packets only');
   console.log(HEADER.join(' | '));
   try {

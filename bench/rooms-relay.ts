@@ -16,18 +16,21 @@ type Command =
 const config = loadConfig({ env: {} });
 // BENCH_ROOMS_BATCHING=0: the mixer sends one sendto at a time (the before of the io_uring batching).
 const batched = setMixerBatching(process.env.BENCH_ROOMS_BATCHING !== '0');
-const media = { ...config.media, interface: '127.0.0.1', allowLoopbackPeers: true, portMin: 20000, portMax: 59999, timeouts: { mediaSec: 3600, holdSec: 3600 } };
+// The relay's address and its participants' (bench/rooms-net.ts: loopback, or two ends of a veth).
+const relayAddress = process.env.BENCH_ROOMS_RELAY_ADDRESS ?? '127.0.0.1';
+const peerAddress = process.env.BENCH_ROOMS_PEER_ADDRESS ?? '127.0.0.1';
+const media = { ...config.media, interface: relayAddress, allowLoopbackPeers: true, portMin: 20000, portMax: 59999, timeouts: { mediaSec: 3600, holdSec: 3600 } };
 const relay = new Relay(media);
 let rooms = new RoomRegistry({ ...config.rooms, enabled: true, maxParticipants: 10000, broadcast: [{ name: 'broadcast', speakers: ['sip:speaker@bench'] }] }, relay, media);
 
 const offer = (port: number, forward: boolean): string =>
-  ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${port} RTP/AVP 0`, 'a=rtpmap:0 PCMU/8000', ...(forward ? ['a=keylatch-room:forward'] : []), ''].join('\r\n');
+  ['v=0', `o=- 1 1 IN IP4 ${peerAddress}`, 's=-', `c=IN IP4 ${peerAddress}`, 't=0 0', `m=audio ${port} RTP/AVP 0`, 'a=rtpmap:0 PCMU/8000', ...(forward ? ['a=keylatch-room:forward'] : []), ''].join('\r\n');
 
 process.on('message', (cmd: Command) => {
   void (async () => {
     try {
       if (cmd.op === 'join') {
-        const { participant } = await rooms.join(cmd.room, cmd.who, { policy: 'guarded', secure: false, signallingAddress: '127.0.0.1' }, offer(cmd.port, cmd.forward));
+        const { participant } = await rooms.join(cmd.room, cmd.who, { policy: 'guarded', secure: false, signallingAddress: peerAddress }, offer(cmd.port, cmd.forward));
         const relayPort = Number(/m=audio (\d+)/.exec(participant.answer(offer(cmd.port, cmd.forward)))![1]);
         process.send!({ id: cmd.id, relayPort, mode: participant.mode });
       } else if (cmd.op === 'stats') {
