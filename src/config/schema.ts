@@ -129,7 +129,8 @@ export const configSchema = z.object({
 export const checkedConfigSchema = configSchema
   .refine((c) => c.sip.processes === 1 || c.sip.bindingStore !== 'memory', {
     message: 'several edge processes need a shared binding store (a redis:// URL): each process would have bindings of its own',
-    path: ['sip', 'processes'],
+    // Named by the setting that fixes it, so the message's "(set ...)" hint points there.
+    path: ['sip', 'bindingStore'],
   })
   .refine((c) => c.sip.processes === 1 || !c.rooms.enabled, {
     message: 'rooms live in one process: a second participant may reach another one; set rooms.enabled false or sip.processes 1',

@@ -93,7 +93,7 @@ describe('edge process shares', () => {
         return (err as Error).message;
       }
     };
-    expect(problems({ KEYLATCH_SIP__PROCESSES: '2' })).toMatch(/sip\.processes: several edge processes need a shared binding store/);
+    expect(problems({ KEYLATCH_SIP__PROCESSES: '2' })).toMatch(/sip\.bindingStore: several edge processes need a shared binding store/);
     const redis = { KEYLATCH_SIP__PROCESSES: '2', KEYLATCH_SIP__BINDING_STORE: 'redis://127.0.0.1:6379' };
     expect(problems(redis)).toBe('');
     expect(problems({ ...redis, KEYLATCH_ROOMS__ENABLED: 'true' })).toMatch(/sip\.processes: rooms live in one process/);
