@@ -8,8 +8,8 @@ import { formatStatus, roomLines, summaryLines } from './control/status-format';
 import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-admin';
 import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-client';
 import { createLogger } from './log';
-import { startEdgeService } from './edge-service';
-import { SOLE, combinedSummary, configForShare, reportReady, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
+import { requireEdgeSettings, startEdgeService } from './edge-service';
+import { EdgeProcessFailedStart, SOLE, combinedSummary, configForShare, reportReady, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
 import { splitHostPort } from './host-port';
 import { startRelayService } from './relay-service';
 
@@ -203,8 +203,17 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'edge' && config.sip.processes > 1 && !share) {
       // The supervisor: it runs no edge itself, only the processes that do. It is up when all
       // of them are: before that, drachtio-server refuses what they would answer (503).
+      requireEdgeSettings(config); // once, here, rather than once per process
       const supervisor = superviseEdgeProcesses(config.sip.processes, rest, log);
-      const summaries = await supervisor.ready;
+      let summaries;
+      try {
+        summaries = await supervisor.ready;
+      } catch (err) {
+        await supervisor.stop();
+        if (!(err instanceof EdgeProcessFailedStart)) throw err;
+        process.stderr.write(`keylatch: ${err.message}\n`);
+        return err.code || 1;
+      }
       service = { close: () => supervisor.stop(), summary: () => combinedSummary(summaries, supervisor.pids()) };
     } else if (command === 'edge') {
       if (share) {

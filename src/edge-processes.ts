@@ -107,12 +107,26 @@ export function combinedSummary(summaries: Array<Record<string, string>>, pids: 
   return out;
 }
 
+/**
+ * An edge process ended before the edge was ever up: its own message (on the shared stderr)
+ * says why. The supervisor then stops, with the process's exit code, as one edge process would:
+ * a missing setting or an unreachable drachtio-server is not cured by starting it again, and an
+ * orchestrator restarting the whole edge says so plainly instead of a loop of restarts.
+ */
+export class EdgeProcessFailedStart extends Error {
+  override name = 'EdgeProcessFailedStart';
+  constructor(readonly index: number, readonly code: number | null, readonly signal: NodeJS.Signals | null) {
+    super(`edge process ${index} ended before the edge was up (${signal ?? `exit code ${code}`}): its message above says why`);
+  }
+}
+
 export interface EdgeSupervisor {
   /** Pids of the running processes, by index (null while one is being restarted). */
   pids(): Array<number | null>;
   /**
    * Resolves, with each process's summary by index, once every process has reported ready
    * (reportReady) at least once. A process restarted later logs its own 'edge process ready'.
+   * Rejects (EdgeProcessFailedStart) if one ends before that; the others are then stopped.
    */
   ready: Promise<Array<Record<string, string>>>;
   stop(): Promise<void>;
@@ -127,7 +141,9 @@ export function superviseEdgeProcesses(count: number, argv: string[], log: Logge
   const delay = new Array<number>(count).fill(RESTART_MIN_MS);
   const summaries = new Array<Record<string, string> | null>(count).fill(null);
   let allReady: (s: Array<Record<string, string>>) => void = () => undefined;
-  const ready = new Promise<Array<Record<string, string>>>((resolve) => (allReady = resolve));
+  let failedStart: (e: Error) => void = () => undefined;
+  const ready = new Promise<Array<Record<string, string>>>((resolve, reject) => [allReady, failedStart] = [resolve, reject]);
+  let up = false;
   let stopping = false;
   const start = (index: number): void => {
     const startedAt = Date.now();
@@ -140,21 +156,28 @@ export function superviseEdgeProcesses(count: number, argv: string[], log: Logge
       if (!isReadyMessage(m) || children[index] !== child) return;
       summaries[index] = m.summary;
       log.info({ edgeProcess: index, pid: child.pid, afterMs: Date.now() - startedAt }, 'edge process ready');
-      if (summaries.every((s) => s !== null)) allReady(summaries as Array<Record<string, string>>);
+      if (!up && summaries.every((s) => s !== null)) {
+        up = true;
+        allReady(summaries as Array<Record<string, string>>);
+      }
     });
     child.on('exit', (code, signal) => {
       children[index] = null;
       // Until every process is up at once, one that died is not up.
       summaries[index] = null;
       if (stopping) return;
+      if (!up) {
+        failedStart(new EdgeProcessFailedStart(index, code, signal));
+        void supervisor.stop();
+        return;
+      }
       if (Date.now() - startedAt > STABLE_MS) delay[index] = RESTART_MIN_MS;
       log.error({ edgeProcess: index, code, signal, restartInMs: delay[index] }, 'edge process died: restarting it');
       setTimeout(() => !stopping && start(index), delay[index]).unref();
       delay[index] = Math.min(delay[index]! * 2, RESTART_MAX_MS);
     });
   };
-  for (let i = 0; i < count; i++) start(i);
-  return {
+  const supervisor: EdgeSupervisor = {
     pids: () => children.map((c) => c?.pid ?? null),
     ready,
     async stop() {
@@ -172,4 +195,6 @@ export function superviseEdgeProcesses(count: number, argv: string[], log: Logge
       }));
     },
   };
+  for (let i = 0; i < count; i++) start(i);
+  return supervisor;
 }

@@ -84,6 +84,31 @@ describe('keylatch edge (CLI)', () => {
     expect(out.text()).toContain(`keylatch: cannot reach drachtio-server at 127.0.0.1:${closed} (ECONNREFUSED): is it running? (sip.drachtio.host/port: set KEYLATCH_SIP__DRACHTIO__HOST, KEYLATCH_SIP__DRACHTIO__PORT)\n`);
   });
 
+  // --processes: the supervisor fails as one edge process would, once, instead of starting
+  // processes that fail again and again (they used to be restarted forever, the edge never up).
+  const severalProcesses = { KEYLATCH_SIP__BINDING_STORE: 'redis://127.0.0.1:1' }; // never reached
+
+  it('with --processes 2, names each missing setting once and starts no process', async () => {
+    const child = run(['edge', '--processes', '2'], severalProcesses);
+    const out = output(child);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(out.text().split('\n').filter((l) => l.includes('required for keylatch edge'))).toHaveLength(3);
+    expect(out.text()).not.toContain('edge process started');
+  });
+
+  it('with --processes 2 and no drachtio-server, stops with that process\'s reason instead of restarting it', async () => {
+    const closed = await freePort();
+    const child = run(['edge', '--processes', '2', '--ports', '38200-38299'], { ...edgeEnv, ...severalProcesses, KEYLATCH_SIP__DRACHTIO__PORT: String(closed), KEYLATCH_ADMIN__LISTEN: 'null' });
+    const out = output(child);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(1);
+    expect(out.text()).toContain(`keylatch: cannot reach drachtio-server at 127.0.0.1:${closed} (ECONNREFUSED)`);
+    expect(out.text()).toMatch(/keylatch: edge process [01] ended before the edge was up \(exit code 1\): its message above says why\n/);
+    expect(out.text()).not.toContain('restarting it');
+    expect(out.text()).not.toContain('keylatch edge started');
+  }, 30000);
+
   it('names the admin listener when its port is taken, before connecting anywhere', async () => {
     const busy = net.createServer().listen(0, '127.0.0.1');
     await once(busy, 'listening');
