@@ -100,6 +100,9 @@ export async function answerNg(handler: NgHandler, req: NgDict, log: Logger = si
 }
 
 function errorReply(err: unknown, log: Logger): NgDict {
+  // rtpengine's words for a call it does not hold, whatever the command: what ng clients (and
+  // an edge pooling this relay, relay-pool/ng-client.ts) read as "this node has no such call".
+  if (err instanceof RelayError && err.code === 'unknown-call') return { result: 'error', 'error-reason': 'Unknown call-id' };
   const known = err instanceof RelayError || err instanceof SdpError || err instanceof PortPoolExhausted;
   if (!known) log.error({ err }, 'ng command failed unexpectedly');
   return { result: 'error', 'error-reason': known ? (err as Error).message : 'internal error' };

@@ -64,6 +64,15 @@ describe('ng control', () => {
     expect(relay.pool.inUse).toBe(0);
   });
 
+  it('says "Unknown call-id", as rtpengine does, to any command for a call it does not hold', async () => {
+    const replies = [
+      await client.answer(ng, { 'call-id': 'gone', 'from-tag': 'ta', 'to-tag': 'tb', sdp: sdp('127.0.0.1', 50000) }),
+      await client.query(ng, { 'call-id': 'gone' }),
+      await client.delete(ng, { 'call-id': 'gone', 'from-tag': 'ta' }),
+    ];
+    expect(replies.map((r) => [r.result, r['error-reason']])).toEqual([['error', 'Unknown call-id'], ['error', 'Unknown call-id'], ['error', 'Unknown call-id']]);
+  });
+
   it('lists call-ids, at most limit of them', async () => {
     for (const id of ['l1', 'l2', 'l3']) {
       expect((await client.offer(ng, { 'call-id': id, 'from-tag': 'ta', sdp: sdp('127.0.0.1', 4000) })).result).toBe('ok');
