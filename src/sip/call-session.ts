@@ -7,7 +7,7 @@ import { RelayError } from '../media/relay';
 import { isSecureTransport, type Binding } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
-import { NgRefused, NgTimeout } from '../relay-pool/ng-client';
+import { NgRefused, NgTimeout, isUnknownCall } from '../relay-pool/ng-client';
 import { NoRelayAvailable, type RelayPool } from '../relay-pool/pool';
 import type { RelayNode } from '../relay-pool/nodes';
 import { bridgeAcross } from './bridge';
@@ -174,7 +174,7 @@ export class CallSession {
       // createB2BUA already sent the B leg's failure (or our 500) to A; CANCEL lands here too.
       // B's answer SDP refused by the relay is the one failure that leaves A unanswered.
       if (!this.res.finalResponseSent) this.res.send(err instanceof SdpError ? 488 : 500, {});
-      log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null }, 'call not connected');
+      log.info({ callId: this.callId, status: (err as { status?: number }).status ?? null, err: (err as Error).message }, 'call not connected');
       this.end();
     }
   }
@@ -206,12 +206,22 @@ export class CallSession {
    */
   private async answerFromB(sdp: string, toTag: string, source: string): Promise<string> {
     const media = this.media!;
+    if (media instanceof HairpinMedia && !media.lost && !this.connected) {
+      try {
+        return await media.answerFromB(sdp, toTag, source);
+      } catch (err) {
+        // The owner's node forgot the call while the client rang (a worker of it died, or it
+        // restarted between pings): as if the node had died, a stand-in answers for it.
+        if (!(err instanceof NgRefused && isUnknownCall(err.reason))) throw err;
+        media.lost = true;
+      }
+    }
     if (media instanceof HairpinMedia && media.lost && !this.connected) {
       const standIn = new AnchoredMedia(this.deps.pool, this.relayCallId, this.tagA, this.req.body, this.legs!);
       standIn.standIn = true;
       await standIn.offerToB();
       this.media = standIn;
-      this.deps.log.info({ callId: this.callId, on: standIn.on?.id ?? null }, 'hairpin\'s relay node died while ringing: a stand-in call answers until the owner moves');
+      this.deps.log.info({ callId: this.callId, on: standIn.on?.id ?? null }, 'hairpin\'s relay call is gone while ringing (its node died or forgot it): a stand-in call answers until the owner moves');
     }
     return this.media!.answerFromB(sdp, toTag, source);
   }
