@@ -44,6 +44,7 @@ const PARALLEL = 32;
 export class MediaWatch {
   private timer: NodeJS.Timeout | null = null;
   private running = false;
+  private readonly onForgot = (node: RelayNode): void => void this.recheck(node);
 
   constructor(
     private readonly pool: RelayPool,
@@ -57,13 +58,17 @@ export class MediaWatch {
     private readonly log: Logger = silentLogger,
   ) {}
 
+  /** Rounds every intervalMs (none when 0), and a recheck of a node whenever the pool says it forgot calls. */
   start(): void {
+    this.pool.off('forgot', this.onForgot);
+    this.pool.on('forgot', this.onForgot);
     if (this.timer || this.intervalMs <= 0) return;
     this.timer = setInterval(() => void this.round(), this.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
+    this.pool.off('forgot', this.onForgot);
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }
@@ -124,8 +129,7 @@ export class MediaWatch {
       } catch {
         return 'unknown'; // the pings' business, as above
       }
-      if (!still()) return 'unknown';
-      if (lostAt !== null && lostAt >= at.placedAt - CLOCK_SLACK_MS) {
+      if (lostAt !== null && lostAt >= at.placedAt - CLOCK_SLACK_MS && still()) {
         this.log.warn({ callId: call.callId, relay: at.node.id, relayCallId: at.callId }, 'relay node lost the call (it restarted, or a worker of it died): moving it');
         return 'lost';
       }

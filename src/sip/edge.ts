@@ -200,8 +200,6 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
   // Dead media on ng nodes (they do not tell the edge, as the in-process relay does), and calls a
   // live node lost: src/relay-pool/media-watch.ts.
   const mediaWatch = new MediaWatch(pool, () => calls.values(), pool.opts.mediaCheckIntervalMs ?? 0, onCallsForgotten, log);
-  const onNodeForgot = (node: RelayNode): void => void mediaWatch.recheck(node);
-  pool.on('forgot', onNodeForgot);
   mediaWatch.start();
   const keepalive = new KeepaliveScheduler({ srf, store, sip: opts.sip, log, holdsFlow: (b) => names.holdsFlow(b.localSocket) && ownsFlow(b.id, share) });
   const listeners = [await connect(srf, opts.drachtio, log)];
@@ -233,7 +231,6 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
     async close() {
       keepalive.stop();
       pool.off('down', onNodeDown);
-      pool.off('forgot', onNodeForgot);
       mediaWatch.stop();
       opts.relay.off('media-timeout', onDeadMedia);
       srf.disconnect();
