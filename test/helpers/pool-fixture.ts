@@ -15,7 +15,7 @@ import { Baresip, wavClosed } from './baresip';
 import { startDrachtio, type RunningDrachtio } from './drachtio';
 import { startKamailio } from './kamailio';
 import { RELAY_IP, Topology } from './netns';
-import { waitFor, waitForAsync } from './peers';
+import { sleep, waitFor, waitForAsync } from './peers';
 import { RtpWatch, TEST_NG_KEY_SECRET, startKeylatchRelay, startRtpengine, type RunningNode } from './relay-nodes';
 
 export const ESTABLISHED = /Call established/;
@@ -131,6 +131,41 @@ export function calling(f: () => Fixture) {
       from.sip.command(`/dial sip:${to.user}@keylatch.test`);
       await established(from, a);
       await established(to, b);
+    },
+    /**
+     * `from` calls `to`, who rings (manual answer) while `whileRinging` runs (given the counts below), then answers; resolves,
+     * once both phones say the call is up, with when the answer command went in and how many
+     * calls each phone of the fixture had seen end just before the dial (by user).
+     */
+    async ringThenAnswer(from: Phone, to: Phone, whileRinging: (closedBefore: Record<string, number>) => Promise<void>): Promise<{ answeredAt: number; closedBefore: Record<string, number> }> {
+      to.sip.command('/answermode manual');
+      try {
+        await sleep(300);
+        const closedBefore = Object.fromEntries(Object.values(f().phones).map((p) => [p.user, p.sip.count(CLOSED)]));
+        const incoming = to.sip.count(/Incoming call/);
+        const [fromUp, toUp] = [from.sip.count(ESTABLISHED), to.sip.count(ESTABLISHED)];
+        from.sip.command(`/dial sip:${to.user}@keylatch.test`);
+        await waitFor(() => to.sip.count(/Incoming call/) > incoming && f().edge.calls.size === 2, 8000);
+        await whileRinging(closedBefore);
+        const answeredAt = Date.now();
+        to.sip.command('/accept');
+        await waitFor(() => from.sip.count(ESTABLISHED) > fromUp && to.sip.count(ESTABLISHED) > toUp, 10000).catch(() => {
+          throw new Error(`the ringing call did not connect\n${from.sip.tail()}\n${to.sip.tail()}`);
+        });
+        return { answeredAt, closedBefore };
+      } finally {
+        to.sip.command('/answermode auto');
+      }
+    },
+    /**
+     * What the two phones of a call got after the answer, on the wire: each one's share of the
+     * other's tone in [until - 2.5 s, until - 0.5 s], and its first RTP (from `source`, if given)
+     * after `answeredAt`, in ms.
+     */
+    heardAfterAnswer(a: Phone, b: Phone, answeredAt: number, until: number, source?: string): { wire: Record<string, number>; firstMedia: Record<string, number> } {
+      const wire = Object.fromEntries([[a, b], [b, a]].map(([p, o]) => [p!.user, p!.rtp.toneShare(until - 2500, until - 500, o!.hz)]));
+      const firstMedia = Object.fromEntries([a, b].map((p) => [p.user, (p.rtp.arrivals.find((x) => x.t >= answeredAt && (source === undefined || x.src === source))?.t ?? NaN) - answeredAt]));
+      return { wire, firstMedia };
     },
     /** Hangs up p's call; both B2BUA calls of its conversation end. */
     async hangUp(p: Phone): Promise<void> {

@@ -112,25 +112,19 @@ const CHECK_MS = 1000;
     }
   }
 
-  it('on a keylatch node: the node marks the call timed out, the edge hangs up both legs', async () => {
-    fx.pool.drain(engine.url);
+  // keylatch: the PBX's half adopts the caller's leg, one relay call on the node; rtpengine cannot
+  // hand a leg over, so each half is its own call there.
+  it.each([
+    ['a keylatch node: the node marks the call timed out', 'keylatch', 1],
+    ['rtpengine: rtpengine deletes the timed-out call', 'rtpengine', 2],
+  ] as const)('on %s, the edge hangs up both legs', async (_case, kind, relayCalls) => {
+    const [node, ns, other] = kind === 'keylatch' ? [keylatch, hosts.k.ns, engine] : [engine, hosts.e.ns, keylatch];
+    fx.pool.drain(other.url);
     try {
-      // The PBX's half adopts the caller's leg: one relay call on the node.
-      const { text, byeMs } = await deadMediaOn(keylatch, hosts.k.ns, 1);
-      console.log(`keylatch node: both legs got BYE ${byeMs} ms after the node's media ports were blocked (timeout ${TIMEOUT_SEC} s, checked every ${CHECK_MS} ms)\n${text}`);
+      const { text, byeMs } = await deadMediaOn(node, ns, relayCalls);
+      console.log(`${kind} node: both legs got BYE ${byeMs} ms after the node's media ports were blocked (timeout ${TIMEOUT_SEC} s, checked every ${CHECK_MS} ms)\n${text}`);
     } finally {
-      fx.pool.drain(engine.url, false);
-    }
-  }, 60000);
-
-  it('on rtpengine: rtpengine deletes the timed-out call, the edge hangs up both legs', async () => {
-    fx.pool.drain(keylatch.url);
-    try {
-      // rtpengine cannot hand a leg over: each half is its own call there.
-      const { text, byeMs } = await deadMediaOn(engine, hosts.e.ns, 2);
-      console.log(`rtpengine node: both legs got BYE ${byeMs} ms after the node's media ports were blocked (timeout ${TIMEOUT_SEC} s, checked every ${CHECK_MS} ms)\n${text}`);
-    } finally {
-      fx.pool.drain(keylatch.url, false);
+      fx.pool.drain(other.url, false);
     }
   }, 60000);
 });

@@ -21,7 +21,7 @@ import { skipUnlessDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable } from '../helpers/kamailio';
 import { netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
-import { CLOSED, ESTABLISHED, MAX_GAP_MS, calling, NODE_PORTS, keylatchAndRtpengine, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
+import { CLOSED, MAX_GAP_MS, calling, NODE_PORTS, keylatchAndRtpengine, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
 import { childPids, holdsPort } from '../helpers/proc-sockets';
 import { rtpengineUnavailable, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
@@ -34,7 +34,7 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
   let keylatch: RunningNode;
   let engine: RunningNode;
   let hosts: Record<'k' | 'e', { ns: string; ip: string }>;
-  const { dial, hangUp, nodeOf, gaps } = calling(() => fx);
+  const { dial, hangUp, nodeOf, gaps, ringThenAnswer, heardAfterAnswer } = calling(() => fx);
 
   beforeAll(async () => {
     const nodes = await keylatchAndRtpengine(`klr${process.pid % 1000}`, ['KEYLATCH_MEDIA__WORKERS=2']);
@@ -143,31 +143,23 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
     const { edge, pool, phones } = fx;
     const { carol, dave } = phones as Record<string, Phone>;
     pool.drain(engine.url);
-    dave!.sip.command('/answermode manual');
     try {
       await sleep(1500); // the previous test's hang-ups may still be closing recordings
-      const [incoming, closedBefore] = [dave!.sip.count(/Incoming call/), closedCounts()];
-      const [carolUp, daveUp] = [carol!.sip.count(ESTABLISHED), dave!.sip.count(ESTABLISHED)];
-      carol!.sip.command(`/dial sip:${dave!.user}@keylatch.test`);
-      await waitFor(() => dave!.sip.count(/Incoming call/) > incoming && edge.calls.size === 2, 8000);
-      // The conversation's one relay call (the callee's half adopts the caller's leg), and the worker that holds it.
-      const relayCall = [...edge.calls.values()].map((c) => c.mediaPlace).find((p) => p && !p.hairpin)!.relayCallId;
-      const port = await localPort(keylatch, relayCall);
-      const pid = childPids(keylatch.child.pid!).find((p) => holdsPort(p, port))!;
-      expect(pid).toBeDefined();
-      process.kill(pid, 'SIGKILL');
-      // Answered at once: before any ping can have said the worker died, so the answer meets a node that forgot the call.
-      const answeredAt = Date.now();
-      dave!.sip.command('/accept');
-      await waitFor(() => carol!.sip.count(ESTABLISHED) > carolUp && dave!.sip.count(ESTABLISHED) > daveUp, 10000).catch(() => {
-        throw new Error(`the ringing call did not connect after its worker died\n${carol!.sip.tail()}\n${dave!.sip.tail()}`);
+      const { answeredAt, closedBefore: closed } = await ringThenAnswer(carol!, dave!, async () => {
+        // The conversation's one relay call (the callee's half adopts the caller's leg), and the worker that holds it.
+        const relayCall = [...edge.calls.values()].map((c) => c.mediaPlace).find((p) => p && !p.hairpin)!.relayCallId;
+        const port = await localPort(keylatch, relayCall);
+        const pid = childPids(keylatch.child.pid!).find((p) => holdsPort(p, port))!;
+        expect(pid).toBeDefined();
+        process.kill(pid, 'SIGKILL');
+        // Answered at once: before any ping can have said the worker died, so the answer meets a node that forgot the call.
       });
+      const closedBefore = Object.values(phones).map((p) => closed[p.user]);
       await waitFor(() => [...edge.calls.values()].every((c) => c.relayNode === keylatch.url) && relayCallsOn(keylatch).length === 1, 5000);
       await sleep(3500);
       const until = Date.now();
       for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([keylatch.ip]);
-      const wire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, p!.rtp.toneShare(until - 2500, until - 500, o!.hz)]));
-      const firstMedia = Object.fromEntries([carol!, dave!].map((p) => [p.user, (p.rtp.arrivals.find((a) => a.t >= answeredAt)?.t ?? NaN) - answeredAt]));
+      const { wire, firstMedia } = heardAfterAnswer(carol!, dave!, answeredAt, until);
       console.log(`ringing call, its keylatch worker SIGKILLed just before the answer: first RTP after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
       for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
       expect(closedCounts()).toEqual(closedBefore);
@@ -175,7 +167,6 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
       expect(nodeOf(keylatch.url).state).toBe('up');
       await hangUp(carol!);
     } finally {
-      dave!.sip.command('/answermode auto');
       pool.drain(engine.url, false);
     }
   }, 60000);

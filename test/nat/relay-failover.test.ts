@@ -18,7 +18,7 @@ import { selfSignedCert, skipUnlessDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
-import { CLOSED, ESTABLISHED, MAX_GAP_MS, calling, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
+import { CLOSED, MAX_GAP_MS, calling, startFixture, stopFixture, type Fixture, type Phone } from '../helpers/pool-fixture';
 import { Softphone } from '../helpers/softphone';
 import { rtpengineUnavailable, startKeylatchRelay, startRtpengine, tsharkUnavailable, type RunningNode } from '../helpers/relay-nodes';
 
@@ -31,7 +31,7 @@ const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
   let fx: Fixture;
   let nodes: RunningNode[] = [];
   let r1Host: { ns: string; ip: string };
-  const { dial, hangUp, closedRecording, nodeOf, gaps } = calling(() => fx);
+  const { dial, hangUp, closedRecording, nodeOf, gaps, ringThenAnswer, heardAfterAnswer } = calling(() => fx);
 
   beforeAll(async () => {
     const topo = new Topology(`klf${process.pid % 1000}`);
@@ -135,51 +135,40 @@ const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
     const { edge, pool, phones } = fx;
     const { carol, dave } = phones as Record<string, Phone>;
     await waitFor(() => pool.status().every((s) => s.state === 'up'), 5000);
-    dave!.sip.command('/answermode manual');
-    await sleep(300);
-    const [incoming, closedBefore] = [dave!.sip.count(/Incoming call/), [carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]];
     const recordings = [carol!.sip.recordings().length, dave!.sip.recordings().length];
-    const [carolUp, daveUp] = [carol!.sip.count(ESTABLISHED), dave!.sip.count(ESTABLISHED)];
-    try {
-      carol!.sip.command(`/dial sip:${dave!.user}@keylatch.test`);
-      await waitFor(() => dave!.sip.count(/Incoming call/) > incoming && edge.calls.size === 2, 8000);
+    let alive = 0;
+    const { answeredAt, closedBefore: closed } = await ringThenAnswer(carol!, dave!, async (closed) => {
       // Both halves of the ringing conversation are on one node (the callee's half as a hairpin).
       const ringingOn = [...edge.calls.values()].map((c) => c.relayNode);
       expect(new Set(ringingOn).size).toBe(1);
-      const [dead, alive] = ringingOn[0] === nodes[0]!.url ? [0, 1] : [1, 0];
+      const dead = ringingOn[0] === nodes[0]!.url ? 0 : 1;
+      alive = 1 - dead;
       nodes[dead]!.kill();
       await waitFor(() => nodeOf(nodes[dead]!.url).state === 'down', 3000);
       // Still ringing: nothing has failed yet.
-      expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
-      const answeredAt = Date.now();
-      dave!.sip.command('/accept');
-      await waitFor(() => carol!.sip.count(ESTABLISHED) > carolUp && dave!.sip.count(ESTABLISHED) > daveUp, 10000).catch(() => {
-        throw new Error(`the ringing call did not connect after its node died\n${carol!.sip.tail()}\n${dave!.sip.tail()}`);
-      });
-      await waitFor(() => [...edge.calls.values()].every((c) => c.relayNode === nodes[alive]!.url), 5000).catch(() => {
-        throw new Error(`calls not moved: ${JSON.stringify([...edge.calls.values()].map((c) => c.relayNode))}`);
-      });
-      await sleep(3500);
-      const until = Date.now();
-      // Anchored once on the surviving node: the callee's half answered through a stand-in
-      // there, then adopted the caller's new leg when the caller's move re-offered it.
-      expect(nodeOf(nodes[alive]!.url).calls).toBe(1);
-      expect(edge.calls.size).toBe(2);
-      for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([nodes[alive]!.ip]);
-      const wire = Object.fromEntries([[carol!, dave!], [dave!, carol!]].map(([p, o]) => [p!.user, p!.rtp.toneShare(until - 2500, until - 500, o!.hz)]));
-      const firstMedia = Object.fromEntries([carol!, dave!].map((p) => [p.user, (p.rtp.arrivals.find((a) => a.t >= answeredAt && a.src === nodes[alive]!.ip)?.t ?? NaN) - answeredAt]));
-      console.log(`ringing call, its node SIGKILLed before the answer: first RTP from the new node after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
-      for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
-      expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
-      await hangUp(carol!);
-      expect(nodeOf(nodes[alive]!.url).calls).toBe(0);
-      for (const [p, other, i] of [[carol!, dave!, 0], [dave!, carol!, 1]] as const) {
-        const file = await closedRecording(p, recordings[i]! + 1);
-        expect({ user: p.user, ...wavHoldsTone(file, other.hz, 0.5) }).toMatchObject({ user: p.user, ok: true });
-        expect(wavToneShare(file, p.hz, 0.5)).toBeLessThan(0.1);
-      }
-    } finally {
-      dave!.sip.command('/answermode auto');
+      expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual([closed.carol, closed.dave]);
+    });
+    const closedBefore = [closed.carol, closed.dave];
+    await waitFor(() => [...edge.calls.values()].every((c) => c.relayNode === nodes[alive]!.url), 5000).catch(() => {
+      throw new Error(`calls not moved: ${JSON.stringify([...edge.calls.values()].map((c) => c.relayNode))}`);
+    });
+    await sleep(3500);
+    const until = Date.now();
+    // Anchored once on the surviving node: the callee's half answered through a stand-in
+    // there, then adopted the caller's new leg when the caller's move re-offered it.
+    expect(nodeOf(nodes[alive]!.url).calls).toBe(1);
+    expect(edge.calls.size).toBe(2);
+    for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([nodes[alive]!.ip]);
+    const { wire, firstMedia } = heardAfterAnswer(carol!, dave!, answeredAt, until, nodes[alive]!.ip);
+    console.log(`ringing call, its node SIGKILLed before the answer: first RTP from the new node after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
+    for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
+    expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
+    await hangUp(carol!);
+    expect(nodeOf(nodes[alive]!.url).calls).toBe(0);
+    for (const [p, other, i] of [[carol!, dave!, 0], [dave!, carol!, 1]] as const) {
+      const file = await closedRecording(p, recordings[i]! + 1);
+      expect({ user: p.user, ...wavHoldsTone(file, other.hz, 0.5) }).toMatchObject({ user: p.user, ok: true });
+      expect(wavToneShare(file, p.hz, 0.5)).toBeLessThan(0.1);
     }
   }, 60000);
 });
