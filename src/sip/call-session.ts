@@ -340,6 +340,11 @@ export class CallSession {
   }
 
   /** The relay node this call's media is on, if it is anchored on one (not a hairpin). */
+  /** Both dialogs are up: the B2BUA has answered the caller (a phone may say so a moment sooner). */
+  get isConnected(): boolean {
+    return this.connected && !this.ended;
+  }
+
   get relayNode(): string | null {
     return this.media instanceof AnchoredMedia ? (this.media.on?.id ?? null) : this.media instanceof HairpinMedia ? this.media.on.id : null;
   }

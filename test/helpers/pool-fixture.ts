@@ -128,9 +128,16 @@ export function calling(f: () => Fixture) {
   return {
     async dial(from: Phone, to: Phone): Promise<void> {
       const [a, b] = [from.sip.count(ESTABLISHED), to.sip.count(ESTABLISHED)];
+      const calls = f().edge.calls.size;
       from.sip.command(`/dial sip:${to.user}@keylatch.test`);
       await established(from, a);
       await established(to, b);
+      // A phone says the call is up when the 200 reaches it; the edge's side of the B2BUA settles
+      // a moment later, and what the tests ask of the edge (which node, which relay call) is only
+      // there once it has.
+      await waitFor(() => f().edge.calls.size >= calls + 2 && [...f().edge.calls.values()].every((c) => c.isConnected), 5000).catch(() => {
+        throw new Error(`the edge did not connect both calls of ${from.user} -> ${to.user} (${f().edge.calls.size} calls)`);
+      });
     },
     /**
      * `from` calls `to`, who rings (manual answer) while `whileRinging` runs (given the counts below), then answers; resolves,
@@ -162,10 +169,29 @@ export function calling(f: () => Fixture) {
      * other's tone in [until - 2.5 s, until - 0.5 s], and its first RTP (from `source`, if given)
      * after `answeredAt`, in ms.
      */
-    heardAfterAnswer(a: Phone, b: Phone, answeredAt: number, until: number, source?: string): { wire: Record<string, number>; firstMedia: Record<string, number> } {
-      const wire = Object.fromEntries([[a, b], [b, a]].map(([p, o]) => [p!.user, p!.rtp.toneShare(until - 2500, until - 500, o!.hz)]));
+    heardAfterAnswer(a: Phone, b: Phone, answeredAt: number, until: number, source?: string): { wire: Record<string, number>; firstMedia: Record<string, number>; heard: Array<{ user: string; ok: boolean | string }> } {
+      const [from, to] = [until - 2500, until - 500];
+      const wire = Object.fromEntries([[a, b], [b, a]].map(([p, o]) => [p!.user, p!.rtp.toneShare(from, to, o!.hz)]));
       const firstMedia = Object.fromEntries([a, b].map((p) => [p.user, (p.rtp.arrivals.find((x) => x.t >= answeredAt && (source === undefined || x.src === source))?.t ?? NaN) - answeredAt]));
-      return { wire, firstMedia };
+      // Each phone heard the other's tone (share over 0.9); if not, what it did get, in the failure.
+      const heard = [[a, b], [b, a]].map(([p, o]) => ({ user: p!.user, ok: wire[p!.user]! > 0.9 || `${wire[p!.user]!.toFixed(3)}: ${p!.rtp.describe(from, to, o!.hz)}` }));
+      return { wire, firstMedia, heard };
+    },
+    /** The edge's calls as the tests see them, and the pool's counts, for a failure message. */
+    describeCalls(): string {
+      const { edge, pool } = f();
+      const calls = [...edge.calls.values()].map((c) => {
+        const place = c.mediaPlace;
+        const at = c.mediaOnNode();
+        return { connected: c.isConnected, node: place?.node.id ?? null, relayCall: place?.relayCallId ?? null, hairpin: place?.hairpin ?? null, settled: at ? at.placement : null };
+      });
+      return JSON.stringify({ calls, moves: pool.moves, lostWhileUp: pool.lostWhileUp, nodes: pool.status().map((s) => [s.id, s.state, s.calls]) });
+    },
+    /** Hangs up every phone's call, so a failed test leaves no call to the next one. */
+    async hangUpAll(): Promise<void> {
+      if (f().edge.calls.size === 0) return;
+      for (const p of Object.values(f().phones)) p.sip.command('/hangup');
+      await waitFor(() => f().edge.calls.size === 0, 8000).catch(() => undefined);
     },
     /** Hangs up p's call; both B2BUA calls of its conversation end. */
     async hangUp(p: Phone): Promise<void> {

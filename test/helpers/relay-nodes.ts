@@ -155,6 +155,23 @@ export class RtpWatch {
   }
 
   /**
+   * What arrived in [from, to], for a failure message: packets, SSRCs, payload sizes, the 50 ms
+   * blocks where the tone at `hz` is weak (ms into the window: share) and the gaps over 40 ms. A
+   * stream forwarded twice shows as twice the packets, a second source as a second SSRC.
+   */
+  describe(from: number, to: number, hz: number): string {
+    const inside = this.arrivals.filter((a) => a.t >= from && a.t <= to);
+    const weak: string[] = [];
+    for (let i = 0; i + 5 <= inside.length; i += 5) {
+      const share = blockToneShare(decodeG711('PCMU', Buffer.concat(inside.slice(i, i + 5).map((a) => a.payload))), hz);
+      if (share < 0.9) weak.push(`+${inside[i]!.t - from}: ${share.toFixed(2)}`);
+    }
+    const gaps = inside.slice(1).map((a, i) => [a.t - inside[i]!.t, a.t - from] as const).filter(([g]) => g > 40).map(([g, at]) => `${g} ms at +${at}`);
+    const distinct = (xs: Array<number | string>): string => [...new Set(xs)].join(',');
+    return `${inside.length} packets, ssrc ${distinct(inside.map((a) => a.ssrc))}, sizes ${distinct(inside.map((a) => a.payload.length))}, sources ${distinct(inside.map((a) => a.src))}; weak blocks [${weak.join('; ')}]; gaps [${gaps.join('; ')}]`;
+  }
+
+  /**
    * Waits until tshark has reported a packet captured after `t` (its lines come late on a busy
    * machine), or 3 s: what is counted up to `t` is then all there is.
    */

@@ -31,7 +31,7 @@ const CHECK_MS = 1000;
   let keylatch: RunningNode;
   let engine: RunningNode;
   let hosts: Record<'k' | 'e', { ns: string; ip: string }>;
-  const { dial, nodeOf } = calling(() => fx);
+  const { dial, nodeOf, hangUpAll } = calling(() => fx);
 
   beforeAll(async () => {
     const nodes = await keylatchAndRtpengine(`kld${process.pid % 1000}`, [`KEYLATCH_MEDIA__TIMEOUTS__MEDIA_SEC=${TIMEOUT_SEC}`], [`--timeout=${TIMEOUT_SEC}`]);
@@ -45,6 +45,7 @@ const CHECK_MS = 1000;
       throw err;
     }
   }, 90000);
+  afterEach(() => hangUpAll()); // a failed test's calls would otherwise fail the next one too
   afterAll(() => stopFixture(fx ?? {}));
 
   const status = async (): Promise<{ json: Awaited<ReturnType<typeof statusSnapshot>>; text: string }> => {

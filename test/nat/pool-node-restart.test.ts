@@ -34,7 +34,7 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
   let keylatch: RunningNode;
   let engine: RunningNode;
   let hosts: Record<'k' | 'e', { ns: string; ip: string }>;
-  const { dial, hangUp, nodeOf, gaps, ringThenAnswer, heardAfterAnswer } = calling(() => fx);
+  const { dial, hangUp, nodeOf, gaps, ringThenAnswer, heardAfterAnswer, hangUpAll, describeCalls } = calling(() => fx);
 
   beforeAll(async () => {
     const nodes = await keylatchAndRtpengine(`klr${process.pid % 1000}`, ['KEYLATCH_MEDIA__WORKERS=2']);
@@ -49,6 +49,7 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
       throw err;
     }
   }, 90000);
+  afterEach(() => hangUpAll()); // a failed test's calls would otherwise fail the next one too
   afterAll(() => stopFixture(fx ?? {}));
 
   /** The relay call ids of the edge's calls on `node` (a conversation's hairpin has none of its own). */
@@ -90,8 +91,9 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
       await dial(erin!, frank!);
       expect(edge.calls.size).toBe(4);
       const relayCalls = relayCallsOn(keylatch);
-      expect(relayCalls).toHaveLength(2); // one per conversation: the PBX's half adopts the caller's leg
-      expect(relayCalls).toContain(carols);
+      // One per conversation: the PBX's half adopts the caller's leg.
+      const onePerConversation = relayCalls.length === 2 && relayCalls.includes(carols!);
+      expect({ onePerConversation, calls: onePerConversation ? '' : describeCalls() }).toEqual({ onePerConversation: true, calls: '' });
       // Which worker holds which call: the share its ports are in, and the process holding them.
       const shares = splitPortRange(NODE_PORTS[0], NODE_PORTS[1], 2);
       const workers = childPids(keylatch.child.pid!);
@@ -159,9 +161,9 @@ const skip = skipUnlessDrachtio('relay nodes that lose calls while up') || why !
       await sleep(3500);
       const until = Date.now();
       for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([keylatch.ip]);
-      const { wire, firstMedia } = heardAfterAnswer(carol!, dave!, answeredAt, until);
+      const { wire, firstMedia, heard } = heardAfterAnswer(carol!, dave!, answeredAt, until);
       console.log(`ringing call, its keylatch worker SIGKILLed just before the answer: first RTP after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
-      for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
+      for (const h of heard) expect(h).toEqual({ user: h.user, ok: true });
       expect(closedCounts()).toEqual(closedBefore);
       expect(edge.calls.size).toBe(2);
       expect(nodeOf(keylatch.url).state).toBe('up');

@@ -31,7 +31,7 @@ const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
   let fx: Fixture;
   let nodes: RunningNode[] = [];
   let r1Host: { ns: string; ip: string };
-  const { dial, hangUp, closedRecording, nodeOf, gaps, ringThenAnswer, heardAfterAnswer } = calling(() => fx);
+  const { dial, hangUp, closedRecording, nodeOf, gaps, ringThenAnswer, heardAfterAnswer, hangUpAll } = calling(() => fx);
 
   beforeAll(async () => {
     const topo = new Topology(`klf${process.pid % 1000}`);
@@ -50,6 +50,7 @@ const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
       throw err;
     }
   }, 90000);
+  afterEach(() => hangUpAll()); // a failed test's calls would otherwise fail the next one too
   afterAll(() => stopFixture(fx ?? {}));
 
   it('spreads two conversations over the two nodes, and moves the dead node\'s one to the other with audio back within 2 s', async () => {
@@ -159,9 +160,9 @@ const skip = skipUnlessDrachtio('relay failover tests') || why !== null;
     expect(nodeOf(nodes[alive]!.url).calls).toBe(1);
     expect(edge.calls.size).toBe(2);
     for (const p of [carol!, dave!]) expect(await p.rtp.sourcesIn(until - 1500)).toEqual([nodes[alive]!.ip]);
-    const { wire, firstMedia } = heardAfterAnswer(carol!, dave!, answeredAt, until, nodes[alive]!.ip);
+    const { wire, firstMedia, heard } = heardAfterAnswer(carol!, dave!, answeredAt, until, nodes[alive]!.ip);
     console.log(`ringing call, its node SIGKILLed before the answer: first RTP from the new node after /accept (ms) ${JSON.stringify(firstMedia)}; the other's tone on the wire in the last 2 s ${JSON.stringify(wire)}`);
-    for (const share of Object.values(wire)) expect(share).toBeGreaterThan(0.9);
+    for (const h of heard) expect(h).toEqual({ user: h.user, ok: true });
     expect([carol!.sip.count(CLOSED), dave!.sip.count(CLOSED)]).toEqual(closedBefore);
     await hangUp(carol!);
     expect(nodeOf(nodes[alive]!.url).calls).toBe(0);
@@ -180,7 +181,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
   let fx: Fixture;
   let engine: RunningNode;
   let keylatch: RunningNode;
-  const { dial, hangUp, closedRecording, nodeOf, gaps } = calling(() => fx);
+  const { dial, hangUp, closedRecording, nodeOf, gaps, hangUpAll } = calling(() => fx);
 
   beforeAll(async () => {
     const topo = new Topology(`klg${process.pid % 1000}`);
@@ -200,6 +201,7 @@ if (whyRtpengine) console.warn(`!!! SKIPPED the rtpengine pool test: ${whyRtpeng
       throw err;
     }
   }, 90000);
+  afterEach(() => hangUpAll()); // a failed test's calls would otherwise fail the next one too
   afterAll(() => stopFixture(fx ?? {}));
 
   it('anchors a call between NATed phones on rtpengine, and when rtpengine dies moves it to the keylatch node', async () => {
