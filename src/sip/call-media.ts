@@ -24,22 +24,22 @@ export interface CallMedia {
 
 /**
  * The usual case: the call gets a relay call of its own, one leg per side, on the pool node
- * that took its first offer. When that node dies the call is `lost` and moves whole to another
- * node: a fresh offer there with both legs as they were (policy, transport, signalling address),
- * whose SDP the session sends down both legs (CallSession.moveMedia), or the next in-dialog
- * offer if one comes first.
+ * that took its first offer. When that node dies or forgets the call (its `loss`), the call
+ * moves whole to a new placement: a fresh offer with both legs as they were (policy,
+ * transport, signalling address), whose SDP the session sends down both legs
+ * (CallSession.moveMedia), or the next in-dialog offer if one comes first.
  */
 export class AnchoredMedia implements CallMedia {
   private tagB = '';
   private node: RelayNode | null = null;
-  /** The node died under the call, or forgot it: its next offer goes to a new placement. */
-  lost = false;
   /**
-   * The node forgot the call but is alive (it restarted, or a worker of it died): the move may
-   * land on it again, and the old placement needs no delete (the call's id there is about to be
-   * reused by the new one).
+   * Why the call's placement is gone, if it is; its next offer then goes to a new placement.
+   * 'died': the node is down, so the move avoids it and deletes the call there in case it was
+   * only slow. 'forgot': the node is alive but no longer holds the call (it restarted, or a
+   * worker of it died), so the move may land on it again, and the old placement needs no
+   * delete (the call's id there is about to be reused by the new one).
    */
-  forgotten = false;
+  loss: 'died' | 'forgot' | null = null;
   /**
    * Anchored only in place of a hairpin whose owner's node died while the client rang: the
    * PBX's next offer, naming the owner's leg on its new node, is adopted instead (CallSession).
@@ -69,7 +69,7 @@ export class AnchoredMedia implements CallMedia {
 
   /** The node and placement while the call is settled there (not lost, not being placed). */
   get settled(): { node: RelayNode; placement: number; placedAt: number } | null {
-    return this.node && !this.lost && !this.placing ? { node: this.node, placement: this.placements, placedAt: this.placedAt } : null;
+    return this.node && !this.loss && !this.placing ? { node: this.node, placement: this.placements, placedAt: this.placedAt } : null;
   }
 
   async offerToB(): Promise<string> {
@@ -84,13 +84,13 @@ export class AnchoredMedia implements CallMedia {
   async answerFromB(sdp: string, toTag: string, source: string): Promise<string> {
     this.tagB = toTag;
     this.legs.answerer.signallingAddress = source;
-    if (!this.lost) {
+    if (!this.loss) {
       try {
         return await this.answerOn(sdp, toTag, source);
       } catch (err) {
         if (err instanceof NgRefused && isUnknownCall(err.reason)) {
           // The node forgot the call while B rang (it restarted, or a worker of it died).
-          this.forgotten = true;
+          this.loss = 'forgot';
         } else {
           if (!(err instanceof NgTimeout)) throw err;
           this.pool.suspect(this.node!);
@@ -114,7 +114,7 @@ export class AnchoredMedia implements CallMedia {
 
   async reoffer(from: Side, sdp: string, source?: string): Promise<string> {
     if (source) this.optionsOf(from).signallingAddress = source;
-    if (this.lost) return this.move(from, sdp);
+    if (this.loss) return this.move(from, sdp);
     return (await this.node!.offer({ callId: this.callId, fromTag: this.tag(from), sdp, offerer: { signallingAddress: this.optionsOf(from).signallingAddress } })).sdp;
   }
 
@@ -130,9 +130,8 @@ export class AnchoredMedia implements CallMedia {
    */
   async move(from: Side, sdp: string): Promise<string> {
     const old = this.node;
-    const forgotten = this.forgotten;
-    this.lost = false;
-    this.forgotten = false;
+    const forgotten = this.loss === 'forgot';
+    this.loss = null;
     if (old) this.pool.release(old, this.callId);
     // Best effort: a node that comes back would otherwise hold the call's ports till its timeout.
     if (old && !forgotten) old.delete(this.callId).catch(() => undefined);

@@ -237,7 +237,7 @@ export class CallSession {
   private async finishRingingMove(): Promise<void> {
     const media = this.media;
     if (!(media instanceof AnchoredMedia) || this.ended) return;
-    if (media.lost) return this.moveMedia();
+    if (media.loss) return this.moveMedia();
     const toB = media.takeUnsentOfferToB();
     if (!toB) return;
     const started = Date.now();
@@ -323,7 +323,7 @@ export class CallSession {
    */
   private async offerThrough(side: Side, sdp: string, source: string): Promise<string> {
     const media = this.media!;
-    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && (media.lost || media.standIn)) {
+    if (side === 'a' && this.toClient && media instanceof AnchoredMedia && (media.loss || media.standIn)) {
       const adopted = await adoptHairpin(this.deps.pool, sdp, this.legs!.answerer);
       if (adopted) {
         media.release();
@@ -374,8 +374,8 @@ export class CallSession {
    * the node only forgot it.
    */
   relayLost(forgotten = false): void {
-    if (this.media instanceof AnchoredMedia || this.media instanceof HairpinMedia) this.media.lost = true;
-    if (this.media instanceof AnchoredMedia) this.media.forgotten = forgotten;
+    if (this.media instanceof AnchoredMedia) this.media.loss = forgotten ? 'forgot' : 'died';
+    if (this.media instanceof HairpinMedia) this.media.lost = true;
   }
 
   /**
@@ -388,7 +388,7 @@ export class CallSession {
    */
   async moveMedia(): Promise<void> {
     const media = this.media;
-    if (!(media instanceof AnchoredMedia) || !media.lost || this.ended || !this.connected || !this.uas || !this.uac) return;
+    if (!(media instanceof AnchoredMedia) || !media.loss || this.ended || !this.connected || !this.uas || !this.uac) return;
     const { log } = this.deps;
     const started = Date.now();
     const from = media.on?.id ?? null;
