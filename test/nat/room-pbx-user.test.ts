@@ -110,4 +110,40 @@ const ESTABLISHED = /Call established/;
     // erin's room call came through the PBX (keylatch took it as the PBX's) and keylatch answered it.
     expect(edgeLog).toMatch(/"who":"sip:erin@keylatch.test".*"msg":"room: joined"/);
   }, 60000);
+
+  it('takes carol\'s call to the room in her own domain (the PBX\'s) itself: she hears erin, and the PBX never sees it', async () => {
+    // The PBX would send it back here with carol's own relay leg as the offer: a silent room.
+    const room = 'sip:room-standup@keylatch.test';
+    const [carolIn, erinIn] = [carol.count(ESTABLISHED), erin.count(ESTABLISHED)];
+    const pbxBefore = pbx.log().length;
+    erin.command(`/dial ${room}`);
+    await waitFor(() => erin.count(ESTABLISHED) > erinIn, 10000);
+    carol.command(`/dial ${room}`);
+    await waitFor(() => carol.count(ESTABLISHED) > carolIn, 10000).catch(() => {
+      throw new Error(`carol did not join:\n${carol.tail()}\n${edgeLog.slice(-3000)}`);
+    });
+    await sleep(3000);
+    const listed = await cli(['rooms']);
+    expect(listed.out).toMatch(/sip:carol@keylatch\.test\s+speaker\/mix\s+guarded:locked\s+198\.18\.0\.13:\d+\s+talking/);
+    const recordings = [carol.recordings().length, erin.recordings().length];
+    carol.command('/hangup');
+    erin.command('/hangup');
+    for (const [p, hz, n] of [[carol, 1000, recordings[0]!], [erin, 440, recordings[1]!]] as const) {
+      await waitFor(() => p.recordings().length >= n && wavClosed(p.recordings()[n - 1]!), 8000);
+      expect(wavHoldsTone(p.recordings()[n - 1]!, hz, 0.5)).toMatchObject({ ok: true });
+    }
+    // The PBX's room route logs each call it sends to keylatch: erin's, not carol's.
+    const routed = pbx.log().slice(pbxBefore).split('\n').filter((l) => l.includes('room call'));
+    expect(routed.map((l) => /from (\S+)/.exec(l)?.[1])).toEqual(['sip:erin@keylatch.test']);
+  }, 60000);
+
+  it('refuses, with a reason, carol\'s call to an extension the PBX maps to the room, instead of a silent call', async () => {
+    const failed = carol.count(/488 Not Acceptable Here/);
+    carol.command('/dial sip:8000@keylatch.test');
+    await waitFor(() => carol.count(/488 Not Acceptable Here/) > failed, 10000).catch(() => {
+      throw new Error(`carol's call was not refused:\n${carol.tail()}\n${edgeLog.slice(-3000)}`);
+    });
+    expect(edgeLog).toMatch(/routed back by the PBX: have the phone dial sip:room-standup@/);
+    expect((await cli(['rooms'])).out).toMatch(/^Rooms: 0/);
+  }, 30000);
 });
