@@ -145,5 +145,12 @@ const ESTABLISHED = /Call established/;
     });
     expect(edgeLog).toMatch(/routed back by the PBX: have the phone dial sip:room-standup@/);
     expect((await cli(['rooms'])).out).toMatch(/^Rooms: 0/);
+    // A PBX user dialling the same extension gets into the room.
+    const erinIn = erin.count(ESTABLISHED);
+    erin.command('/dial sip:8000@keylatch.test');
+    await waitFor(() => erin.count(ESTABLISHED) > erinIn, 10000);
+    await sleep(1500);
+    expect((await cli(['rooms'])).out).toMatch(/standup\s+\S+\s+sip:erin@keylatch\.test\s+speaker\/mix\s+guarded:locked/);
+    erin.command('/hangup');
   }, 30000);
 });
