@@ -126,7 +126,9 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
     'binding store': redactUrl(config.sip.bindingStore),
     metrics: listeners?.urls['/metrics'] ?? 'off (metrics.listen)',
     admin: listeners?.urls['/status'] ? `${listeners.urls['/status']} (keylatch status)` : 'off (admin.listen)',
-    rooms: rooms ? `sip:${config.rooms.prefix}<name>@keylatch, ${config.rooms.names ? config.rooms.names.join(', ') : 'any name'}` : 'off (rooms.enabled)',
+    // The URI to dial, with a host that names keylatch (a phone's domain, else its address): a
+    // literal '@keylatch' read as a host name that nothing resolves.
+    rooms: rooms ? `sip:${config.rooms.prefix}<name>@${config.sip.domains[0] ?? config.sip.advertisedAddress}, ${config.rooms.names ? config.rooms.names.join(', ') : 'any name'}` : 'off (rooms.enabled)',
   });
   try {
     listeners = await startHttpListeners(config, {

@@ -72,7 +72,9 @@ export function formatStatus(s: StatusSnapshot): string {
   }
   if (s.pooledCalls) out.push(...pooledLines(s.pooledCalls, s.now), '');
   const direct = s.calls.filter((c) => c.legs.length > 0 && c.legs.every((l) => l.mediaPath === 'direct')).length;
-  out.push(`Calls: ${s.calls.length}${direct ? ` (${direct} with media direct between their clients)` : ''}`);
+  // With a pool these are only the calls on the edge's own relay: a bare "Calls: 0" under the
+  // pooled calls read as if the edge carried none.
+  out.push(`${s.pooledCalls ? "Calls on the edge's own relay" : 'Calls'}: ${s.calls.length}${direct ? ` (${direct} with media direct between their clients)` : ''}`);
   if (s.calls.length) {
     const rows = s.calls.flatMap((c) => c.legs.map((l, i) => [
       i === 0 ? c.callId : '',

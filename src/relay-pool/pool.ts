@@ -32,6 +32,11 @@ interface Member {
   node: RelayNode;
   weight: number;
   up: boolean;
+  /**
+   * Whether it ever answered a ping. A node that has not yet is not a node that died: in a stack
+   * started together (docker compose, a DaemonSet) the edge pings before the relay listens.
+   */
+  answered: boolean;
   draining: boolean;
   missed: number;
   /** The ping under way, if one is: whoever needs a fresh answer waits for it. */
@@ -88,7 +93,7 @@ export class RelayPool extends EventEmitter<PoolEvents> {
       if (ids.has(node.id)) throw new Error(`relay ${node.id} is listed twice`);
       ids.add(node.id);
     }
-    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, draining: false, missed: 0, pinging: null, lastPingMs: null, callsLostAt: null, calls: new Set(), addresses: new Set() }));
+    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, answered: false, draining: false, missed: 0, pinging: null, lastPingMs: null, callsLostAt: null, calls: new Set(), addresses: new Set() }));
   }
 
   /** Starts pinging; the first round goes out at once so a node that is down at start gets no calls. */
@@ -220,9 +225,12 @@ export class RelayPool extends EventEmitter<PoolEvents> {
           this.emit('forgot', m.node);
         }
       }
+      const first = !m.answered;
+      m.answered = true;
       if (!m.up) {
         m.up = true;
-        this.log.warn({ relay: m.node.id }, 'relay node answers again: it takes new calls');
+        if (first) this.log.info({ relay: m.node.id }, 'relay node answers: it takes calls');
+        else this.log.warn({ relay: m.node.id }, 'relay node answers again: it takes new calls');
         this.emit('up', m.node);
       }
     } catch (err) {
@@ -234,6 +242,11 @@ export class RelayPool extends EventEmitter<PoolEvents> {
         // Its calls are lost with it (a restarted node has forgotten them): all of them move.
         const calls = [...m.calls];
         m.calls.clear();
+        if (!m.answered && calls.length === 0) {
+          // Nothing was lost: say what the operator can check rather than that calls move.
+          this.log.warn({ relay: m.node.id, err: (err as Error).message }, 'relay node has not answered since the edge started: no calls go to it until it does (is it running, and is its media.relays URL right?)');
+          return;
+        }
         this.log.error({ relay: m.node.id, calls: calls.length, err: (err as Error).message }, 'relay node down: moving its calls');
         this.emit('down', m.node, calls);
       }

@@ -7,7 +7,7 @@ import { Room, type LeaveReason, type RoomInfo } from './room';
 
 export class RoomError extends Error {
   override name = 'RoomError';
-  constructor(readonly code: 'no-such-room' | 'room-full', message: string) {
+  constructor(readonly code: 'no-such-room' | 'room-full' | 'hairpin', message: string) {
     super(message);
   }
 }
@@ -60,6 +60,13 @@ export class RoomRegistry {
    */
   async join(name: string, who: string, leg: LegOptions, offer: string): Promise<{ room: Room; participant: Participant }> {
     if (!this.allowed(name)) throw new RoomError('no-such-room', `no room ${name}`);
+    // A call of one of our own clients that the PBX routed back here (an extension it maps to a
+    // room): its offer names the call's own leg toward the PBX, on this relay. A participant
+    // leg would send to that port and it to ours, and the relay sends to neither of its own
+    // ports: a silent call. Refuse it and say how the phone gets in.
+    if (this.relay.legAddressedBy(offer)) {
+      throw new RoomError('hairpin', `this call comes from a phone registered through keylatch, routed back by the PBX: have the phone dial sip:${this.config.prefix}${name}@ its own domain or keylatch`);
+    }
     const room = this.rooms.get(name) ?? this.open(name);
     if (room.size >= this.config.maxParticipants) throw new RoomError('room-full', `room ${name} has ${room.size} participants`);
     const speakers = this.broadcasts.get(name);

@@ -7,7 +7,6 @@ import { RelayError } from '../media/relay';
 import { isSecureTransport } from '../nat/binding';
 import type { BindingStore } from '../nat/binding-store';
 import { SdpError, parseSdp } from '../sdp/session';
-import type { LocalNames } from '../sip/local-names';
 import type { PbxPeer } from '../sip/pbx-peer';
 import { contactUri, userOf } from '../sip/registration';
 import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from '../sip/srf';
@@ -17,7 +16,6 @@ import { RoomError, type RoomRegistry } from './registry';
 
 export interface RoomDeskDeps {
   rooms: RoomRegistry;
-  names: LocalNames;
   pbx: PbxPeer | null;
   store: BindingStore;
   sip: SipConfig;
@@ -25,17 +23,20 @@ export interface RoomDeskDeps {
 }
 
 /**
- * keylatch as the UAS of its own rooms: an INVITE to sip:<prefix><name>@<keylatch> is
+ * keylatch as the UAS of its own rooms: an INVITE to sip:<prefix><name>@<any host> is
  * answered here and never reaches the PBX. Only the PBX (its callers and trunks) and clients
  * registered through this keylatch may join; each gets the leg policy a call would give it.
  */
 export class RoomDesk {
   constructor(private readonly deps: RoomDeskDeps) {}
 
-  /** Whether an INVITE is for a room: a room's user part, addressed to keylatch or sent by the PBX. */
-  claims(req: SipRequest, onPbxSide: boolean): boolean {
-    const name = this.deps.rooms.roomNameOf(userOf(req.uri));
-    return name !== null && (this.deps.names.names(req.uri) || onPbxSide || !!this.deps.pbx?.sent(req));
+  /**
+   * Whether an INVITE is for a room: a room's user part, whatever the host. A phone whose domain
+   * is the PBX's dials sip:room-standup@<its domain>; sent on to the PBX, it would come back to
+   * a room here as a hairpin (or not at all). serve() lets in only the PBX and registered clients.
+   */
+  claims(req: SipRequest): boolean {
+    return this.deps.rooms.roomNameOf(userOf(req.uri)) !== null;
   }
 
   async serve(req: SipRequest, res: SipResponse, arrivedOn: Srf, onPbxSide: boolean): Promise<void> {
@@ -130,6 +131,10 @@ export class RoomDesk {
   }
 
   private refuse(res: SipResponse, err: unknown): void {
+    if (err instanceof RoomError && err.code === 'hairpin') {
+      this.deps.log.warn({ err: err.message }, 'room: refused a call routed back through the PBX');
+      return void res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
+    }
     if (err instanceof RoomError) return void res.send(err.code === 'room-full' ? 486 : 404, err.code === 'room-full' ? 'Room full' : 'No such room', {});
     if (err instanceof SdpError) return void res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
     if (err instanceof PortPoolExhausted) return void res.send(503, 'Media ports exhausted', {});

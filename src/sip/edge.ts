@@ -137,9 +137,9 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
       legsOf.delete(callId);
     },
   };
-  const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, names, pbx, store, sip: opts.sip, log }) : null;
+  const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, pbx, store, sip: opts.sip, log }) : null;
   const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
-    if (rooms?.claims(req, arrivedOn !== srf)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
+    if (rooms?.claims(req)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
     const onOwnLeg = (leg: string): void => {
       ownLegs.add(leg);
       const callId = req.get('Call-ID');

@@ -66,6 +66,13 @@ function freePort(): Promise<number> {
     return JSON.parse(r.out) as RoomInfo[];
   };
 
+  it('says at startup, and in keylatch status, which URI dials a room: one that names this edge', async () => {
+    const line = `rooms            sip:room-<name>@127.0.0.1:${sipPort}, any name`;
+    expect(edgeOut).toContain(line);
+    const status = await runCli(['status', '--admin', admin]);
+    expect(status.out).toContain(line);
+  });
+
   it('lists the room and its participants, mutes, unmutes and removes them; mistakes are named', async () => {
     // The PBX puts two callers into the room; each stays until keylatch sends it a BYE.
     const callers = runSipp(['-sf', path.join(SCENARIOS, 'pbx-room-stay.xml'), '-i', '127.0.0.2', '-p', String(pbxPort), '-m', '2', '-l', '2', '-s', 'room-standup',

@@ -195,6 +195,9 @@ describe('pooled calls in keylatch status', () => {
     ]);
     const text = formatStatus({ service: 'edge', now: Date.now(), uptimeSec: 1, summary: {}, bindings: null, calls: [], pooledCalls: status });
     expect(text).toContain('Calls on relay nodes: 3');
+    // The in-process relay's calls are named as such, not as all the edge's calls.
+    expect(text).toContain("Calls on the edge's own relay: 0");
+    expect(text).not.toMatch(/^Calls: /m);
     expect(text).toMatch(new RegExp(`sip-2 +${node.id.replace(/[/.]/g, '\\$&')} \\(hairpin\\) +a +guarded`));
     expect(text).toContain('the node does not hold this call');
     const cut = await pooledCallStatuses([{ callId: 'sip-1', mediaPlace: { node, relayCallId: 'shown', hairpin: false } }, { callId: 'sip-2', mediaPlace: { node, relayCallId: 'shown', hairpin: true } }], 1);

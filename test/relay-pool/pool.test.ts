@@ -6,12 +6,13 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import bencode from 'bencode';
+import pino from 'pino';
 import { NgServer } from '../../src/control/ng-server';
 import type { Relay } from '../../src/media/relay';
 import { NgClient, NgTimeout } from '../../src/relay-pool/ng-client';
 import { NgNode, parseNgUrl, type RelayNode } from '../../src/relay-pool/nodes';
 import { NoRelayAvailable, RelayPool } from '../../src/relay-pool/pool';
-import { keyFromSdp, mediaPorts, newRelay, sdp } from '../helpers/peers';
+import { keyFromSdp, mediaPorts, newRelay, sdp, waitFor } from '../helpers/peers';
 
 interface Running {
   relay: Relay;
@@ -109,6 +110,34 @@ describe('relay pool', () => {
     expect(tookMs).toBeLessThan(1500);
     expect(p.status()[0]).toMatchObject({ state: 'down', calls: 0 });
     for (let i = 0; i < 3; i++) expect(p.place(`n${i}`, false)).toBe(nb);
+  });
+
+  it('says a node that is not listening yet at the start has not answered (not that its calls move), and gives it calls once it answers', async () => {
+    // As in a compose stack or a DaemonSet started together: the edge pings before the relay listens.
+    const probe = dgram.createSocket('udp4');
+    probe.bind(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const port = probe.address().port;
+    probe.close();
+    const logged: Array<{ level: number; msg: string; relay?: string }> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as { level: number; msg: string }) });
+    const late = node(`ng://127.0.0.1:${port}`);
+    const p = new RelayPool([{ node: late, weight: 1 }], { pingIntervalMs: 100, missedPingsDown: 2 }, log);
+    pools.push(p);
+    p.start();
+    await waitFor(() => p.status()[0]!.state === 'down', 3000);
+    expect(() => p.place('early', false)).toThrow(NoRelayAvailable);
+    const relay = newRelay({ portMin: 42400, portMax: 42499 });
+    const server = new NgServer(relay);
+    running.push({ relay, server, url: late.id });
+    await server.listen(port, '127.0.0.1');
+    await waitFor(() => p.status()[0]!.state === 'up', 3000);
+    expect(p.place('c1', false)).toBe(late);
+    const said = logged.map((l) => `${l.level} ${l.msg}`);
+    expect(said).toContain('40 relay node has not answered since the edge started: no calls go to it until it does (is it running, and is its media.relays URL right?)');
+    expect(said).toContain('30 relay node answers: it takes calls');
+    expect(said.filter((l) => /moving its calls|answers again/.test(l))).toEqual([]);
+    expect(logged.every((l) => l.level < 50)).toBe(true);
   });
 
   it('gives a drained node no new calls and takes it back on undrain; unknown ids are refused', async () => {
