@@ -474,7 +474,10 @@ static double io_rearms, io_no_buffers, io_ring_errors, uring_opened, epoll_open
 #define RX_BUF_SIZE ((sizeof(struct io_uring_recvmsg_out) + RX_NAME + MAX_DATAGRAM + 63) & ~(size_t)63)
 #define RX_BGID 1
 #define RX_SQ 2048
-#define RX_CQ 16384
+/* Room for every completion that can be outstanding at once (a receive per held buffer, a send
+   per held buffer, an end per socket), so that the CQ never overflows: a completion the kernel
+   cannot post or keep would leave its socket's multishot ended with nobody to re-arm it. */
+#define RX_CQ 65536
 #define RX_BATCH 256 /* completions copied out per pass */
 /* Passes per drain, so that the loop's other work is not starved. Generous: one enter runs at
    most 20 of the kernel's deferred receives (IO_LOCAL_TW_DEFAULT_MAX, 6.13+), so a drain capped
@@ -1253,6 +1256,9 @@ static napi_value js_io_stats(napi_env env, napi_callback_info info) {
   ks_set_num(env, o, "rearms", io_rearms);
   ks_set_num(env, o, "noBuffers", io_no_buffers);
   ks_set_num(env, o, "ringErrors", io_ring_errors);
+#ifdef KEYLATCH_IO_URING
+  ks_set_num(env, o, "cqOverflow", rx_br ? (double)IO_URING_READ_ONCE(*rx.cq.koverflow) : 0);
+#endif
   return o;
 }
 

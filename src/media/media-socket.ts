@@ -49,6 +49,8 @@ export interface IoStats {
   /** Receives that found the shared buffer ring empty (-ENOBUFS). */
   noBuffers: number;
   ringErrors: number;
+  /** Completions the kernel could not post to the ring's full completion queue (none expected). */
+  cqOverflow?: number;
 }
 
 const fastPath = loadNativeAddon<FastPath>('src/media/media-socket.ts', {

@@ -72,6 +72,7 @@ describe('a flood that empties the io_uring buffer ring', () => {
     expect(after.rearms).toBeGreaterThan(before.rearms);
     expect(after.uringSockets).toBe(before.uringSockets);
     expect(after.epollSockets).toBe(0);
+    expect(after.cqOverflow ?? 0).toBe(0);
 
     // Latched media flows both ways afterwards, every packet of it.
     const got = { a: a.media().length, b: b.media().length };
