@@ -24,6 +24,7 @@
  *
  *   BENCH_CALLS=500,1000,1500,2000  BENCH_MEASURE_MS=4000  BENCH_WARMUP_MS=1500
  *   BENCH_TARGETS=direct,floor,rtpengine,keylatch,keylatch-evt,keylatch-off,keylatch-mmsg,keylatch2,keylatch2-evt
+ *     (and keylatch-uring, keylatch-epoll, keylatch-uring-evt, keylatch-epoll-evt: media.io forced)
  *     (and keylatch-pollN, keylatch2-pollN: draining at most every N us)
  *   BENCH_MAX_MS=480000: no step starts that would end after this (a take stays under 8 minutes)
  */
@@ -50,6 +51,11 @@ const TARGETS: Record<string, Make> = {
   // Waking for every arrival (media.pollIntervalUs: 0) instead of draining at most every 1 ms.
   'keylatch-evt': () => keylatch(1, 'gso', 0),
   'keylatch2-evt': () => keylatch(2, 'gso', 0),
+  // One worker receiving through io_uring or through the epoll set (media.io), whatever "auto" picks here.
+  'keylatch-uring': () => keylatch(1, 'gso', null, 'uring'),
+  'keylatch-epoll': () => keylatch(1, 'gso', null, 'epoll'),
+  'keylatch-uring-evt': () => keylatch(1, 'gso', 0, 'uring'),
+  'keylatch-epoll-evt': () => keylatch(1, 'gso', 0, 'epoll'),
 };
 const chosen = (process.env.BENCH_TARGETS ?? 'direct,floor,rtpengine,keylatch,keylatch-evt,keylatch2,keylatch2-evt').split(',');
 // keylatch-pollN / keylatch2-pollN: one or two workers draining at most every N us (media.pollIntervalUs)

@@ -113,7 +113,7 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number, core:
  * itself, pinned to core 1 like rtpengine; several are left to the scheduler on every core,
  * sharing the machine with the generator (one per core is the product's default).
  */
-export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | 'off' = 'gso', pollIntervalUs: number | null = null): Promise<Target> {
+export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | 'off' = 'gso', pollIntervalUs: number | null = null, io: 'uring' | 'epoll' | null = null): Promise<Target> {
   // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
   // with the flags of the bin's shebang (src/cli.ts).
   const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
@@ -123,9 +123,10 @@ export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | '
     env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn', KEYLATCH_MEDIA__SEND_BATCHING: sendBatching,
       // null: the product's default (config/default.yaml)
       ...(pollIntervalUs === null ? {} : { KEYLATCH_MEDIA__POLL_INTERVAL_US: String(pollIntervalUs) }),
+      ...(io === null ? {} : { KEYLATCH_MEDIA__IO: io }),
     },
   });
-  const name = `keylatch${workers === 1 ? '' : ` x${workers}`}${sendBatching === 'gso' ? '' : ` ${sendBatching}`}${pollIntervalUs === null ? '' : ` poll${pollIntervalUs}`}`;
+  const name = `keylatch${workers === 1 ? '' : ` x${workers}`}${sendBatching === 'gso' ? '' : ` ${sendBatching}`}${pollIntervalUs === null ? '' : ` poll${pollIntervalUs}`}${io === null ? '' : ` ${io}`}`;
   return ngTarget(name, child, 22290, workers === 1 ? 1 : null);
 }
 

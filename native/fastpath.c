@@ -28,6 +28,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#ifdef KEYLATCH_IO_URING
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#endif
 
 #include "fastpath.h"
 
@@ -50,6 +55,12 @@ typedef struct {
 
 struct ksock {
   int id, fd, family, is_rtcp, closing;
+  /* Which path receives for it (see "io_uring" below): 1 the ring's multishot recvmsg, 0 the epoll set. */
+  int uring;
+  uint32_t gen;   /* distinguishes this socket from a later one with the same id, in ring completions */
+  int armed;      /* a multishot receive is in the kernel */
+  int rearm;      /* its multishot ended: arm it again at the end of this drain */
+  int arm_errors; /* consecutive ends without a datagram: after a few it moves to the epoll set */
   napi_env env;
   napi_ref on_packet;
   int has_latched;
@@ -280,9 +291,13 @@ static void flush_out(void) {
   }
 }
 
+static int ring_queue_send(ksock *o, const uint8_t *b, size_t n, int bid);
+
 /* An accepted packet: count it, keep statistics, send it on toward the other leg (now, or in
-   the batch when `batched`; b must then stay valid until flush_out). */
-static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double now, int batched) {
+   the batch when `batched`; b must then stay valid until flush_out). With `bid` >= 0, b is the
+   ring's receive buffer bid and the send is queued on the ring: 1 then means the send holds the
+   buffer until it completes; 0 that the caller may give it back at once. */
+static int accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double now, int batched, int bid) {
   s->last_seen = now;
   if (cls == 1) {
     s->ssrc = rd32(b + 8);
@@ -294,22 +309,24 @@ static void accept_packet(ksock *s, const uint8_t *b, size_t n, int cls, double 
   }
   if (s->hook) {
     s->hook(s->hook_ctx, b, n, cls, now);
-    return;
+    return 0;
   }
   ksock *o = lookup(cls == 2 ? s->out_rtcp : s->out_rtp);
   if (!o || !o->has_dest) {
     s->no_destination++;
-    return;
+    return 0;
   }
+  if (bid >= 0) return ring_queue_send(o, b, n, bid);
   if (!batched) {
     count_sent(o, sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len), n);
-    return;
+    return 0;
   }
   if (out_sock != o) flush_out();
   out_sock = o;
   out_iovs[out_count].iov_base = (void *)b;
   out_iovs[out_count].iov_len = n;
   out_count++;
+  return 0;
 }
 
 static void address_string(const struct sockaddr_storage *a, char *out, size_t len, int *port) {
@@ -410,7 +427,7 @@ static int read_socket(ksock *s) {
       int cls = 0;
       if (s->has_latched && !truncated && same_source(&s->latched, &froms[i])) cls = media_class(bufs[i], n);
       if (cls) {
-        accept_packet(s, bufs[i], n, cls, now, 1);
+        accept_packet(s, bufs[i], n, cls, now, 1, -1);
       } else {
         flush_out();
         to_js(s, bufs[i], n, &froms[i]);
@@ -423,6 +440,365 @@ static int read_socket(ksock *s) {
   return total;
 }
 
+/*
+ * ---- io_uring: receives and sends without a syscall per socket ----
+ *
+ * Why: at 1,000 calls (2,000 sockets at 50 pps each) a drain finds about one datagram per
+ * ready socket, so the epoll path pays one recvmmsg per packet plus one sendto per forward:
+ * two to three syscalls per packet, which alone cost more than the 0.6x-rtpengine target
+ * (bench/floor-relay.c, no checks at all, measured 0.72x). Here every socket has one
+ * multishot recvmsg in the kernel that fills buffers from one shared provided-buffer ring;
+ * a drain runs the kernel's pending work and submits the queued sends in one io_uring_enter,
+ * and reads every socket's datagrams from the completion queue. Accepted packets leave as
+ * send SQEs straight from the receive buffer (no copy), all of them in the next enter.
+ *
+ * The ring uses DEFER_TASKRUN: the kernel does not interrupt this thread per packet; it
+ * queues the work and signals the ring's eventfd once, which libuv watches beside the epoll
+ * set (watch_set), so the poll interval's pacing holds as it does for epoll.
+ *
+ * Buffers belong to the ring, not to sockets: closing a socket cancels its multishot (the
+ * kernel then drops its file, so the port is free at once) and leaves every buffer where it is;
+ * completions still queued for it are recognised by (id, gen) and only give their buffer back.
+ * A multishot that ends (no buffer was free: -ENOBUFS, or an error) is armed again at the end
+ * of the pass, when the pass has given its buffers back; its datagrams wait in the socket
+ * meanwhile. When the ring cannot be had (not built with liburing, ENOSYS, a seccomp policy's
+ * EPERM, an older kernel's EINVAL) sockets go to the epoll set as before (media.io).
+ */
+static int io_pref = 0; /* setIoMode: 0 auto, 1 uring, 2 epoll */
+static int ep_count, uring_count;
+static double io_rearms, io_no_buffers, io_ring_errors, uring_opened, epoll_opened;
+
+#ifdef KEYLATCH_IO_URING
+#define RX_BUFS 2048 /* receive buffers shared by every socket (a power of two) */
+#define RX_NAME ((unsigned)sizeof(struct sockaddr_in6))
+#define RX_BUF_SIZE ((sizeof(struct io_uring_recvmsg_out) + RX_NAME + MAX_DATAGRAM + 63) & ~(size_t)63)
+#define RX_BGID 1
+#define RX_SQ 2048
+/* Room for every completion that can be outstanding at once (a receive per held buffer, a send
+   per held buffer, an end per socket), so that the CQ never overflows: a completion the kernel
+   cannot post or keep would leave its socket's multishot ended with nobody to re-arm it. */
+#define RX_CQ 65536
+#define RX_BATCH 256 /* completions copied out per pass */
+/* Passes per drain, so that the loop's other work is not starved; generous, because a drain
+   capped low falls behind under load and its backlog turns into latency. */
+#define RX_ROUNDS 64
+#define ARM_ERRORS_MAX 3
+
+enum { UD_RECV = 1, UD_SEND = 2, UD_CANCEL = 3 };
+#define UD(tag, v) (((uint64_t)(tag) << 56) | (uint64_t)(v))
+#define UD_TAG(u) ((int)((u) >> 56))
+
+static struct io_uring rx;
+static int rx_state = 0; /* 0 untried, 1 ready, -1 unavailable */
+static int rx_evfd = -1;
+static uv_poll_t rx_poll;
+static struct io_uring_buf_ring *rx_br;
+static uint8_t *rx_mem;
+static int rx_returned; /* buffers given back since the last advance */
+static struct msghdr rx_msg; /* the layout every multishot receive writes: name, no control */
+static uint32_t next_gen = 1;
+static int send_plain; /* this kernel's io_uring cannot send to an address: sendto instead */
+static uint64_t rx_pending; /* SQEs queued since the last submit */
+
+/* What a send holding receive buffer bid needs when it completes. */
+typedef struct {
+  int out_id;
+  uint32_t out_gen;
+  uint32_t len;
+  const uint8_t *b;
+  struct sockaddr_in6 dest; /* a copy: JS may re-point the socket before the send is issued */
+} tx_meta;
+static tx_meta tx[RX_BUFS];
+
+/* Sockets whose multishot ended in this drain. They are armed again when it ends, not at once:
+   by then the drain has given every buffer back, whereas re-armed mid-drain while the ring is
+   still empty, a socket with data waiting ends again at once (-ENOBUFS), and under load that
+   churn (hundreds of thousands of re-arms a second, measured) eats the CPU the backlog needs. */
+static int rearm_ids[MAX_SOCKETS];
+static int rearm_len;
+
+static uint8_t *rx_buf(int bid) { return rx_mem + (size_t)bid * RX_BUF_SIZE; }
+
+static void rx_give_back(int bid) {
+  io_uring_buf_ring_add(rx_br, rx_buf(bid), (unsigned)RX_BUF_SIZE, (unsigned short)bid, io_uring_buf_ring_mask(RX_BUFS), rx_returned);
+  rx_returned++;
+}
+
+static void rx_publish(void) {
+  if (!rx_returned) return;
+  io_uring_buf_ring_advance(rx_br, rx_returned);
+  rx_returned = 0;
+}
+
+static struct io_uring_sqe *rx_sqe(void) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&rx);
+  if (!sqe) { /* full: issue what it holds (their completions are read in this drain or the next) */
+    io_uring_submit(&rx);
+    rx_pending = 0;
+    sqe = io_uring_get_sqe(&rx);
+  }
+  if (sqe) rx_pending++;
+  return sqe;
+}
+
+static void rx_submit(void) {
+  if (!rx_pending) return;
+  rx_pending = 0;
+  io_uring_submit(&rx);
+}
+
+/* The ring, its buffers and its eventfd, made once (they need the env's loop). */
+static int ring_ready(uv_loop_t *loop) {
+  if (rx_state) return rx_state == 1;
+  rx_state = -1;
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  p.cq_entries = RX_CQ;
+  if (io_uring_queue_init_params(RX_SQ, &rx, &p) < 0) {
+    /* before 6.1 there is no DEFER_TASKRUN: the kernel then runs the work itself and posts
+       completions, which signal the eventfd as well */
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_CQSIZE;
+    p.cq_entries = RX_CQ;
+    if (io_uring_queue_init_params(RX_SQ, &rx, &p) < 0) return 0;
+  }
+  size_t ring_bytes = RX_BUFS * sizeof(struct io_uring_buf);
+  void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  /* In huge pages where the kernel gives them: the ring hands buffers out in turn, so every
+     packet lands in another of ~2,000 4 KiB pages, a TLB miss each on 4 KiB pages. */
+  size_t mem_bytes = (RX_BUFS * RX_BUF_SIZE + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+  void *mem = NULL;
+  if (posix_memalign(&mem, 2u << 20, mem_bytes) == 0) madvise(mem, mem_bytes, MADV_HUGEPAGE);
+  rx_mem = mem;
+  rx_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (unsigned long)br;
+  reg.ring_entries = RX_BUFS;
+  reg.bgid = RX_BGID;
+  if (br == MAP_FAILED || !rx_mem || rx_evfd < 0 || io_uring_register_buf_ring(&rx, &reg, 0) != 0 || io_uring_register_eventfd(&rx, rx_evfd) != 0) {
+    io_uring_queue_exit(&rx);
+    if (br != MAP_FAILED) munmap(br, ring_bytes);
+    free(rx_mem);
+    rx_mem = NULL;
+    if (rx_evfd >= 0) close(rx_evfd);
+    rx_evfd = -1;
+    return 0;
+  }
+  rx_br = br;
+  io_uring_buf_ring_init(rx_br);
+  for (int i = 0; i < RX_BUFS; i++) rx_give_back(i);
+  rx_publish();
+  memset(&rx_msg, 0, sizeof rx_msg);
+  rx_msg.msg_namelen = RX_NAME;
+  uv_poll_init(loop, &rx_poll, rx_evfd);
+  rx_state = 1;
+  return 1;
+}
+
+/* Puts s's multishot receive in the kernel (submitted with the pass's other SQEs, or at once). */
+static int ring_arm(ksock *s, int poll_first) {
+  struct io_uring_sqe *sqe = rx_sqe();
+  if (!sqe) return 0;
+  io_uring_prep_recvmsg_multishot(sqe, s->fd, &rx_msg, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = RX_BGID;
+  if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* a new socket is empty: wait for data */
+  sqe->user_data = UD(UD_RECV, ((uint64_t)s->gen << 16) | (uint64_t)s->id);
+  s->armed = 1;
+  s->rearm = 0;
+  return 1;
+}
+
+/* s leaves the ring for the epoll set (its multishot was refused, or keeps failing). */
+static void ring_to_epoll(ksock *s) {
+  struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)s->id };
+  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, s->fd, &ev) < 0) return;
+  s->uring = 0;
+  uring_count--;
+  ep_count++;
+}
+
+/* Queues o's send of receive buffer bid's packet to o's destination; 1 when the send holds the buffer. */
+static int ring_queue_send(ksock *o, const uint8_t *b, size_t n, int bid) {
+  struct io_uring_sqe *sqe = send_plain ? NULL : rx_sqe();
+  if (!sqe) {
+    count_sent(o, sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len), n);
+    return 0;
+  }
+  tx_meta *m = &tx[bid];
+  m->out_id = o->id;
+  m->out_gen = o->gen;
+  m->len = (uint32_t)n;
+  m->b = b;
+  memcpy(&m->dest, &o->dest, o->dest_len);
+  io_uring_prep_send(sqe, o->fd, b, n, MSG_DONTWAIT);
+  io_uring_prep_send_set_addr(sqe, (const struct sockaddr *)&m->dest, (uint16_t)o->dest_len);
+  sqe->user_data = UD(UD_SEND, bid);
+  return 1;
+}
+
+static void ring_send_done(int bid, int res) {
+  tx_meta *m = &tx[bid];
+  ksock *o = lookup(m->out_id);
+  if (o && o->gen == m->out_gen && !o->closing) {
+    if (res == -EINVAL || res == -EOPNOTSUPP) {
+      /* a kernel whose io_uring cannot send to an address (before 6.0): plain sends from now on, this one included */
+      send_plain = 1;
+      count_sent(o, sendto(o->fd, m->b, m->len, MSG_DONTWAIT, (struct sockaddr *)&m->dest, o->dest_len), m->len);
+    } else {
+      count_sent(o, res, m->len);
+    }
+  }
+  rx_give_back(bid);
+}
+
+/* One receive completion: a datagram for s (or the end of its multishot). Returns 1 for a datagram. */
+static int ring_recv_done(uint64_t ud, int res, unsigned flags, double now) {
+  int id = (int)(ud & 0xffff);
+  uint32_t gen = (uint32_t)((ud >> 16) & 0xffffffffu);
+  int has_buf = (flags & IORING_CQE_F_BUFFER) != 0;
+  int bid = has_buf ? (int)(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+  ksock *s = lookup(id);
+  if (!s || s->gen != gen || s->closing || !s->uring) { /* closed, or its id reused since */
+    if (has_buf) rx_give_back(bid);
+    return 0;
+  }
+  if (!(flags & IORING_CQE_F_MORE)) {
+    s->armed = 0;
+    if (!s->rearm && rearm_len < MAX_SOCKETS) rearm_ids[rearm_len++] = s->id;
+    s->rearm = 1;
+  }
+  if (res < 0) {
+    if (res == -ENOBUFS) {
+      io_no_buffers++;
+    } else {
+      io_ring_errors++;
+      /* -EINVAL: this kernel has no multishot recvmsg; anything else that repeats: give up the ring for s */
+      if (res == -EINVAL || ++s->arm_errors >= ARM_ERRORS_MAX) {
+        s->rearm = 0; /* its entry in rearm_ids is then skipped */
+        if (!s->armed) ring_to_epoll(s);
+        if (res == -EINVAL) rx_state = -1;
+      }
+    }
+    if (has_buf) rx_give_back(bid);
+    return 0;
+  }
+  if (!has_buf) return 0;
+  s->arm_errors = 0;
+  uint8_t *base = rx_buf(bid);
+  struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(base, res, &rx_msg);
+  if (!o) {
+    rx_give_back(bid);
+    return 0;
+  }
+  struct sockaddr_storage from;
+  memset(&from, 0, sizeof from);
+  memcpy(&from, io_uring_recvmsg_name(o), o->namelen < RX_NAME ? o->namelen : RX_NAME);
+  uint8_t *b = io_uring_recvmsg_payload(o, &rx_msg);
+  size_t n = io_uring_recvmsg_payload_length(o, res, &rx_msg);
+  int truncated = (o->flags & MSG_TRUNC) != 0;
+  s->packets_in++;
+  s->bytes_in += (double)n;
+  int cls = 0;
+  if (s->has_latched && !truncated && same_source(&s->latched, &from)) cls = media_class(b, n);
+  if (cls) {
+    if (!accept_packet(s, b, n, cls, now, 0, bid)) rx_give_back(bid);
+  } else {
+    rx_submit(); /* sends accepted before this packet leave before JS can re-wire anything */
+    to_js(s, b, n, &from);
+    rx_give_back(bid);
+  }
+  return 1;
+}
+
+typedef struct {
+  uint64_t ud;
+  int res;
+  unsigned flags;
+} cqe_copy;
+
+/* Submits what is queued and runs the kernel's deferred receives, up to a pass's worth: asking
+   for RX_BATCH completions (with a zero timeout, so it never sleeps) lets one enter run that
+   many, where a plain get_events runs at most 20 (IO_LOCAL_TW_DEFAULT_MAX): at 1,500 calls the
+   drain then needed ~30 enters, hit its cap and fell behind for good. */
+static void ring_enter(int backlog) {
+  if (!backlog) { /* the timed wait costs more than it saves when little is pending */
+    io_uring_submit_and_get_events(&rx);
+    return;
+  }
+  struct __kernel_timespec zero = { 0, 0 };
+  struct io_uring_cqe *cqe;
+  io_uring_submit_and_wait_timeout(&rx, &cqe, RX_BATCH, &zero, NULL);
+}
+
+/* Everything the ring has for us; returns how many datagrams it brought. */
+static int drain_ring(void) {
+  static cqe_copy got[RX_BATCH];
+  int total = 0;
+  uint64_t ignored;
+  if (read(rx_evfd, &ignored, sizeof ignored) < 0 && errno != EAGAIN) io_ring_errors++;
+  int round, backlog = 1; /* a paced drain starts with a backlog; later passes mostly catch stragglers */
+  for (round = 0; round < RX_ROUNDS; round++) {
+    /* one enter: issues the queued sends and re-arms, and runs the receives the kernel deferred */
+    rx_pending = 0;
+    ring_enter(backlog);
+    /* Copied out before anything runs: a handler (to_js) may close sockets, which enters the
+       ring again and may post completions into the slots just read. */
+    unsigned n = 0, head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&rx, head, cqe) {
+      got[n].ud = cqe->user_data;
+      got[n].res = cqe->res;
+      got[n].flags = cqe->flags;
+      if (++n == RX_BATCH) break;
+    }
+    io_uring_cq_advance(&rx, n);
+    if (!n) break;
+    backlog = n >= 20; /* as many as a plain enter runs at most: more may be waiting */
+    double now = now_ms();
+    for (unsigned i = 0; i < n; i++) {
+      int tag = UD_TAG(got[i].ud);
+      if (tag == UD_RECV) total += ring_recv_done(got[i].ud, got[i].res, got[i].flags, now);
+      else if (tag == UD_SEND) ring_send_done((int)(got[i].ud & 0xffff), got[i].res);
+    }
+    rx_publish();
+  }
+  for (int i = 0; i < rearm_len; i++) {
+    ksock *s = lookup(rearm_ids[i]);
+    if (!s || !s->rearm) continue;
+    s->rearm = 0;
+    if (s->uring && !s->armed && !s->closing && ring_arm(s, 0)) io_rearms++;
+  }
+  rearm_len = 0;
+  rx_submit();
+  /* Stopped by RX_ROUNDS with work left: it raises no new signal, so raise one. */
+  if (round == RX_ROUNDS || io_uring_cq_ready(&rx)) {
+    uint64_t one = 1;
+    if (write(rx_evfd, &one, sizeof one) < 0) io_ring_errors++;
+  }
+  return total;
+}
+
+/* s is closing: its multishot must leave the kernel now, which then drops its file (and port). */
+static void ring_forget(ksock *s) {
+  struct io_uring_sqe *sqe = rx_sqe();
+  if (sqe) {
+    io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+    sqe->user_data = UD(UD_CANCEL, 0);
+  }
+  rx_pending = 0;
+  io_uring_submit_and_get_events(&rx); /* runs the cancellation; its completions wait for the next drain */
+}
+#else
+static int ring_queue_send(ksock *o, const uint8_t *b, size_t n, int bid) {
+  (void)bid;
+  count_sent(o, sendto(o->fd, b, n, MSG_DONTWAIT, (struct sockaddr *)&o->dest, o->dest_len), n);
+  return 0;
+}
+#endif
+
 #define EP_EVENTS 1024
 #define EP_ROUNDS 4 /* epoll_wait rounds per drain, so that the loop's other work is not starved */
 
@@ -431,7 +807,11 @@ static int drain(void) {
   static struct epoll_event evs[EP_EVENTS];
   int total = 0;
   draining = 1;
-  for (int round = 0; round < EP_ROUNDS; round++) {
+#ifdef KEYLATCH_IO_URING
+  if (rx_br && (uring_count || rx_pending || io_uring_cq_ready(&rx))) total += drain_ring();
+#endif
+  /* only when some socket is there: in io_uring mode the set is empty, and this would be one syscall per drain for nothing */
+  for (int round = 0; round < EP_ROUNDS && ep_count; round++) {
     int got = epoll_wait(ep_fd, evs, EP_EVENTS, 0);
     /* An id, not a pointer: a socket closed earlier in this drain is then simply not found
        (or, reused meanwhile, read once for nothing). */
@@ -454,12 +834,30 @@ static void watch_set(int on) {
   ep_watching = on;
   if (on) uv_poll_start(&ep_poll, UV_READABLE, on_ep_ready);
   else uv_poll_stop(&ep_poll);
+#ifdef KEYLATCH_IO_URING
+  if (rx_state == 1) { /* the ring's eventfd beside the set: one wakeup drains both */
+    if (on) uv_poll_start(&rx_poll, UV_READABLE, on_ep_ready);
+    else uv_poll_stop(&rx_poll);
+  }
+#endif
 }
 
-static void arm_timer(void) {
-  struct itimerspec its = { .it_value = { poll_interval_us / 1000000, (poll_interval_us % 1000000) * 1000 } };
+static void arm_timer_us(long us) {
+  struct itimerspec its = { .it_value = { us / 1000000, (us % 1000000) * 1000 } };
   timerfd_settime(timer_fd, 0, &its, NULL);
   timer_armed = 1;
+}
+
+static void arm_timer(void) { arm_timer_us(poll_interval_us); }
+
+/* While sockets receive through the ring, a drain at least this often even when nothing woke the
+   loop: the ring signals its eventfd only when its queue of deferred work turns non-empty, so
+   work it ever held back unsignalled would otherwise wait for the next wakeup that comes, and a
+   sweep 20 times a second costs nothing measurable. */
+#define SWEEP_US 50000
+
+static void sweep_later(void) {
+  if (uring_count > 0 && !timer_armed) arm_timer_us(SWEEP_US);
 }
 
 static void on_ep_ready(uv_poll_t *h, int status, int events) {
@@ -470,6 +868,8 @@ static void on_ep_ready(uv_poll_t *h, int status, int events) {
   if (poll_interval_us > 0 && open_count > 0) {
     watch_set(0);
     arm_timer();
+  } else {
+    sweep_later();
   }
 }
 
@@ -480,8 +880,13 @@ static void on_timer_ready(uv_poll_t *h, int status, int events) {
   if (status < 0 || read(timer_fd, &expirations, sizeof expirations) < 0) return;
   timer_armed = 0;
   if (open_count == 0) return;
-  if (drain() > 0 && poll_interval_us > 0) arm_timer(); /* media keeps coming: keep the pace */
-  else watch_set(1);                                    /* quiet: back to waking on arrival */
+  if (drain() > 0 && poll_interval_us > 0) { /* media keeps coming: keep the pace */
+    watch_set(0); /* (a sweep may have fired while watching) */
+    arm_timer();
+  } else { /* quiet: back to waking on arrival */
+    watch_set(1);
+    sweep_later();
+  }
 }
 
 /* The set and the timer, made on the first socket (they need the env's loop). 0 on failure. */
@@ -514,6 +919,45 @@ static void count_open(int delta) {
     }
     uv_unref((uv_handle_t *)&timer_poll);
   }
+}
+
+/* Whether new sockets receive through the ring (media.io, setIoMode); makes the ring on first use. */
+static int use_ring(napi_env env) {
+#ifdef KEYLATCH_IO_URING
+  if (io_pref == 2) return 0;
+  uv_loop_t *loop;
+  if (rx_state == 0 && napi_get_uv_event_loop(env, &loop) == napi_ok) ring_ready(loop);
+  if (rx_state == 1 && ep_watching && !uv_is_active((uv_handle_t *)&rx_poll)) uv_poll_start(&rx_poll, UV_READABLE, on_ep_ready);
+  return rx_state == 1;
+#else
+  (void)env;
+  return 0;
+#endif
+}
+
+/* Puts a new socket on the ring or in the epoll set. 0 (errno set) on failure. */
+static int watch_socket(napi_env env, ksock *s) {
+#ifdef KEYLATCH_IO_URING
+  s->gen = next_gen++;
+  if (!next_gen) next_gen = 1;
+  if (use_ring(env)) {
+    s->uring = 1;
+    if (ring_arm(s, 1)) {
+      uring_count++;
+      uring_opened++;
+      rx_submit();
+      return 1;
+    }
+    s->uring = 0;
+  }
+#else
+  (void)env;
+#endif
+  struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)s->id };
+  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, s->fd, &ev) < 0) return 0;
+  ep_count++;
+  epoll_opened++;
+  return 1;
 }
 
 /* ---- N-API surface ---- */
@@ -627,15 +1071,15 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "keylatch fastpath: napi_create_reference");
     return NULL;
   }
-  struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)id };
-  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+  table[id] = s;
+  if (!watch_socket(env, s)) {
     int err = errno;
+    table[id] = NULL;
     napi_delete_reference(env, s->on_packet);
     close(fd);
     free(s);
     return throw_errno(env, "epoll_ctl", err);
   }
-  table[id] = s;
   count_open(1);
   napi_value out;
   CHECK(napi_create_int32(env, id, &out));
@@ -656,7 +1100,20 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   napi_delete_reference(env, s->on_packet);
   /* Out of the set explicitly: close() alone would leave it there while a forked child that
      has not exec'd yet still holds the fd, and its readiness would make drains spin. */
-  epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
+#ifdef KEYLATCH_IO_URING
+  if (rx_br) {
+    if (s->uring) {
+      ring_forget(s); /* also issues queued sends, some perhaps from this fd */
+      uring_count--;
+    } else {
+      rx_submit(); /* queued sends from this fd go while it is still this socket's */
+    }
+  }
+#endif
+  if (!s->uring) {
+    epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
+    ep_count--;
+  }
   /* At once: a freed port must be bindable again (the pool reuses it). */
   close(s->fd);
   count_open(-1);
@@ -736,7 +1193,7 @@ static napi_value js_forward(napi_env env, napi_callback_info info) {
   size_t len;
   if (!s || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) return NULL;
   int cls = media_class(data, len);
-  if (cls) accept_packet(s, data, len, cls, now_ms(), 0);
+  if (cls) accept_packet(s, data, len, cls, now_ms(), 0, -1);
   return NULL;
 }
 
@@ -797,6 +1254,33 @@ static napi_value js_set_send_batching(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setIoMode(0 auto | 1 uring | 2 epoll) -> whether sockets opened from now on receive through
+   io_uring. Sockets already open keep their path. Process-wide, like the socket table. */
+static napi_value js_set_io_mode(napi_env env, napi_callback_info info) {
+  int mode;
+  if (setting_arg(env, info, 0, 2, &mode)) io_pref = mode;
+  if (!ensure_poller(env)) return throw_errno(env, "epoll", errno);
+  napi_value out;
+  CHECK(napi_get_boolean(env, use_ring(env), &out));
+  return out;
+}
+
+static napi_value js_io_stats(napi_env env, napi_callback_info info) {
+  napi_value o;
+  CHECK(napi_create_object(env, &o));
+  ks_set_num(env, o, "uringSockets", uring_count);
+  ks_set_num(env, o, "epollSockets", ep_count);
+  ks_set_num(env, o, "uringOpened", uring_opened);
+  ks_set_num(env, o, "epollOpened", epoll_opened);
+  ks_set_num(env, o, "rearms", io_rearms);
+  ks_set_num(env, o, "noBuffers", io_no_buffers);
+  ks_set_num(env, o, "ringErrors", io_ring_errors);
+#ifdef KEYLATCH_IO_URING
+  ks_set_num(env, o, "cqOverflow", rx_br ? (double)IO_URING_READ_ONCE(*rx.cq.koverflow) : 0);
+#endif
+  return o;
+}
+
 void ks_set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_value n;
   napi_create_double(env, v, &n);
@@ -840,6 +1324,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"ssrc", NULL, js_ssrc, NULL, NULL, NULL, napi_default, NULL},
       {"setSendBatching", NULL, js_set_send_batching, NULL, NULL, NULL, napi_default, NULL},
       {"setPollInterval", NULL, js_set_poll_interval, NULL, NULL, NULL, napi_default, NULL},
+      {"setIoMode", NULL, js_set_io_mode, NULL, NULL, NULL, napi_default, NULL},
+      {"ioStats", NULL, js_io_stats, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value name, resource;
   napi_create_string_utf8(env, "keylatch.media", NAPI_AUTO_LENGTH, &name);

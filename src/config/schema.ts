@@ -55,6 +55,8 @@ export const mediaSchema = z
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     sendBatching: z.enum(['gso', 'sendmmsg', 'off']).default('gso'),
     pollIntervalUs: z.number().int().min(0).max(100000).default(1000),
+    // How the native fast path receives (native/fastpath.c): io_uring multishot receives, the epoll set, or io_uring where allowed.
+    io: z.enum(['auto', 'uring', 'epoll']).default('auto'),
   })
   .refine((m) => m.portMin < m.portMax, { message: 'portMin must be below portMax', path: ['portMin'] })
   .refine((m) => m.key.consentTimeoutMs > m.key.rechallengeIntervalMs, {

@@ -32,11 +32,30 @@ interface FastPath {
   ssrc(id: number): number;
   setSendBatching(mode: 0 | 1 | 2): void;
   setPollInterval(us: number): void;
+  setIoMode(mode: 0 | 1 | 2): boolean;
+  ioStats(): IoStats;
+}
+
+/** Process-wide figures of the fast path's receive paths (native/fastpath.c, "io_uring"). */
+export interface IoStats {
+  /** Open sockets receiving through io_uring's multishot recvmsg, and through the epoll set. */
+  uringSockets: number;
+  epollSockets: number;
+  /** Sockets ever opened on each path in this process. */
+  uringOpened: number;
+  epollOpened: number;
+  /** Multishot receives armed again after they ended (no free buffer, or an error). */
+  rearms: number;
+  /** Receives that found the shared buffer ring empty (-ENOBUFS). */
+  noBuffers: number;
+  ringErrors: number;
+  /** Completions the kernel could not post to the ring's full completion queue (none expected). */
+  cqOverflow?: number;
 }
 
 const fastPath = loadNativeAddon<FastPath>('src/media/media-socket.ts', {
   open: true, close: true, send: true, setEndpoint: true, setOutputs: true, forward: true, setClockRate: true,
-  stats: true, lastSeen: true, ssrc: true, setSendBatching: true, setPollInterval: true,
+  stats: true, lastSeen: true, ssrc: true, setSendBatching: true, setPollInterval: true, setIoMode: true, ioStats: true,
 });
 
 export type SendBatching = 'gso' | 'sendmmsg' | 'off';
@@ -58,10 +77,32 @@ export function setPollInterval(us: number): void {
   fastPath.setPollInterval(us);
 }
 
+export type IoMode = 'auto' | 'uring' | 'epoll';
+
+/**
+ * How sockets opened from now on receive (media.io): "uring", one multishot recvmsg each on one
+ * io_uring whose completions a drain reads in batches and whose sends it submits together;
+ * "epoll", one epoll set and a recvmmsg per ready socket; "auto", io_uring where the kernel
+ * (or a container's seccomp policy) allows it. Sockets already open keep their path. Returns
+ * the path new sockets get; "uring" that the machine refuses throws, as the operator asked for it.
+ */
+export function setIoMode(mode: IoMode): 'uring' | 'epoll' {
+  const ring = fastPath.setIoMode(mode === 'auto' ? 0 : mode === 'uring' ? 1 : 2);
+  if (mode === 'uring' && !ring) {
+    throw new Error('media.io is "uring", but io_uring is not available here (not built with liburing, or refused by the kernel or a seccomp policy): use "auto" or "epoll"');
+  }
+  return ring ? 'uring' : 'epoll';
+}
+
+export function ioStats(): IoStats {
+  return fastPath.ioStats();
+}
+
 /** The process-wide fast-path settings of a media config, as every process that relays applies them. */
-export function tuneFastPath(media: { sendBatching: SendBatching; pollIntervalUs: number }): void {
+export function tuneFastPath(media: { sendBatching: SendBatching; pollIntervalUs: number; io: IoMode }): void {
   setSendBatching(media.sendBatching);
   setPollInterval(media.pollIntervalUs);
+  setIoMode(media.io);
 }
 
 const LATCHED = 0;

@@ -4,6 +4,7 @@ import { loadConfig } from '../../src/config/load';
 import type { MediaConfig } from '../../src/config/schema';
 import { ChallengeProver, decode, looksLikeStun, parseLegKey, type Endpoint } from '../../src/media/challenge';
 import { Relay } from '../../src/media/relay';
+import { setIoMode, type IoMode } from '../../src/media/media-socket';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -29,15 +30,29 @@ export type MediaOverrides = Partial<Omit<MediaConfig, 'key' | 'guarded' | 'time
   timeouts?: Partial<MediaConfig['timeouts']>;
 };
 
+/**
+ * KEYLATCH_TEST_MEDIA_IO=uring|epoll runs a file's relays on that receive path (media.io):
+ * test/relay/io-paths.ts runs the relay's behaviour suites under each. In-process relays take
+ * it from setIoMode here, as the services do from their config; worker processes from their config.
+ */
+function testIoMode(): IoMode | null {
+  const io = process.env.KEYLATCH_TEST_MEDIA_IO;
+  if (io !== 'uring' && io !== 'epoll') return null;
+  setIoMode(io);
+  return io;
+}
+
 export function testMediaConfig(over: MediaOverrides = {}): MediaConfig {
   const base = loadConfig({ env: {} }).media;
   const portMin = nextPortRange();
+  const io = testIoMode();
   return {
     ...base,
     interface: '127.0.0.1',
     allowLoopbackPeers: true,
     portMin,
     portMax: portMin + 99,
+    ...(io ? { io } : {}),
     ...over,
     key: { ...base.key, ...over.key },
     guarded: { ...base.guarded, ...over.guarded },
