@@ -83,6 +83,8 @@ export class RoomDesk {
       seat.hangup();
       return;
     }
+    // Which process holds the dialog (the owner's 'room: joined' says where the media is).
+    log.info({ callId, room: name, participant: seat.id, who }, 'room: answered');
     this.wire(dialog, seat, callId);
     if (!(dialog as Srf.Dialog & { connected: boolean }).connected) seat.hangup();
   }
