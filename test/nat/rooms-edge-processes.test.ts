@@ -191,4 +191,63 @@ interface LogLine {
     for (const w of staying) phones[w].command('/hangup');
     await waitFor(() => lines.filter((l) => l.msg === 'room: closed').length === 1, 10_000, 50);
   }, 120_000);
+
+  it('a dialog process that dies takes its participants out of the room; an owner that dies has its sibling BYE the rest', async () => {
+    const owner = roomOwner(ROOM_NAME, 2);
+    const from = lines.length;
+    const since = (): LogLine[] => lines.slice(from);
+    for (const who of WHO) {
+      const before = phones[who].count(ESTABLISHED);
+      phones[who].command(`/dial ${ROOM}`);
+      await waitFor(() => phones[who].count(ESTABLISHED) > before, 15_000, 50).catch(() => {
+        throw new Error(`${who} did not join\n${phones[who].tail()}`);
+      });
+    }
+    const answered = new Map(since().filter((l) => l.msg === 'room: answered').map((l) => [String(l.who).replace(/^sip:|@.*$/g, '') as Who, l.edgeProcess!]));
+    const onSibling = WHO.filter((w) => answered.get(w) !== owner);
+    const onOwner = WHO.filter((w) => answered.get(w) === owner);
+    console.log(`rooms across processes, second round: owner ${owner}; dialogs on ${JSON.stringify(Object.fromEntries(answered))}`);
+    expect({ onSibling: onSibling.length > 0, onOwner: onOwner.length > 0 }).toEqual({ onSibling: true, onOwner: true });
+    const pidOf = (index: number): number => lines.filter((l) => l.msg === 'connected to drachtio-server' && l.edgeProcess === index).at(-1)!.pid as number;
+
+    // The sibling dies: its dialogs die with it, and the owner's room lets their participants go.
+    const siblingPid = pidOf(1 - owner);
+    const t0 = Date.now();
+    process.kill(siblingPid, 'SIGKILL');
+    await waitFor(() => onSibling.every((w) => since().some((l) => l.msg === 'room: left' && l.who === `sip:${w}@keylatch.test`)), 15_000, 50);
+    console.log(`rooms across processes: participants of the killed dialog process left the owner's room after ${Date.now() - t0} ms`);
+    let listed = await rooms(adminPort + owner);
+    expect(listed.map((r) => [r.name, r.participants.map((p) => p.who).sort()])).toEqual([[ROOM_NAME, onOwner.map((w) => `sip:${w}@keylatch.test`).sort()]]);
+    // Their phones are still in a call nobody answers for (their dialogs were that process's): hang them up.
+    for (const w of onSibling) phones[w].command('/hangup');
+    await waitFor(() => lines.some((l) => l.msg === 'connected to drachtio-server' && l.edgeProcess === 1 - owner && l.pid !== siblingPid), 20_000, 50);
+    await waitFor(() => lines.some((l) => l.msg === 'edge process ready' && l.edgeProcess === 1 - owner && l.pid !== siblingPid), 10_000, 50);
+
+    // The sibling back, the ones it lost dial in again (through whichever process drachtio-server picks).
+    const rejoin = lines.length;
+    for (const who of onSibling) {
+      const before = phones[who].count(ESTABLISHED);
+      phones[who].command(`/dial ${ROOM}`);
+      await waitFor(() => phones[who].count(ESTABLISHED) > before, 15_000, 50);
+    }
+    const again = new Map(lines.slice(rejoin).filter((l) => l.msg === 'room: answered').map((l) => [String(l.who).replace(/^sip:|@.*$/g, '') as Who, l.edgeProcess!]));
+    const nowOnSibling = WHO.filter((w) => (again.get(w) ?? answered.get(w)) !== owner);
+    console.log(`rooms across processes, after the sibling's restart: dialogs of ${JSON.stringify(Object.fromEntries(again))}`);
+    // drachtio-server takes the two processes in turn: one of the two rejoins is on the sibling again.
+    expect(nowOnSibling.length).toBeGreaterThan(0);
+    listed = await rooms(adminPort + owner);
+    expect(listed.map((r) => [r.name, r.participants.length])).toEqual([[ROOM_NAME, 4]]);
+
+    // The owner dies: its room is lost. The sibling ends its participants' dialogs with a BYE.
+    const terminated = new Map(WHO.map((w) => [w, phones[w].count(/terminated/i)]));
+    const t1 = Date.now();
+    process.kill(pidOf(owner), 'SIGKILL');
+    await waitFor(() => nowOnSibling.every((w) => phones[w].count(/terminated/i) > terminated.get(w)!), 15_000, 50).catch(() => {
+      throw new Error(`not every phone on the sibling got a BYE\n${nowOnSibling.map((w) => phones[w].tail()).join('\n')}`);
+    });
+    console.log(`rooms across processes: ${nowOnSibling.join(', ')} (dialogs on the sibling) got a BYE ${Date.now() - t1} ms after the owner was killed`);
+    const ended = lines.slice(rejoin).filter((l) => l.msg === 'room: ending the dialog of a participant the owner let go');
+    expect(ended.length).toBe(nowOnSibling.length);
+    for (const w of WHO.filter((x) => !nowOnSibling.includes(x))) phones[w].command('/hangup');
+  }, 120_000);
 });
