@@ -47,13 +47,17 @@ import { DTMF_KEYS, type RoomInfo } from './room';
 import { roomOwner } from './room-owner';
 import { LocalSeats, RoomUnavailable, type RoomSeat, type RoomSeats } from './seats';
 
-/** A request signed longer ago than this (or this far ahead) is refused: no replay of old ones. */
+/**
+ * A request signed longer ago than this (or this far ahead) is refused: no replay of old ones.
+ * (Replaying a fresh one takes reading loopback traffic, which takes root on this host.)
+ */
 export const MAX_SKEW_MS = 30_000;
 /** An owner that answered no keep this many times in a row is gone, and its rooms with it. */
 const OWNER_LOST_KEEPS = 2;
 /** A guest its dialog process has not kept for this many intervals has lost its dialog. */
 const GUEST_LOST_KEEPS = 3;
 const ID = /^[0-9a-f]{12}$/;
+const REFUSED_LOG_MS = 10_000;
 
 export interface SiblingRoomsOptions {
   share: EdgeShare;
@@ -157,6 +161,7 @@ export class SiblingRooms implements RoomSeats {
   private readonly keepMs: number;
   private readonly commandMs: number;
   private closed = false;
+  private refused = { count: 0, loggedAt: 0 };
 
   constructor(private readonly opts: SiblingRoomsOptions) {
     this.log = opts.logger ?? silentLogger;
@@ -169,7 +174,7 @@ export class SiblingRooms implements RoomSeats {
     this.server = new NgServer((req) => this.handle(req), this.log, this.sealKey, {
       admit: (req, from) => {
         const ok = fromSibling(req, from, this.macKey, opts.share);
-        if (!ok) this.log.warn({ from }, 'room control: refused a request that is not from a sibling edge process');
+        if (!ok) this.noteRefused(from);
         return ok;
       },
     });
@@ -191,6 +196,15 @@ export class SiblingRooms implements RoomSeats {
 
   ownerOf(room: string): number {
     return roomOwner(room, this.opts.share.count);
+  }
+
+  /** A stranger's requests are logged once per REFUSED_LOG_MS with a count: a flood cannot flood the log. */
+  private noteRefused(from: string): void {
+    this.refused.count++;
+    const now = Date.now();
+    if (now - this.refused.loggedAt < REFUSED_LOG_MS) return;
+    this.log.warn({ from, refused: this.refused.count }, 'room control: refused requests that are not from a sibling edge process');
+    this.refused = { count: 0, loggedAt: now };
   }
 
   // ---- the dialog side ---------------------------------------------------------------------
