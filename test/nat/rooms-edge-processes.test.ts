@@ -9,17 +9,20 @@
  * sibling hangs up, and the other three still hear each other and not it.
  */
 import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import fs, { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { blockToneShare } from '../../src/codec/goertzel';
 import { roomOwner } from '../../src/rooms/room-owner';
 import type { RoomInfo } from '../../src/rooms/room';
 import { Baresip, baresipUnavailable, recordedSince } from '../helpers/baresip';
 import { runCli, spawnCli } from '../helpers/cli';
-import { skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
+import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
 import { sleep, waitFor } from '../helpers/peers';
 import { redisUnavailable, startRedis } from '../helpers/redis';
+import { Softphone } from '../helpers/softphone';
 
 const why = netnsUnavailable() ?? kamailioUnavailable() ?? baresipUnavailable() ?? redisUnavailable();
 if (why) console.warn(`!!! SKIPPED rooms across edge processes: ${why}`);
@@ -32,6 +35,8 @@ const TONE = { carol: 440, dave: 1400, erin: 1000, frank: 700 } as const;
 type Who = keyof typeof TONE;
 const WHO = Object.keys(TONE) as Who[];
 const ESTABLISHED = /Call established/;
+/** alice: a plugin softphone over WSS, so a key leg (its key sealed between the processes). */
+const ALICE_TONE = 2000;
 
 interface LogLine {
   msg: string;
@@ -49,9 +54,12 @@ interface LogLine {
   let stderr = '';
   const lines: LogLine[] = [];
   const phones = {} as Record<Who, Baresip>;
-  const nets = {} as Record<Who, ReturnType<Topology['addNattedClient']>>;
+  const nets = {} as Record<Who | 'alice', ReturnType<Topology['addNattedClient']>>;
+  let alice: Softphone;
+  let dir: string;
 
   beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'kl-rooms-procs-'));
     topo = new Topology(`klq${process.pid % 1000}`);
     topo.destroy();
     topo.createPublicNet();
@@ -59,9 +67,11 @@ interface LogLine {
     nets.dave = topo.addNattedClient('da', 6, 'symmetric');
     nets.erin = topo.addNattedClient('er', 8, 'symmetric');
     nets.frank = topo.addNattedClient('fr', 9, 'port-preserving');
+    nets.alice = topo.addNattedClient('al', 2, 'symmetric');
     const pbxHost = topo.addPublicHost('pbx', 5);
     pbx = startKamailio(topo, pbxHost.ns, `${PBX_IP}:5060`, { path: false });
-    drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp`], adminPort: 9722 + (process.pid % 300), loglevel: 'notice' });
+    const cert = selfSignedCert(RELAY_IP);
+    drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp`, `sips:${RELAY_IP}:5063;transport=wss`], adminPort: 9722 + (process.pid % 300), loglevel: 'notice', tls: cert });
     redis = await startRedis();
     edge = spawnCli(['edge', '--processes', '2'], {
       KEYLATCH_LOG__LEVEL: 'info',
@@ -87,6 +97,9 @@ interface LogLine {
     const isUp = (l: LogLine): boolean => l.msg === 'keylatch edge started' && l.edgeProcess === undefined;
     await waitFor(() => lines.some(isUp) || edge.exitCode !== null, 40_000, 50).catch(() => undefined);
     if (!lines.some(isUp)) throw new Error(`keylatch edge --processes 2 did not come up:\n${stderr.slice(-3000)}`);
+    alice = new Softphone(topo, nets.alice.clientNs, ['--server', `wss://${RELAY_IP}:5063`, '--aor', 'sip:alice@keylatch.test', '--ca', cert.cert, '--bind', nets.alice.privateIp,
+      '--sdp-address', nets.alice.privateIp, '--answer', '--record', path.join(dir, 'alice.wav'), '--stats-ms', '60000', '--tone', String(ALICE_TONE)]);
+    await alice.next('registered', 15_000, 0);
     for (const who of WHO) phones[who] = new Baresip(topo, nets[who].clientNs, { localIp: nets[who].privateIp, user: who, edge: `${RELAY_IP}:5060`, toneHz: TONE[who] });
     for (const who of WHO) {
       await waitFor(() => pbx.log().includes(`REGISTER sip:${who}@keylatch.test`), 15_000, 50).catch(() => {
@@ -105,6 +118,7 @@ interface LogLine {
     pbx?.stop();
     topo?.destroy();
     for (const p of Object.values(phones)) p.remove();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const rooms = async (port: number): Promise<RoomInfo[]> => {
@@ -190,6 +204,55 @@ interface LogLine {
     expectHeard(heard, staying, `after ${leaver} left`);
     for (const w of staying) phones[w].command('/hangup');
     await waitFor(() => lines.filter((l) => l.msg === 'room: closed').length === 1, 10_000, 50);
+  }, 120_000);
+
+  it('a plugin client whose dialog is on the sibling gets a key leg in the owner, and its media authenticates with the key the sibling passed on', async () => {
+    const owner = roomOwner(ROOM_NAME, 2);
+    const before = phones.carol.count(ESTABLISHED);
+    phones.carol.command(`/dial ${ROOM}`);
+    await waitFor(() => phones.carol.count(ESTABLISHED) > before, 15_000, 50);
+    // alice dials until drachtio-server's turn puts her INVITE on the sibling.
+    let servedBy = owner;
+    for (let i = 0; i < 4 && servedBy === owner; i++) {
+      const up = alice.mark();
+      const at = lines.length;
+      alice.send(`call ${ROOM}`);
+      await alice.next('established', 15_000, up);
+      await waitFor(() => lines.slice(at).some((l) => l.msg === 'room: answered' && l.who === 'sip:alice@keylatch.test'), 5000, 50);
+      servedBy = lines.slice(at).find((l) => l.msg === 'room: answered' && l.who === 'sip:alice@keylatch.test')!.edgeProcess!;
+      if (servedBy !== owner) {
+        await alice.next('media-authenticated', 8000, up);
+        break;
+      }
+      alice.send('hangup');
+      await alice.next('ended', 5000, up);
+      await waitFor(() => lines.slice(at).some((l) => l.msg === 'room: left' && l.who === 'sip:alice@keylatch.test'), 10_000, 50);
+    }
+    expect(servedBy).toBe(1 - owner);
+    let listed: RoomInfo[] = [];
+    for (let i = 0; i < 20; i++) {
+      listed = await rooms(adminPort + owner);
+      if (listed[0]?.participants.length === 2 && listed[0].participants.every((p) => p.latched !== null)) break;
+      await sleep(250);
+    }
+    const a = listed[0]?.participants.find((p) => p.who === 'sip:alice@keylatch.test');
+    expect({ policy: a?.policy, latchedOn: a?.latched?.split(':')[0] }).toEqual({ policy: 'key', latchedOn: nets.alice.publicIp });
+    await waitFor(() => fs.existsSync(path.join(dir, 'alice.wav')), 5000, 50);
+    const aliceWav = path.join(dir, 'alice.wav');
+    const mark = { alice: fs.statSync(aliceWav).size, carol: fs.statSync(recordingOf('carol')).size };
+    await sleep(2500);
+    const aliceHeard = recordedSince(aliceWav, mark.alice + 4800);
+    const carolHeard = recordedSince(recordingOf('carol'), mark.carol + 4800);
+    const share = (s: Int16Array, hz: number): number => blockToneShare(s, hz);
+    console.log(`rooms across processes, key leg: alice(${(aliceHeard.length / 8000).toFixed(1)} s) carol=${share(aliceHeard, TONE.carol).toFixed(2)} alice=${share(aliceHeard, ALICE_TONE).toFixed(2)}; ` +
+      `carol(${(carolHeard.length / 8000).toFixed(1)} s) alice=${share(carolHeard, ALICE_TONE).toFixed(2)} carol=${share(carolHeard, TONE.carol).toFixed(2)}`);
+    expect({ seconds: aliceHeard.length / 8000 >= 1.5, hearsCarol: share(aliceHeard, TONE.carol) > 0.1, hearsSelf: share(aliceHeard, ALICE_TONE) < 0.03 }).toEqual({ seconds: true, hearsCarol: true, hearsSelf: true });
+    expect({ seconds: carolHeard.length / 8000 >= 1.5, hearsAlice: share(carolHeard, ALICE_TONE) > 0.1, hearsSelf: share(carolHeard, TONE.carol) < 0.03 }).toEqual({ seconds: true, hearsAlice: true, hearsSelf: true });
+    const ended = alice.mark();
+    alice.send('hangup');
+    await alice.next('ended', 5000, ended);
+    phones.carol.command('/hangup');
+    await waitFor(() => lines.filter((l) => l.msg === 'room: closed').length === 2, 10_000, 50);
   }, 120_000);
 
   it('a dialog process that dies takes its participants out of the room; an owner that dies has its sibling BYE the rest', async () => {
