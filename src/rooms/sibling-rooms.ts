@@ -191,7 +191,13 @@ export class SiblingRooms implements RoomSeats {
   }
 
   async listen(): Promise<{ address: string; port: number }> {
-    return this.server.listen(this.portOf(this.index), '127.0.0.1');
+    const port = this.portOf(this.index);
+    try {
+      return await this.server.listen(port, '127.0.0.1');
+    } catch (err) {
+      // Another edge on this host with the same rooms.siblingPort, most likely.
+      throw new Error(`room control channel cannot listen on 127.0.0.1:${port} (${(err as Error).message}): set rooms.siblingPort (KEYLATCH_ROOMS__SIBLING_PORT) to a free range of sip.processes UDP ports`);
+    }
   }
 
   ownerOf(room: string): number {

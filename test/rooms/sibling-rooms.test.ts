@@ -77,12 +77,12 @@ describe('rooms over the sibling channel', () => {
     [relays, registries, procs] = [[], [], []];
   });
 
-  /** Two edge processes of one edge; keeps every 100 ms so deaths show quickly. */
+  /** Two edge processes of one edge; keeps every 200 ms so deaths show quickly. */
   async function twoProcesses(secrets: [string, string] = [SECRET, SECRET]): Promise<void> {
     for (const index of [0, 1]) {
       const relay = newRelay();
       const rooms = new RoomRegistry({ ...ROOMS }, relay, testMediaConfig());
-      const proc = new SiblingRooms({ share: { index, count: 2 }, basePort: BASE_PORT, secret: secrets[index]!, rooms, keepMs: 100, commandMs: 300 });
+      const proc = new SiblingRooms({ share: { index, count: 2 }, basePort: BASE_PORT, secret: secrets[index]!, rooms, keepMs: 200, commandMs: 500 });
       await proc.listen();
       relays.push(relay);
       registries.push(rooms);
@@ -153,7 +153,7 @@ describe('rooms over the sibling channel', () => {
     expect(ends).toEqual(['sip:a@test']);
     // The owner dies: its rooms are lost, and b's dialog ends within a few keeps.
     procs[0]!.close();
-    await waitFor(() => ends.length === 2, 3000);
+    await waitFor(() => ends.length === 2, 6000);
     expect(ends).toEqual(['sip:a@test', 'sip:b@test']);
   });
 
@@ -165,8 +165,8 @@ describe('rooms over the sibling channel', () => {
     // Still kept while its process lives...
     expect(registries[0]!.get(owned(0))!.size).toBe(1);
     procs[1]!.close();
-    // ...gone once it stops keeping it (3 keeps of 100 ms and a command's 300 ms).
-    await waitFor(() => registries[0]!.list().length === 0, 3000);
+    // ...gone once it stops keeping it (3 keeps of 200 ms and a command's 500 ms).
+    await waitFor(() => registries[0]!.list().length === 0, 6000);
     expect(relays[0]!.pool.inUse).toBe(0);
   });
 
@@ -192,6 +192,16 @@ describe('rooms over the sibling channel', () => {
     }
     const listed = await rawAsk(signedRequest({ command: 'room-list', from: 1 }));
     expect(JSON.parse(listed)).toMatchObject({ result: 'ok', rooms: '[]' });
+  });
+
+  it('a port already taken is said in terms of rooms.siblingPort', async () => {
+    await twoProcesses();
+    const third = new SiblingRooms({ share: { index: 1, count: 2 }, basePort: BASE_PORT, secret: SECRET, rooms: registries[0]! });
+    try {
+      await expect(third.listen()).rejects.toThrow(/rooms\.siblingPort/);
+    } finally {
+      third.close();
+    }
   });
 
   it('the admin routes of either process list and act on every room', async () => {
