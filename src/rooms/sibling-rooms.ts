@@ -54,7 +54,7 @@ import { LocalSeats, RoomUnavailable, type RoomSeat, type RoomSeats } from './se
 export const MAX_SKEW_MS = 30_000;
 /** An owner that answered no keep this many times in a row is gone, and its rooms with it. */
 const OWNER_LOST_KEEPS = 2;
-/** A guest its dialog process has not kept for this many intervals has lost its dialog. */
+/** A guest its dialog process has not kept for this many intervals (plus a command's time) has lost its dialog. */
 const GUEST_LOST_KEEPS = 3;
 const ID = /^[0-9a-f]{12}$/;
 const REFUSED_LOG_MS = 10_000;
@@ -162,6 +162,8 @@ export class SiblingRooms implements RoomSeats {
   private readonly commandMs: number;
   private closed = false;
   private refused = { count: 0, loggedAt: 0 };
+  /** A keep round still waiting for a slow owner: the next tick does not start another. */
+  private keeping = false;
 
   constructor(private readonly opts: SiblingRoomsOptions) {
     this.log = opts.logger ?? silentLogger;
@@ -251,12 +253,23 @@ export class SiblingRooms implements RoomSeats {
   /** Tells each owner which of its participants still have a dialog here; ends those it no longer knows. */
   private async keep(): Promise<void> {
     this.expireGuests(Date.now());
+    if (this.keeping) return;
+    this.keeping = true;
+    try {
+      await this.keepSeats();
+    } finally {
+      this.keeping = false;
+    }
+  }
+
+  private async keepSeats(): Promise<void> {
     const byOwner = new Map<number, string[]>();
     for (const [id, s] of this.seated) byOwner.set(s.owner, [...(byOwner.get(s.owner) ?? []), id]);
     await Promise.all([...byOwner].map(async ([owner, ids]) => {
       let reply: NgMessage;
       try {
-        reply = await this.ask(owner, 'room-keep', { participants: ids });
+        // A whole interval to answer: a busy owner is not a dead one (its participants would get a BYE).
+        reply = await this.ask(owner, 'room-keep', { participants: ids }, this.keepMs);
       } catch (err) {
         const missed = (this.missedKeeps.get(owner) ?? 0) + 1;
         this.missedKeeps.set(owner, missed);
@@ -402,7 +415,7 @@ export class SiblingRooms implements RoomSeats {
   }
 
   /** One signed command to sibling `index`; result=error becomes the error the owner threw. */
-  private async ask(index: number, command: string, args: NgDict): Promise<NgMessage> {
+  private async ask(index: number, command: string, args: NgDict, timeoutMs = this.commandMs): Promise<NgMessage> {
     if (this.closed) throw new RoomUnavailable('room control channel closed');
     let client = this.clients.get(index);
     if (!client) {
@@ -412,7 +425,7 @@ export class SiblingRooms implements RoomSeats {
     const body: NgDict = { ...args, command, from: this.index, ts: Date.now() };
     let reply: NgMessage;
     try {
-      reply = await client.send(command, { ...body, mac: signSibling(this.macKey, body) });
+      reply = await client.send(command, { ...body, mac: signSibling(this.macKey, body) }, timeoutMs);
     } catch (err) {
       if (err instanceof NgTimeout) throw new RoomUnavailable(`edge process ${index} does not answer on 127.0.0.1:${this.portOf(index)}`);
       throw err;
