@@ -9,7 +9,10 @@
  *    so the store is Redis (the schema refuses `memory`);
  *  - the in-process relay's ports: each process takes its own slice of media.portMin-portMax;
  *  - keepalives: each binding's flow is kept alive by exactly one process (ownsFlow);
- *  - listeners: metrics.listen and admin.listen are served on their port + the process index.
+ *  - listeners: metrics.listen and admin.listen are served on their port + the process index;
+ *  - rooms: each room lives in one owner process (roomOwner, src/rooms/room-owner.ts); a join
+ *    that reaches another process keeps its dialog there and its media in the owner's relay,
+ *    asked over a loopback control channel on rooms.siblingPort + index (src/rooms/sibling-rooms.ts).
  * A supervisor (this module) forks the processes and restarts one that dies; they stop when it does.
  * It says the edge is up only once every process has told it (reportReady) that it can answer:
  * until a process has connected to drachtio-server and its routes are in place, drachtio-server
@@ -17,6 +20,7 @@
  * incoming register request"), and a phone pointed at the edge at once would be refused.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { Config } from './config/schema';
 import { joinHostPort, splitHostPort } from './host-port';
 import type { Logger } from './log';
@@ -31,6 +35,13 @@ export interface EdgeShare {
 export const SHARE_ENV = 'KEYLATCH_EDGE_PROCESS';
 
 export const SOLE: EdgeShare = { index: 0, count: 1 };
+
+/**
+ * Set by the supervisor on each child: a secret fresh for each start of the supervisor, which
+ * only its processes know. Their room control channel (src/rooms/sibling-rooms.ts) signs every
+ * message with it and seals leg keys under it.
+ */
+export const SIBLING_SECRET_ENV = 'KEYLATCH_EDGE_SIBLING_SECRET';
 
 export function shareFromEnv(env: NodeJS.ProcessEnv): EdgeShare | null {
   const m = /^(\d+)\/(\d+)$/.exec(env[SHARE_ENV] ?? '');
@@ -66,14 +77,14 @@ export function configForShare(config: Config, share: EdgeShare): Config {
 }
 
 /** FNV-1a: stable across processes and restarts, unlike anything keyed on memory. */
-function hash(s: string): number {
+export function stableHash(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return h >>> 0;
 }
 
 /** Whether this process keeps a binding's flow alive: every binding has exactly one such process. */
-export const ownsFlow = (bindingId: string, share: EdgeShare): boolean => share.count === 1 || hash(bindingId) % share.count === share.index;
+export const ownsFlow = (bindingId: string, share: EdgeShare): boolean => share.count === 1 || stableHash(bindingId) % share.count === share.index;
 
 const RESTART_MIN_MS = 500;
 const RESTART_MAX_MS = 30_000;
@@ -145,11 +156,12 @@ export function superviseEdgeProcesses(count: number, argv: string[], log: Logge
   const ready = new Promise<Array<Record<string, string>>>((resolve, reject) => [allReady, failedStart] = [resolve, reject]);
   let up = false;
   let stopping = false;
+  const siblingSecret = randomBytes(32).toString('base64url');
   const start = (index: number): void => {
     const startedAt = Date.now();
     // An IPC channel, so a child notices its supervisor's death (the channel closes) and exits,
     // and can say when it is ready.
-    const child = fork(process.argv[1]!, ['edge', ...argv], { env: { ...process.env, [SHARE_ENV]: `${index}/${count}` }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(process.argv[1]!, ['edge', ...argv], { env: { ...process.env, [SHARE_ENV]: `${index}/${count}`, [SIBLING_SECRET_ENV]: siblingSecret }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children[index] = child;
     log.info({ edgeProcess: index, pid: child.pid }, 'edge process started');
     child.on('message', (m: unknown) => {

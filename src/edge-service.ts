@@ -21,7 +21,9 @@ import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
 import { pooledCallStatuses } from './relay-pool/pool-status';
 import { ngSealKey } from './control/ng-key-seal';
-import { SOLE, type EdgeShare } from './edge-processes';
+import { SIBLING_SECRET_ENV, SOLE, type EdgeShare } from './edge-processes';
+import { siblingRoomActions } from './rooms/sibling-admin';
+import { SiblingRooms } from './rooms/sibling-rooms';
 
 export interface EdgeService {
   relay: Relay;
@@ -113,6 +115,7 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
   const registry = relayMetrics(relay);
   const rooms = config.rooms.enabled ? new RoomRegistry(config.rooms, relay, config.media, { logger: log }) : null;
   if (rooms) registerRoomMetrics(rooms, registry);
+  let siblings: SiblingRooms | null = null;
   const summary = (): Record<string, string> => ({
     'SIP listeners': edge ? drachtioListeners(edge.srf).join(', ') || '(drachtio-server reported none)' : '(not connected)',
     'drachtio-server': `${config.sip.drachtio.host}:${config.sip.drachtio.port}` +
@@ -131,6 +134,14 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
     rooms: rooms ? `sip:${config.rooms.prefix}<name>@${config.sip.domains[0] ?? config.sip.advertisedAddress}, ${config.rooms.names ? config.rooms.names.join(', ') : 'any name'}` : 'off (rooms.enabled)',
   });
   try {
+    if (rooms && share.count > 1) {
+      // Several processes: each room in its owner process, the others ask it (src/rooms/sibling-rooms.ts).
+      const secret = process.env[SIBLING_SECRET_ENV];
+      if (!secret) throw new Error(`edge process ${share.index} has no ${SIBLING_SECRET_ENV}: start it with keylatch edge, whose supervisor sets it`);
+      siblings = new SiblingRooms({ share, basePort: config.rooms.siblingPort, secret, rooms, logger: log });
+      await siblings.listen();
+    }
+    const roomRoutes = rooms ? (siblings ? siblingRoomActions(roomActions(rooms), siblings) : roomActions(rooms)) : null;
     listeners = await startHttpListeners(config, {
       metrics: metricsRoute(registry),
       status: statusRoute({
@@ -138,17 +149,18 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
         ...(config.media.relays.length ? { pooledCalls: () => pooledCallStatuses(edge?.calls.values() ?? []) } : {}),
         ...(rooms ? { rooms: () => rooms.info() } : {}),
       }),
-      admin: { ...relayAdmin(pool), prefixed: rooms ? [roomActions(rooms)] : [] },
+      admin: { ...relayAdmin(pool), prefixed: roomRoutes ? [roomRoutes] : [] },
     });
     pool.start();
     const pbxDrachtio = config.sip.pbxDrachtio ? { ...config.sip.pbxDrachtio, secret: config.sip.pbxDrachtio.secret! } : null;
-    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, pool, store, rooms, logger: log, share }).catch((err: Error) => {
+    edge = await startSipEdge({ drachtio: { ...config.sip.drachtio, secret }, pbxDrachtio, sip: config.sip, relay, pool, store, rooms, roomSeats: siblings, logger: log, share }).catch((err: Error) => {
       throw explainDrachtioFailure(err, config);
     });
     registerKeepaliveMetrics(edge.keepalive, registry);
     registerPoolMetrics(pool, registry);
   } catch (err) {
     listeners?.close();
+    siblings?.close();
     rooms?.close();
     pool.close();
     await relay.close();
@@ -164,6 +176,7 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
     async close() {
       listeners?.close();
       await running.close();
+      siblings?.close();
       rooms?.close();
       pool.close();
       await relay.close();

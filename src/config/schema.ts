@@ -109,6 +109,8 @@ export const roomsSchema = z.object({
   names: z.array(roomName).nullable().default(null),
   maxParticipants: z.number().int().min(2).max(2000).default(50),
   broadcast: z.array(z.object({ name: roomName, speakers: z.array(z.string().regex(/^sips?:/, 'must be a SIP URI')).min(1) })).default([]),
+  // sip.processes > 1: edge process i asks a room's owner process over 127.0.0.1:(siblingPort + i).
+  siblingPort: z.number().int().min(1).max(65535 - 64).default(22350),
 });
 
 export const configSchema = z.object({
@@ -133,10 +135,6 @@ export const checkedConfigSchema = configSchema
     message: 'several edge processes need a shared binding store (a redis:// URL): each process would have bindings of its own',
     // Named by the setting that fixes it, so the message's "(set ...)" hint points there.
     path: ['sip', 'bindingStore'],
-  })
-  .refine((c) => c.sip.processes === 1 || !c.rooms.enabled, {
-    message: 'rooms live in one process: a second participant may reach another one; set rooms.enabled false or sip.processes 1',
-    path: ['sip', 'processes'],
   })
   .refine((c) => c.sip.processes === 1 || c.media.portMax - c.media.portMin + 1 >= c.sip.processes * 4, {
     message: 'media.portMin-portMax is too small to give every edge process a slice of at least 4 ports',

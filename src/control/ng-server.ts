@@ -16,6 +16,15 @@ const REPLY_CACHE_MAX = 10000;
 /** Executes one decoded ng request; what a relay, or a dispatcher in front of several, answers. */
 export type NgHandler = (req: NgDict) => Promise<NgDict>;
 
+export interface NgServerOptions {
+  /**
+   * Whether to serve a decoded request from `from` at all. One it refuses gets no answer, not
+   * even an error: a source that showed nothing learns nothing (src/rooms/sibling-rooms.ts
+   * serves only its sibling edge processes this way).
+   */
+  admit?: (req: NgDict, from: string) => boolean;
+}
+
 /**
  * A subset of rtpengine's ng control protocol (bencode over UDP): ping, offer, answer,
  * delete, query, list. Enough for Kamailio's rtpengine module or rtpengine-client to drive
@@ -25,14 +34,14 @@ export type NgHandler = (req: NgDict) => Promise<NgDict>;
 export class NgServer {
   private readonly socket: dgram.Socket;
   /** ng clients retransmit; a repeated cookie gets the first reply, never a second execution. */
-  private readonly replies = new Map<string, { reply: Buffer | Promise<Buffer>; at: number }>();
+  private readonly replies = new Map<string, { reply: Buffer | null | Promise<Buffer | null>; at: number }>();
   private readonly handler: NgHandler;
 
   /**
    * `sealKey` (from control.ngKeySecret, see ng-key-seal.ts): leg keys in replies are sealed under
    * it; without it, only ng clients on this host may ask for key legs.
    */
-  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger, private readonly sealKey: Buffer | null = null) {
+  constructor(target: Relay | NgHandler, private readonly log: Logger = silentLogger, private readonly sealKey: Buffer | null = null, private readonly opts: NgServerOptions = {}) {
     this.handler = typeof target === 'function' ? target : relayCommands(target);
     this.socket = dgram.createSocket('udp4');
     this.socket.on('message', (msg, rinfo) => void this.onMessage(msg, rinfo));
@@ -63,10 +72,11 @@ export class NgServer {
     }
     const body = await entry.reply;
     entry.reply = body;
+    if (body === null) return;
     this.socket.send(Buffer.concat([Buffer.from(`${cookie} `, 'latin1'), body]), rinfo.port, rinfo.address);
   }
 
-  private remember(key: string, entry: { reply: Buffer | Promise<Buffer>; at: number }): void {
+  private remember(key: string, entry: { reply: Buffer | null | Promise<Buffer | null>; at: number }): void {
     const now = Date.now();
     for (const [k, e] of this.replies) {
       if (now - e.at < REPLY_CACHE_MS && this.replies.size < REPLY_CACHE_MAX) break;
@@ -75,16 +85,20 @@ export class NgServer {
     this.replies.set(key, entry);
   }
 
-  private async execute(body: Buffer, from: string): Promise<Buffer> {
+  /** The encoded reply, or null for a request not admitted (never answered). */
+  private async execute(body: Buffer, from: string): Promise<Buffer | null> {
     let reply: NgDict;
     try {
       const req = decodeRequest(body);
+      if (this.opts.admit && !this.opts.admit(req, from)) return null;
       reply = await answerNg(async (r) => {
         guardKeys(r, from, this.sealKey);
         return protectReply(await this.handler(r), from, this.sealKey);
       }, req, this.log);
     } catch (err) {
-      reply = errorReply(err, this.log); // a request that did not decode
+      // A request that did not decode: answered, unless only some sources are served at all.
+      if (this.opts.admit) return null;
+      reply = errorReply(err, this.log);
     }
     return Buffer.from(bencode.encode(reply));
   }

@@ -34,7 +34,8 @@ export class RoomRegistry {
   private readonly log: Logger;
   readonly totals: RoomTotals = { joins: 0, leaves: { hangup: 0, removed: 0, 'media timeout': 0, 'room closed': 0 }, talkspurts: 0, dtmf: 0 };
 
-  constructor(readonly config: RoomsConfig, private readonly relay: Relay, private readonly media: Pick<MediaConfig, 'timeouts' | 'key'>, opts: { logger?: Logger } = {}) {
+  /** rooms.siblingPort is the edge's business (sibling-rooms.ts), not the registry's. */
+  constructor(readonly config: Omit<RoomsConfig, 'siblingPort'>, private readonly relay: Relay, private readonly media: Pick<MediaConfig, 'timeouts' | 'key'>, opts: { logger?: Logger } = {}) {
     this.log = opts.logger ?? silentLogger;
     this.broadcasts = new Map(config.broadcast.map((b) => [b.name.toLowerCase(), new Set(b.speakers.map((s) => s.toLowerCase()))]));
     const tickMs = Math.max(50, Math.min(1000, media.key.rechallengeIntervalMs / 2));

@@ -11,8 +11,8 @@ import type { PbxPeer } from '../sip/pbx-peer';
 import { contactUri, userOf } from '../sip/registration';
 import { destroyQuietly, transportOf, type SipRequest, type SipResponse } from '../sip/srf';
 import { INFO_DTMF_TYPES, parseInfoDtmf } from './info-dtmf';
-import type { Participant } from './participant';
 import { RoomError, type RoomRegistry } from './registry';
+import { LocalSeats, RoomUnavailable, type RoomSeat, type RoomSeats } from './seats';
 
 export interface RoomDeskDeps {
   rooms: RoomRegistry;
@@ -20,6 +20,8 @@ export interface RoomDeskDeps {
   store: BindingStore;
   sip: SipConfig;
   log: Logger;
+  /** Where joins go: this process's registry unless several edge processes share the rooms (sibling-rooms.ts). */
+  seats?: RoomSeats;
 }
 
 /**
@@ -28,7 +30,11 @@ export interface RoomDeskDeps {
  * registered through this keylatch may join; each gets the leg policy a call would give it.
  */
 export class RoomDesk {
-  constructor(private readonly deps: RoomDeskDeps) {}
+  private readonly seats: RoomSeats;
+
+  constructor(private readonly deps: RoomDeskDeps) {
+    this.seats = deps.seats ?? new LocalSeats(deps.rooms);
+  }
 
   /**
    * Whether an INVITE is for a room: a room's user part, whatever the host. A phone whose domain
@@ -60,49 +66,54 @@ export class RoomDesk {
     if (this.deps.sip.requireKey && !fromPbx && leg.policy !== 'key') {
       return void res.send(403, 'keylatch key required', { headers: { Warning: '399 keylatch "sign in over TLS or WSS and offer a=keylatch:v1"' } });
     }
-    let joined: Awaited<ReturnType<RoomRegistry['join']>>;
+    let joined: { seat: RoomSeat; answer: string };
     try {
-      joined = await rooms.join(name, who, leg, req.body);
+      joined = await this.seats.join(name, who, leg, req.body);
     } catch (err) {
       return this.refuse(res, err);
     }
-    const { room, participant } = joined;
+    const { seat, answer } = joined;
     let dialog: Srf.Dialog;
     try {
       // drachtio-srf's typings want a callback form; the promise form takes (req, res, opts).
       const createUAS = arrivedOn.createUAS.bind(arrivedOn) as unknown as (q: SipRequest, s: SipResponse, o: object) => Promise<Srf.Dialog>;
-      dialog = await createUAS(req, res, { localSdp: participant.answer(req.body), headers: { 'Content-Type': 'application/sdp' } });
+      dialog = await createUAS(req, res, { localSdp: answer, headers: { 'Content-Type': 'application/sdp' } });
     } catch (err) {
       // CANCEL, or the caller went away before our 200 was acknowledged.
       log.info({ callId, room: name, err: (err as Error).message }, 'room: join not completed');
-      room.leave(participant, 'hangup');
+      seat.hangup();
       return;
     }
-    this.wire(dialog, participant, callId);
-    if (!(dialog as Srf.Dialog & { connected: boolean }).connected) room.leave(participant, 'hangup');
+    // Which process holds the dialog (the owner's 'room: joined' says where the media is).
+    log.info({ callId, room: name, participant: seat.id, who }, 'room: answered');
+    this.wire(dialog, seat, callId);
+    if (!(dialog as Srf.Dialog & { connected: boolean }).connected) seat.hangup();
   }
 
-  private wire(dialog: Srf.Dialog, p: Participant, callId: string): void {
-    const room = () => this.deps.rooms.roomOf(p);
-    p.end = () => destroyQuietly(dialog);
+  private wire(dialog: Srf.Dialog, seat: RoomSeat, callId: string): void {
+    let ended = false;
+    seat.onEnd(() => {
+      ended = true;
+      destroyQuietly(dialog);
+    });
     dialog.on('destroy', () => {
-      p.end = null;
-      room()?.leave(p, 'hangup');
+      // A BYE this side sent because the room let the participant go needs no leave of its own.
+      if (!ended) seat.hangup();
     });
     dialog.on('modify', (req: SipRequest, res: SipResponse) => {
-      try {
-        if (req.body) p.describe(req.body);
-        res.send(200, { body: req.body ? p.answer(req.body) : dialog.local.sdp, headers: { 'Content-Type': 'application/sdp' } });
-      } catch (err) {
-        this.deps.log.warn({ callId, err: (err as Error).message }, 'room: re-INVITE refused');
-        res.send(err instanceof SdpError ? 488 : 500, {});
-      }
+      (req.body ? seat.describe(req.body) : Promise.resolve(dialog.local.sdp)).then(
+        (body) => res.send(200, { body, headers: { 'Content-Type': 'application/sdp' } }),
+        (err: Error) => {
+          this.deps.log.warn({ callId, err: err.message }, 'room: re-INVITE refused');
+          res.send(err instanceof SdpError ? 488 : 500, {});
+        },
+      );
     });
     dialog.on('info', (req: SipRequest, res: SipResponse) => {
       const dtmf = parseInfoDtmf(req.get('Content-Type'), req.body);
-      if (dtmf.kind === 'key') room()?.reportDtmf(p, dtmf.key);
+      if (dtmf.kind === 'key') seat.dtmf(dtmf.key);
       if (dtmf.kind === 'key' || dtmf.kind === 'empty') return void res.send(200, {});
-      this.deps.log.info({ callId, participant: p.id, contentType: req.get('Content-Type'), why: dtmf.kind === 'malformed' ? dtmf.why : 'type' }, 'room: INFO refused');
+      this.deps.log.info({ callId, participant: seat.id, contentType: req.get('Content-Type'), why: dtmf.kind === 'malformed' ? dtmf.why : 'type' }, 'room: INFO refused');
       if (dtmf.kind === 'unsupported') return void res.send(415, 'Unsupported Media Type', { headers: { Accept: INFO_DTMF_TYPES.join(', ') } });
       res.send(400, 'Bad DTMF', { headers: { Warning: `399 keylatch "${dtmf.why}"` } });
     });
@@ -138,6 +149,10 @@ export class RoomDesk {
     if (err instanceof RoomError) return void res.send(err.code === 'room-full' ? 486 : 404, err.code === 'room-full' ? 'Room full' : 'No such room', {});
     if (err instanceof SdpError) return void res.send(488, 'Not Acceptable Here', { headers: { Warning: `399 keylatch "${err.message}"` } });
     if (err instanceof PortPoolExhausted) return void res.send(503, 'Media ports exhausted', {});
+    if (err instanceof RoomUnavailable) {
+      this.deps.log.warn({ err: err.message }, 'room: join refused, the room\'s edge process is unavailable');
+      return void res.send(503, 'Room unavailable', { headers: { 'Retry-After': '5' } });
+    }
     if (err instanceof RelayError && err.code === 'insecure-key-transport') return void res.send(403, 'Key requires TLS or WSS', {});
     throw err;
   }

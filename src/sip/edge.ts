@@ -10,6 +10,7 @@ import { InProcessNode, type RelayNode } from '../relay-pool/nodes';
 import { RelayPool } from '../relay-pool/pool';
 import { MediaWatch } from '../relay-pool/media-watch';
 import type { RoomRegistry } from '../rooms/registry';
+import type { RoomSeats } from '../rooms/seats';
 import { RoomDesk } from '../rooms/sip-rooms';
 import { CallSession } from './call-session';
 import { forwardRequest } from './forward';
@@ -46,6 +47,8 @@ export interface EdgeOptions {
   logger?: Logger;
   /** Group calls (src/rooms): INVITEs to its rooms are answered here, not sent to the PBX. */
   rooms?: RoomRegistry | null;
+  /** Where room joins go when several edge processes share the rooms (src/rooms/sibling-rooms.ts); default: `rooms`. */
+  roomSeats?: RoomSeats | null;
   /** Which of sip.processes edge processes on this drachtio-server this is: it keeps alive only its share of the flows. */
   share?: EdgeShare;
 }
@@ -137,7 +140,7 @@ export async function startSipEdge(opts: EdgeOptions): Promise<SipEdge> {
       legsOf.delete(callId);
     },
   };
-  const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, pbx, store, sip: opts.sip, log }) : null;
+  const rooms = opts.rooms?.config.enabled ? new RoomDesk({ rooms: opts.rooms, pbx, store, sip: opts.sip, log, ...(opts.roomSeats ? { seats: opts.roomSeats } : {}) }) : null;
   const onInvite = (arrivedOn: Srf): Handler => guard(log, async (req, res) => {
     if (rooms?.claims(req)) return rooms.serve(req, res, arrivedOn, arrivedOn !== srf);
     const onOwnLeg = (leg: string): void => {
