@@ -5,9 +5,13 @@ import type { Relay } from '../media/relay';
 import { Participant } from './participant';
 import { Room, type LeaveReason, type RoomInfo } from './room';
 
+/** Why a join was refused; each answers the INVITE its own way (sip-rooms.ts, refuse). */
+export const ROOM_ERROR_CODES = ['no-such-room', 'room-full', 'hairpin'] as const;
+export type RoomErrorCode = (typeof ROOM_ERROR_CODES)[number];
+
 export class RoomError extends Error {
   override name = 'RoomError';
-  constructor(readonly code: 'no-such-room' | 'room-full' | 'hairpin', message: string) {
+  constructor(readonly code: RoomErrorCode, message: string) {
     super(message);
   }
 }

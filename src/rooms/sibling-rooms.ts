@@ -42,7 +42,7 @@ import { NgClient, NgTimeout, type NgMessage } from '../relay-pool/ng-client';
 import { SdpError } from '../sdp/session';
 import { roomActions } from './admin';
 import type { Participant } from './participant';
-import { RoomError, type RoomRegistry } from './registry';
+import { ROOM_ERROR_CODES, RoomError, type RoomErrorCode, type RoomRegistry } from './registry';
 import { DTMF_KEYS, type RoomInfo } from './room';
 import { roomOwner } from './room-owner';
 import { LocalSeats, RoomUnavailable, type RoomSeat, type RoomSeats } from './seats';
@@ -140,7 +140,8 @@ function errorKind(err: unknown): string | null {
 function rethrow(reply: NgMessage): never {
   const reason = String(reply['error-reason'] ?? 'error');
   const kind = String(reply['error-kind'] ?? '');
-  if (kind === 'no-such-room' || kind === 'room-full') throw new RoomError(kind, reason);
+  // Every refusal of the owner's registry, so the caller gets what a join in one process gets.
+  if ((ROOM_ERROR_CODES as readonly string[]).includes(kind)) throw new RoomError(kind as RoomErrorCode, reason);
   if (kind === 'sdp') throw new SdpError(reason);
   if (kind === 'ports') throw new PortPoolExhausted(Number(reply['port-min'] ?? 0), Number(reply['port-max'] ?? 0));
   if (kind.startsWith('relay:')) throw new RelayError(kind.slice(6) as ConstructorParameters<typeof RelayError>[0], reason);

@@ -126,6 +126,12 @@ describe('rooms over the sibling channel', () => {
     await expect(procs[0]!.join(owned(1), 'sip:c@test', { policy: 'guarded', secure: false }, await offer())).rejects.toMatchObject({ name: 'RoomError', code: 'room-full' });
   });
 
+  it('an owner\'s refusal of a call the PBX routed back (its offer names a leg of the owner\'s relay) reaches the dialog side as that refusal', async () => {
+    await twoProcesses();
+    const ownLeg = (await relays[1]!.offer({ callId: 'to-pbx', fromTag: 'a', sdp: await offer() })).sdp;
+    await expect(procs[0]!.join(owned(1), 'sip:c@test', { policy: 'guarded', secure: false }, ownLeg)).rejects.toMatchObject({ name: 'RoomError', code: 'hairpin' });
+  });
+
   it('a key leg\'s key crosses the channel sealed, and the dialog side gets it in clear', async () => {
     await twoProcesses();
     const name = owned(0);
