@@ -299,11 +299,16 @@ export class SiblingRooms implements RoomSeats {
   private expireGuests(now: number): void {
     for (const [id, g] of this.guests) {
       if (now - g.keptAt <= GUEST_LOST_KEEPS * this.keepMs + this.commandMs) continue;
-      this.guests.delete(id);
       this.log.warn({ participant: id, who: g.p.who, dialogProcess: g.from }, 'room: the edge process holding this participant\'s dialog is gone: it leaves');
-      g.p.end = null;
-      this.opts.rooms.roomOf(g.p)?.leave(g.p, 'hangup');
+      this.guestLeaves(id, g);
     }
+  }
+
+  /** A guest's dialog ended (or its process is gone): it leaves, with no word back to that process. */
+  private guestLeaves(id: string, g: Guest): void {
+    this.guests.delete(id);
+    g.p.end = null;
+    this.opts.rooms.roomOf(g.p)?.leave(g.p, 'hangup');
   }
 
   private async handle(req: NgDict): Promise<NgDict> {
@@ -353,11 +358,7 @@ export class SiblingRooms implements RoomSeats {
       case 'room-leave': {
         const id = str(req, 'participant', 64);
         const g = this.guests.get(id);
-        if (g && g.from === from) {
-          this.guests.delete(id);
-          g.p.end = null;
-          rooms.roomOf(g.p)?.leave(g.p, 'hangup');
-        }
+        if (g && g.from === from) this.guestLeaves(id, g);
         return { result: 'ok' };
       }
       case 'room-keep': {
