@@ -8,7 +8,6 @@
  * either process's admin port lists the room with all four; then one whose dialog is on the
  * sibling hangs up, and the other three still hear each other and not it.
  */
-import type { ChildProcess } from 'node:child_process';
 import fs, { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,7 +15,7 @@ import { blockToneShare } from '../../src/codec/goertzel';
 import { roomOwner } from '../../src/rooms/room-owner';
 import type { RoomInfo } from '../../src/rooms/room';
 import { Baresip, baresipUnavailable, recordedSince } from '../helpers/baresip';
-import { runCli, spawnCli } from '../helpers/cli';
+import { edgeIsUp, runCli, spawnCliLogged, type CliLogLine, type LoggedCli } from '../helpers/cli';
 import { selfSignedCert, skipUnlessDrachtio, startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { kamailioUnavailable, startKamailio } from '../helpers/kamailio';
 import { RELAY_IP, Topology, netnsUnavailable } from '../helpers/netns';
@@ -38,21 +37,14 @@ const ESTABLISHED = /Call established/;
 /** alice: a plugin softphone over WSS, so a key leg (its key sealed between the processes). */
 const ALICE_TONE = 2000;
 
-interface LogLine {
-  msg: string;
-  edgeProcess?: number;
-  [k: string]: unknown;
-}
-
 (skip ? describe.skip : describe)('a room across keylatch edge --processes 2: baresip phones behind NATs', () => {
   const adminPort = 29100 + (process.pid % 400) * 2;
   let topo: Topology;
   let pbx: ReturnType<typeof startKamailio>;
   let drachtio: RunningDrachtio;
   let redis: { url: string; stop: () => Promise<void> };
-  let edge: ChildProcess;
-  let stderr = '';
-  const lines: LogLine[] = [];
+  let edge: LoggedCli;
+  let lines: CliLogLine[] = [];
   const phones = {} as Record<Who, Baresip>;
   const nets = {} as Record<Who | 'alice', ReturnType<Topology['addNattedClient']>>;
   let alice: Softphone;
@@ -73,7 +65,7 @@ interface LogLine {
     const cert = selfSignedCert(RELAY_IP);
     drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp`, `sips:${RELAY_IP}:5063;transport=wss`], adminPort: 9722 + (process.pid % 300), loglevel: 'notice', tls: cert });
     redis = await startRedis();
-    edge = spawnCli(['edge', '--processes', '2'], {
+    edge = spawnCliLogged(['edge', '--processes', '2'], {
       KEYLATCH_LOG__LEVEL: 'info',
       KEYLATCH_SIP__DRACHTIO__HOST: drachtio.admin.host, KEYLATCH_SIP__DRACHTIO__PORT: String(drachtio.admin.port), KEYLATCH_SIP__DRACHTIO__SECRET: drachtio.admin.secret,
       KEYLATCH_SIP__PBX: `sip:${PBX_IP}:5060`, KEYLATCH_SIP__ADVERTISED_ADDRESS: `${RELAY_IP}:5060`, KEYLATCH_SIP__BINDING_STORE: redis.url,
@@ -81,38 +73,21 @@ interface LogLine {
       KEYLATCH_ROOMS__ENABLED: 'true', KEYLATCH_ROOMS__SIBLING_PORT: String(29900 + (process.pid % 50) * 2),
       KEYLATCH_ADMIN__LISTEN: `127.0.0.1:${adminPort}`,
     });
-    let partial = '';
-    edge.stdout!.on('data', (d: Buffer) => {
-      const all = (partial + d.toString()).split('\n');
-      partial = all.pop()!;
-      for (const l of all) {
-        try {
-          lines.push(JSON.parse(l) as LogLine);
-        } catch {
-          /* not a log line */
-        }
-      }
-    });
-    edge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const isUp = (l: LogLine): boolean => l.msg === 'keylatch edge started' && l.edgeProcess === undefined;
-    await waitFor(() => lines.some(isUp) || edge.exitCode !== null, 40_000, 50).catch(() => undefined);
-    if (!lines.some(isUp)) throw new Error(`keylatch edge --processes 2 did not come up:\n${stderr.slice(-3000)}`);
+    lines = edge.lines;
+    await edge.until(edgeIsUp, 40_000, 'come up');
     alice = new Softphone(topo, nets.alice.clientNs, ['--server', `wss://${RELAY_IP}:5063`, '--aor', 'sip:alice@keylatch.test', '--ca', cert.cert, '--bind', nets.alice.privateIp,
       '--sdp-address', nets.alice.privateIp, '--answer', '--record', path.join(dir, 'alice.wav'), '--stats-ms', '60000', '--tone', String(ALICE_TONE)]);
     await alice.next('registered', 15_000, 0);
     for (const who of WHO) phones[who] = new Baresip(topo, nets[who].clientNs, { localIp: nets[who].privateIp, user: who, edge: `${RELAY_IP}:5060`, toneHz: TONE[who] });
     for (const who of WHO) {
       await waitFor(() => pbx.log().includes(`REGISTER sip:${who}@keylatch.test`), 15_000, 50).catch(() => {
-        throw new Error(`${who} did not register\n${phones[who].tail()}\n${stderr.slice(-2000)}`);
+        throw new Error(`${who} did not register\n${phones[who].tail()}\n${edge.stderr().slice(-2000)}`);
       });
     }
   }, 120_000);
 
   afterAll(async () => {
-    if (edge && edge.exitCode === null) {
-      edge.kill('SIGTERM');
-      await new Promise((r) => edge.once('exit', r));
-    }
+    await edge?.stop();
     await redis?.stop();
     await drachtio?.stop();
     pbx?.stop();
@@ -151,7 +126,7 @@ interface LogLine {
       const before = phones[who].count(ESTABLISHED);
       phones[who].command(`/dial ${ROOM}`);
       await waitFor(() => phones[who].count(ESTABLISHED) > before, 15_000, 50).catch(() => {
-        throw new Error(`${who} did not join\n${phones[who].tail()}\n${stderr.slice(-2000)}`);
+        throw new Error(`${who} did not join\n${phones[who].tail()}\n${edge.stderr().slice(-2000)}`);
       });
     }
     // Which process answered each INVITE (holds its dialog), and where the media joined.
@@ -258,7 +233,7 @@ interface LogLine {
   it('a dialog process that dies takes its participants out of the room; an owner that dies has its sibling BYE the rest', async () => {
     const owner = roomOwner(ROOM_NAME, 2);
     const from = lines.length;
-    const since = (): LogLine[] => lines.slice(from);
+    const since = (): CliLogLine[] => lines.slice(from);
     for (const who of WHO) {
       const before = phones[who].count(ESTABLISHED);
       phones[who].command(`/dial ${ROOM}`);

@@ -7,26 +7,18 @@
  * answered from the shared binding on the other), then the PBX calls it twice: each process
  * carries one call, so one of them is a call through a process that never saw the REGISTER.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { edgeIsUp, spawnCliLogged, type CliLogLine, type LoggedCli } from '../helpers/cli';
 import { startDrachtio, type RunningDrachtio } from '../helpers/drachtio';
 import { waitFor } from '../helpers/peers';
 import { redisUnavailable, startRedis } from '../helpers/redis';
 import { skipSipSuite } from '../helpers/sip-edge';
 import { SCENARIOS, runSipp } from '../helpers/sipp';
 
-const root = path.join(__dirname, '..', '..');
 const noRedis = redisUnavailable();
 if (noRedis) console.warn(`!!! SKIPPED edge processes: ${noRedis}`);
 const skip = skipSipSuite('edge processes') || noRedis !== null;
-
-interface LogLine {
-  msg: string;
-  edgeProcess?: number;
-  pid?: number;
-  [k: string]: unknown;
-}
 
 (skip ? describe.skip : describe)('several edge processes on one drachtio-server', () => {
   const sipPort = 27060 + (process.pid % 500);
@@ -34,23 +26,19 @@ interface LogLine {
   const phonePort = 28060 + (process.pid % 500);
   let drachtio: RunningDrachtio;
   let redis: { url: string; stop: () => Promise<void> };
-  let edge: ChildProcess;
-  const lines: LogLine[] = [];
-  const logged = (msg: string): LogLine[] => lines.filter((l) => l.msg === msg);
-  // The supervisor's own line (no edgeProcess): the edge says it is up.
-  const isUp = (l: LogLine): boolean => l.msg === 'keylatch edge started' && l.edgeProcess === undefined;
+  let edge: LoggedCli;
+  let lines: CliLogLine[] = [];
+  const logged = (msg: string): CliLogLine[] => lines.filter((l) => l.msg === msg);
   const AT_START = 20;
   let atStart: Promise<{ code: number; out: string }>;
   let pbxAtStart: Promise<{ code: number; out: string }>;
   const stopPbxAtStart = new AbortController();
   let atStartMs = 0;
-  let stderr = '';
 
   beforeAll(async () => {
     drachtio = await startDrachtio({ contacts: [`sip:127.0.0.1:${sipPort};transport=udp`], adminPort: 27022 + (process.pid % 500), loglevel: 'notice' });
     redis = await startRedis();
     const env = {
-      ...process.env,
       KEYLATCH_LOG__LEVEL: 'debug',
       KEYLATCH_SIP__DRACHTIO__HOST: drachtio.admin.host, KEYLATCH_SIP__DRACHTIO__PORT: String(drachtio.admin.port), KEYLATCH_SIP__DRACHTIO__SECRET: drachtio.admin.secret,
       KEYLATCH_SIP__PBX: `sip:127.0.0.2:${pbxPort}`, KEYLATCH_SIP__ADVERTISED_ADDRESS: `127.0.0.1:${sipPort}`, KEYLATCH_SIP__BINDING_STORE: redis.url,
@@ -68,31 +56,15 @@ interface LogLine {
       atStartMs = Date.now() - t0;
       return r;
     });
-    edge = spawn(process.execPath, ['-r', path.join(root, 'test/helpers/ts-register.js'), path.join(root, 'src/cli.ts'), 'edge', '--processes', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let partial = '';
-    edge.stdout!.on('data', (d: Buffer) => {
-      const all = (partial + d.toString()).split('\n');
-      partial = all.pop()!;
-      for (const l of all) {
-        try {
-          const line = JSON.parse(l) as LogLine;
-          lines.push(line);
-          if (isUp(line)) up();
-        } catch {
-          /* not a log line */
-        }
-      }
+    edge = spawnCliLogged(['edge', '--processes', '2'], env, (line) => {
+      if (edgeIsUp(line)) up();
     });
-    edge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    await waitFor(() => lines.some(isUp) || edge.exitCode !== null, 30_000).catch(() => undefined);
-    if (edge.exitCode !== null || !lines.some(isUp)) throw new Error(`keylatch edge --processes 2 did not say it was up:\n${stderr.slice(-3000)}`);
+    lines = edge.lines;
+    await edge.until(edgeIsUp, 30_000, 'say it was up');
   }, 50_000);
 
   afterAll(async () => {
-    if (edge && edge.exitCode === null) {
-      edge.kill('SIGTERM');
-      await new Promise((r) => edge.once('exit', r));
-    }
+    await edge?.stop();
     await redis?.stop();
     await drachtio?.stop();
   });
@@ -106,7 +78,7 @@ interface LogLine {
     expect({ phones: phones.code, out: phones.code === 0 ? '' : phones.out.slice(-2500) }).toEqual({ phones: 0, out: '' });
     expect({ pbx: upstream.code, out: upstream.code === 0 ? '' : upstream.out.slice(-1500) }).toEqual({ pbx: 0, out: '' });
     // It said so only after both processes were connected with their routes in place...
-    const upAt = lines.findIndex(isUp);
+    const upAt = lines.findIndex(edgeIsUp);
     const connectedBefore = lines.slice(0, upAt).filter((l) => l.msg === 'connected to drachtio-server').map((l) => l.edgeProcess);
     expect(new Set(connectedBefore)).toEqual(new Set([0, 1]));
     // ...and both served from the first REGISTER on.
@@ -114,8 +86,8 @@ interface LogLine {
     expect(servedBy).toEqual(new Set([0, 1]));
     expect(lines.filter((l) => l.msg === 'edge process ready').map((l) => l.edgeProcess).sort()).toEqual([0, 1]);
     // One banner for the person at the terminal, the supervisor's, naming both processes.
-    expect(stderr.split('keylatch edge is up')).toHaveLength(2);
-    expect(stderr).toMatch(/edge processes\s+2 \(pids \d+, \d+\)/);
+    expect(edge.stderr().split('keylatch edge is up')).toHaveLength(2);
+    expect(edge.stderr()).toMatch(/edge processes\s+2 \(pids \d+, \d+\)/);
   }, 30_000);
 
   it('shares a registration between the processes and carries a call through each', async () => {
