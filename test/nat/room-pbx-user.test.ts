@@ -78,6 +78,17 @@ const ESTABLISHED = /Call established/;
     erin?.remove();
   });
 
+  /** carol and erin hang up; each one's recording of the room holds the other's tone. */
+  async function bothHangUpHavingHeardEachOther(): Promise<void> {
+    const recordings = [carol.recordings().length, erin.recordings().length];
+    carol.command('/hangup');
+    erin.command('/hangup');
+    for (const [p, hz, n] of [[carol, 1000, recordings[0]!], [erin, 440, recordings[1]!]] as const) {
+      await waitFor(() => p.recordings().length >= n && wavClosed(p.recordings()[n - 1]!), 8000);
+      expect(wavHoldsTone(p.recordings()[n - 1]!, hz, 0.5)).toMatchObject({ ok: true });
+    }
+  }
+
   it('joins both into one room, lists them in keylatch rooms, and each hears the other', async () => {
     const room = `sip:room-standup@${EDGE_IP}`;
     carol.command(`/dial ${room}`);
@@ -100,13 +111,7 @@ const ESTABLISHED = /Call established/;
     expect(lines[3]).toMatch(/^ {11}\S+\s+sip:erin@keylatch\.test\s+speaker\/mix\s+guarded:locked\s+198\.18\.0\.30:\d+\s+talking\s+\d+\s+\d+$/);
     console.log(`keylatch rooms, carol (through keylatch) and erin (a PBX user) in room standup:\n${listed.out}`);
 
-    const recordings = [carol.recordings().length, erin.recordings().length];
-    carol.command('/hangup');
-    erin.command('/hangup');
-    for (const [p, hz, n] of [[carol, 1000, recordings[0]!], [erin, 440, recordings[1]!]] as const) {
-      await waitFor(() => p.recordings().length >= n && wavClosed(p.recordings()[n - 1]!), 8000);
-      expect(wavHoldsTone(p.recordings()[n - 1]!, hz, 0.5)).toMatchObject({ ok: true });
-    }
+    await bothHangUpHavingHeardEachOther();
     // erin's room call came through the PBX (keylatch took it as the PBX's) and keylatch answered it.
     expect(edgeLog).toMatch(/"who":"sip:erin@keylatch.test".*"msg":"room: joined"/);
   }, 60000);
@@ -125,13 +130,7 @@ const ESTABLISHED = /Call established/;
     await sleep(3000);
     const listed = await cli(['rooms']);
     expect(listed.out).toMatch(/sip:carol@keylatch\.test\s+speaker\/mix\s+guarded:locked\s+198\.18\.0\.13:\d+\s+talking/);
-    const recordings = [carol.recordings().length, erin.recordings().length];
-    carol.command('/hangup');
-    erin.command('/hangup');
-    for (const [p, hz, n] of [[carol, 1000, recordings[0]!], [erin, 440, recordings[1]!]] as const) {
-      await waitFor(() => p.recordings().length >= n && wavClosed(p.recordings()[n - 1]!), 8000);
-      expect(wavHoldsTone(p.recordings()[n - 1]!, hz, 0.5)).toMatchObject({ ok: true });
-    }
+    await bothHangUpHavingHeardEachOther();
     // The PBX's room route logs each call it sends to keylatch: erin's, not carol's.
     const routed = pbx.log().slice(pbxBefore).split('\n').filter((l) => l.includes('room call'));
     expect(routed.map((l) => /from (\S+)/.exec(l)?.[1])).toEqual(['sip:erin@keylatch.test']);
