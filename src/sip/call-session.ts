@@ -351,7 +351,7 @@ export class CallSession {
 
   /** Where this call's media is while it is answered and settled on a node of its own (MediaWatch). */
   mediaOnNode(): { node: RelayNode; callId: string; placement: number; placedAt: number } | null {
-    const at = this.media instanceof AnchoredMedia && this.connected && !this.ended ? this.media.settled : null;
+    const at = this.media instanceof AnchoredMedia && this.isConnected ? this.media.settled : null;
     return at ? { ...at, callId: this.relayCallId } : null;
   }
 
