@@ -9,7 +9,7 @@ import { RELAYS_PATH, formatRelays, relayAdminRequest } from './control/relay-ad
 import { ROOM_ACTIONS, RoomsClient, type RoomAction } from './control/rooms-client';
 import { createLogger } from './log';
 import { requireEdgeSettings, startEdgeService } from './edge-service';
-import { EdgeProcessFailedStart, SOLE, combinedSummary, configForShare, reportReady, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
+import { EdgeProcessFailedStart, SOLE, combinedSummary, reportReady, shareFromEnv, superviseEdgeProcesses } from './edge-processes';
 import { splitHostPort } from './host-port';
 import { startRelayService } from './relay-service';
 
@@ -217,7 +217,6 @@ export async function main(argv: string[]): Promise<number> {
       service = { close: () => supervisor.stop(), summary: () => combinedSummary(summaries, supervisor.pids()) };
     } else if (command === 'edge') {
       if (share) {
-        config = configForShare(config, share);
         log = log.child({ edgeProcess: share.index, pid: process.pid });
         // The supervisor is gone (its IPC channel closed): so is this process's reason to run.
         process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));

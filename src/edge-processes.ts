@@ -59,6 +59,11 @@ export function portSlice(portMin: number, portMax: number, share: EdgeShare): {
   return { portMin: min, portMax: share.index === share.count - 1 ? portMax : min + size - 1 };
 }
 
+/** The other processes' slices: the edge's own media ports that this process's relay never holds. */
+export function siblingSlices(portMin: number, portMax: number, share: EdgeShare): Array<{ portMin: number; portMax: number }> {
+  return Array.from({ length: share.count }, (_, index) => index).filter((i) => i !== share.index).map((index) => portSlice(portMin, portMax, { index, count: share.count }));
+}
+
 const shiftPort = (hostPort: string | null, by: number): string | null => {
   if (hostPort === null || by === 0) return hostPort;
   const { host, port } = splitHostPort(hostPort);

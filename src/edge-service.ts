@@ -21,7 +21,7 @@ import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
 import { pooledCallStatuses } from './relay-pool/pool-status';
 import { ngSealKey } from './control/ng-key-seal';
-import { SIBLING_SECRET_ENV, SOLE, type EdgeShare } from './edge-processes';
+import { SIBLING_SECRET_ENV, SOLE, configForShare, siblingSlices, type EdgeShare } from './edge-processes';
 import { siblingRoomActions } from './rooms/sibling-admin';
 import { SiblingRooms } from './rooms/sibling-rooms';
 
@@ -102,8 +102,9 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
 }
 
 /** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
-/** share: which of sip.processes edge processes this is (src/edge-processes.ts); config is already its own slice. */
-export async function startEdgeService(config: Config, log: Logger, share: EdgeShare = SOLE): Promise<EdgeService> {
+/** share: which of sip.processes edge processes this is (src/edge-processes.ts); edgeConfig is the whole edge's, sliced here. */
+export async function startEdgeService(edgeConfig: Config, log: Logger, share: EdgeShare = SOLE): Promise<EdgeService> {
+  const config = configForShare(edgeConfig, share);
   const { secret } = requireEdgeSettings(config);
   const startedAt = Date.now();
   tuneFastPath(config.media);
@@ -113,7 +114,7 @@ export async function startEdgeService(config: Config, log: Logger, share: EdgeS
   let edge: SipEdge | null = null;
   let listeners: HttpListeners | null = null;
   const registry = relayMetrics(relay);
-  const rooms = config.rooms.enabled ? new RoomRegistry(config.rooms, relay, config.media, { logger: log }) : null;
+  const rooms = config.rooms.enabled ? new RoomRegistry(config.rooms, relay, config.media, { logger: log, siblingMedia: siblingSlices(edgeConfig.media.portMin, edgeConfig.media.portMax, share) }) : null;
   if (rooms) registerRoomMetrics(rooms, registry);
   let siblings: SiblingRooms | null = null;
   const summary = (): Record<string, string> => ({

@@ -13,6 +13,7 @@ import { SourceSpread } from './latch/source-spread';
 import type { DropReason, Latch } from './latch/latch';
 import { PortPool, PortPoolExhausted } from './port-pool';
 import { RelayPort, emptyCounters, type PortCounters } from './relay-port';
+import type { PortShare } from './cluster/port-shares';
 
 export class RelayError extends Error {
   override name = 'RelayError';
@@ -296,6 +297,17 @@ export class Relay extends EventEmitter<RelayEvents> {
       for (const leg of call.legs)
         if (media.every((m) => leg.streams[m.index]?.rtp.port === m.port)) return { callId: call.id, legId: leg.legId };
     return null;
+  }
+
+  /**
+   * Whether every enabled m-line of `sdp` names one of this relay's addresses on a port inside
+   * one of `ranges`. With sip.processes > 1 the edge's other processes run relays of their own
+   * on the same address, each on its slice of the media range: an offer naming a port there is
+   * the edge's own media, though this relay holds no leg on it (legAddressedBy finds none).
+   */
+  addressedWithin(sdp: string, ranges: readonly PortShare[]): boolean {
+    return parseSdp(sdp).media.filter((m) => m.port !== 0)
+      .every((m) => this.isOwnAddress(m.address) && ranges.some((r) => m.port >= r.portMin && m.port <= r.portMax));
   }
 
   /**

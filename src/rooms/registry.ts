@@ -1,6 +1,7 @@
 import type { MediaConfig, RoomsConfig } from '../config/schema';
 import { silentLogger, type Logger } from '../log';
 import type { LegOptions } from '../media/call';
+import type { PortShare } from '../media/cluster/port-shares';
 import type { Relay } from '../media/relay';
 import { Participant } from './participant';
 import { Room, type LeaveReason, type RoomInfo } from './room';
@@ -39,8 +40,15 @@ export class RoomRegistry {
   readonly totals: RoomTotals = { joins: 0, leaves: { hangup: 0, removed: 0, 'media timeout': 0, 'room closed': 0 }, talkspurts: 0, dtmf: 0 };
 
   /** rooms.siblingPort is the edge's business (sibling-rooms.ts), not the registry's. */
-  constructor(readonly config: Omit<RoomsConfig, 'siblingPort'>, private readonly relay: Relay, private readonly media: Pick<MediaConfig, 'timeouts' | 'key'>, opts: { logger?: Logger } = {}) {
+  /** With sip.processes > 1: the media ports of the edge's other processes, on this relay's address. */
+  private readonly siblingMedia: readonly PortShare[];
+
+  constructor(
+    readonly config: Omit<RoomsConfig, 'siblingPort'>, private readonly relay: Relay, private readonly media: Pick<MediaConfig, 'timeouts' | 'key'>,
+    opts: { logger?: Logger; siblingMedia?: readonly PortShare[] } = {},
+  ) {
     this.log = opts.logger ?? silentLogger;
+    this.siblingMedia = opts.siblingMedia ?? [];
     this.broadcasts = new Map(config.broadcast.map((b) => [b.name.toLowerCase(), new Set(b.speakers.map((s) => s.toLowerCase()))]));
     const tickMs = Math.max(50, Math.min(1000, media.key.rechallengeIntervalMs / 2));
     this.timer = setInterval(() => this.tick(Date.now()), tickMs);
@@ -68,8 +76,10 @@ export class RoomRegistry {
     // A call of one of our own clients that the PBX routed back here (an extension it maps to a
     // room): its offer names the call's own leg toward the PBX, on this relay. A participant
     // leg would send to that port and it to ours, and the relay sends to neither of its own
-    // ports: a silent call. Refuse it and say how the phone gets in.
-    if (this.relay.legAddressedBy(offer)) {
+    // ports: a silent call. Refuse it and say how the phone gets in. With several edge
+    // processes the leg may be on a sibling's relay: refused all the same, so that whether a
+    // phone gets in does not hang on which process drachtio-server gave its call to.
+    if (this.relay.legAddressedBy(offer) || (this.siblingMedia.length > 0 && this.relay.addressedWithin(offer, this.siblingMedia))) {
       throw new RoomError('hairpin', `this call comes from a phone registered through keylatch, routed back by the PBX: have the phone dial sip:${this.config.prefix}${name}@ its own domain or keylatch`);
     }
     const room = this.rooms.get(name) ?? this.open(name);

@@ -61,7 +61,8 @@ const ALICE_TONE = 2000;
     nets.frank = topo.addNattedClient('fr', 9, 'port-preserving');
     nets.alice = topo.addNattedClient('al', 2, 'symmetric');
     const pbxHost = topo.addPublicHost('pbx', 5);
-    pbx = startKamailio(topo, pbxHost.ns, `${PBX_IP}:5060`, { path: false });
+    // With the room route of docs/rooms.md ("PBX users in a room"), extension 8000 included.
+    pbx = startKamailio(topo, pbxHost.ns, `${PBX_IP}:5060`, { path: false, defines: [`KEYLATCH_ROOMS="sip:${RELAY_IP}:5060"`] });
     const cert = selfSignedCert(RELAY_IP);
     drachtio = await startDrachtio({ contacts: [`sip:${RELAY_IP}:5060;transport=udp`, `sips:${RELAY_IP}:5063;transport=wss`], adminPort: 9722 + (process.pid % 300), loglevel: 'notice', tls: cert });
     redis = await startRedis();
@@ -229,6 +230,41 @@ const ALICE_TONE = 2000;
     phones.carol.command('/hangup');
     await waitFor(() => lines.filter((l) => l.msg === 'room: closed').length === 2, 10_000, 50);
   }, 120_000);
+
+  it('refuses a phone\'s call that the PBX routes back to the room, whichever process holds the call and whichever the room', async () => {
+    // carol dials the PBX's extension for the room: her call leaves through one process, and the
+    // PBX's INVITE for the room comes back to the edge, to the same process or the other one.
+    const owner = roomOwner(ROOM_NAME, 2);
+    const legOn: number[] = [];
+    // drachtio-server hands new INVITEs to the processes in turn, so carol's and the PBX's
+    // alternate and her call would leave through the same process each time: one INVITE of
+    // frank's in between moves the turn on by one.
+    const shiftTurn = async (): Promise<void> => {
+      const [before, at] = [phones.frank.count(ESTABLISHED), lines.length];
+      phones.frank.command(`/dial ${ROOM}`);
+      await waitFor(() => phones.frank.count(ESTABLISHED) > before, 15_000, 50);
+      phones.frank.command('/hangup');
+      await waitFor(() => lines.slice(at).some((l) => l.msg === 'room: closed'), 10_000, 50);
+    };
+    for (let i = 0; i < 4 && new Set(legOn).size < 2; i++) {
+      if (i > 0) await shiftTurn();
+      const refused = phones.carol.count(/488 Not Acceptable Here/);
+      const at = lines.length;
+      phones.carol.command('/dial sip:8000@keylatch.test');
+      await waitFor(() => phones.carol.count(/488 Not Acceptable Here/) > refused, 10_000, 50).catch(() => {
+        throw new Error(`carol's call to 8000 was not refused\n${phones.carol.tail()}\n${edge.stderr().slice(-3000)}`);
+      });
+      // The process that holds her call (both its legs) logs the PBX's 488 as its end.
+      const ended = (l: CliLogLine): boolean => l.msg === 'call not connected' && l.status === 488;
+      await waitFor(() => lines.slice(at).some(ended), 5000, 50);
+      legOn.push(lines.slice(at).find(ended)!.edgeProcess!);
+      expect(lines.slice(at).filter((l) => l.msg === 'room: joined')).toEqual([]);
+    }
+    console.log(`rooms across processes, routed back by the PBX: owner ${owner}; carol's call leg on ${legOn.join(', ')}; refused every time`);
+    // Both placements seen: the leg on the owner's relay, and on the sibling's.
+    expect(new Set(legOn)).toEqual(new Set([0, 1]));
+    expect(await rooms(adminPort + owner)).toEqual([]);
+  }, 90_000);
 
   it('a dialog process that dies takes its participants out of the room; an owner that dies has its sibling BYE the rest', async () => {
     const owner = roomOwner(ROOM_NAME, 2);

@@ -5,14 +5,14 @@
  */
 import dgram from 'node:dgram';
 import bencode from 'bencode';
-import type { Relay } from '../../src/media/relay';
+import { Relay } from '../../src/media/relay';
 import { roomActions } from '../../src/rooms/admin';
 import { RoomRegistry } from '../../src/rooms/registry';
 import { roomOwner } from '../../src/rooms/room-owner';
 import { siblingRoomActions } from '../../src/rooms/sibling-admin';
 import { MAX_SKEW_MS, SiblingRooms, fromSibling, signSibling } from '../../src/rooms/sibling-rooms';
 import type { RoomSeat } from '../../src/rooms/seats';
-import { newRelay, sdp, sleep, testMediaConfig, testPeers, waitFor } from '../helpers/peers';
+import { sdp, sleep, testMediaConfig, testPeers, waitFor } from '../helpers/peers';
 
 const ROOMS = { enabled: true, prefix: 'room-', names: null, maxParticipants: 10, broadcast: [] };
 const SECRET = 'a sibling secret for this test only, long enough';
@@ -79,9 +79,12 @@ describe('rooms over the sibling channel', () => {
 
   /** Two edge processes of one edge; keeps every 200 ms so deaths show quickly. */
   async function twoProcesses(secrets: [string, string] = [SECRET, SECRET]): Promise<void> {
+    // Each process's relay on its own slice of the edge's ports, as configForShare cuts them.
+    const media = [testMediaConfig(), testMediaConfig()];
+    const slice = (i: number): { portMin: number; portMax: number } => ({ portMin: media[i]!.portMin, portMax: media[i]!.portMax });
     for (const index of [0, 1]) {
-      const relay = newRelay();
-      const rooms = new RoomRegistry({ ...ROOMS }, relay, testMediaConfig());
+      const relay = new Relay(media[index]!);
+      const rooms = new RoomRegistry({ ...ROOMS }, relay, media[index]!, { siblingMedia: [slice(1 - index)] });
       const proc = new SiblingRooms({ share: { index, count: 2 }, basePort: BASE_PORT, secret: secrets[index]!, rooms, keepMs: 200, commandMs: 500 });
       await proc.listen();
       relays.push(relay);
@@ -130,6 +133,19 @@ describe('rooms over the sibling channel', () => {
     await twoProcesses();
     const ownLeg = (await relays[1]!.offer({ callId: 'to-pbx', fromTag: 'a', sdp: await offer() })).sdp;
     await expect(procs[0]!.join(owned(1), 'sip:c@test', { policy: 'guarded', secure: false }, ownLeg)).rejects.toMatchObject({ name: 'RoomError', code: 'hairpin' });
+  });
+
+  it('refuses as routed back a call whose leg toward the PBX is on the other process\'s relay, not the owner\'s', async () => {
+    await twoProcesses();
+    // The phone's call went out through process 0; the PBX sent it back to a room owned by 1.
+    const siblingLeg = (await relays[0]!.offer({ callId: 'to-pbx', fromTag: 'a', sdp: await offer() })).sdp;
+    expect(relays[1]!.legAddressedBy(siblingLeg)).toBeNull();
+    await expect(procs[0]!.join(owned(1), 'sip:c@test', { policy: 'guarded', secure: false }, siblingLeg)).rejects.toMatchObject({ name: 'RoomError', code: 'hairpin' });
+    await expect(procs[1]!.join(owned(1), 'sip:c@test', { policy: 'guarded', secure: false }, siblingLeg)).rejects.toMatchObject({ name: 'RoomError', code: 'hairpin' });
+    expect(relays[1]!.pool.inUse).toBe(0);
+    // A phone of the PBX's own, on any other address, still gets in.
+    await procs[0]!.join(owned(1), 'sip:d@test', { policy: 'guarded', secure: false }, await offer());
+    expect(registries[1]!.get(owned(1))!.size).toBe(1);
   });
 
   it('a key leg\'s key crosses the channel sealed, and the dialog side gets it in clear', async () => {

@@ -5,7 +5,7 @@
  */
 import type Srf from 'drachtio-srf';
 import { ConfigError, loadConfig } from '../../src/config/load';
-import { combinedSummary, configForShare, ownsFlow, portSlice, shareFromEnv } from '../../src/edge-processes';
+import { combinedSummary, configForShare, ownsFlow, portSlice, shareFromEnv, siblingSlices } from '../../src/edge-processes';
 import { silentLogger } from '../../src/log';
 import { newBindingId, type Binding } from '../../src/nat/binding';
 import { MemoryBindingStore } from '../../src/nat/binding-store';
@@ -21,6 +21,12 @@ describe('edge process shares', () => {
     }
     expect(slices[0]!.portMin).toBe(min + (min % 2));
     expect(slices.at(-1)!.portMax).toBe(max);
+  });
+
+  it('names to each process the slices of all the others, and none of its own', () => {
+    const all = [0, 1, 2].map((index) => portSlice(30000, 30999, { index, count: 3 }));
+    expect(siblingSlices(30000, 30999, { index: 1, count: 3 })).toEqual([all[0], all[2]]);
+    expect(siblingSlices(30000, 30999, { index: 0, count: 1 })).toEqual([]);
   });
 
   it('gives every binding exactly one keepalive owner, spread over the processes', () => {
