@@ -24,6 +24,7 @@ import { ngSealKey } from './control/ng-key-seal';
 import { SIBLING_SECRET_ENV, SOLE, configForShare, siblingSlices, type EdgeShare } from './edge-processes';
 import { siblingRoomActions } from './rooms/sibling-admin';
 import { SiblingRooms } from './rooms/sibling-rooms';
+import { SiblingRelays } from './relay-pool/sibling-relays';
 
 export interface EdgeService {
   relay: Relay;
@@ -88,8 +89,11 @@ function explainDrachtioFailure(err: Error & { code?: string }, config: Config):
   return err;
 }
 
-/** media.relays as a pool; with none listed, the in-process relay alone. */
-export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPool {
+/**
+ * media.relays as a pool; with none listed, the in-process relay alone. `siblings`: the other
+ * edge processes' relays, with weight 0: asked about hairpins, never given a call (sibling-relays.ts).
+ */
+export function relayPoolFor(config: Config, relay: Relay, log: Logger, siblings: RelayNode[] = []): RelayPool {
   const listed = config.media.relays;
   const p = config.media.relayPool;
   const nodes: Array<{ node: RelayNode; weight: number }> = listed.length
@@ -98,7 +102,8 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
         weight: r.weight,
       }))
     : [{ node: new InProcessNode(relay), weight: 1 }];
-  return new RelayPool(nodes, { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown, mediaCheckIntervalMs: p.mediaCheckIntervalMs }, log);
+  const all = [...nodes, ...siblings.map((node) => ({ node, weight: 0, sibling: true }))];
+  return new RelayPool(all, { pingIntervalMs: p.pingIntervalMs, missedPingsDown: p.missedPingsDown, mediaCheckIntervalMs: p.mediaCheckIntervalMs }, log);
 }
 
 /** The whole product: relay, SIP edge on drachtio, binding store, metrics and the admin status endpoint. */
@@ -106,10 +111,17 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger): RelayPo
 export async function startEdgeService(edgeConfig: Config, log: Logger, share: EdgeShare = SOLE): Promise<EdgeService> {
   const config = configForShare(edgeConfig, share);
   const { secret } = requireEdgeSettings(config);
+  // Several processes: what they ask each other over loopback is signed under the supervisor's secret.
+  const siblingSecret = share.count > 1 ? process.env[SIBLING_SECRET_ENV] : null;
+  if (siblingSecret === undefined) throw new Error(`edge process ${share.index} has no ${SIBLING_SECRET_ENV}: start it with keylatch edge, whose supervisor sets it`);
   const startedAt = Date.now();
   tuneFastPath(config.media);
   const relay = new Relay(config.media, { logger: log });
-  const pool = relayPoolFor(config, relay, log);
+  const p = config.media.relayPool;
+  const hairpins = siblingSecret
+    ? new SiblingRelays({ share, basePort: config.sip.siblingRelayPort, secret: siblingSecret, relay, timeouts: { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, logger: log })
+    : null;
+  const pool = relayPoolFor(config, relay, log, hairpins?.nodes ?? []);
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });
   let edge: SipEdge | null = null;
   let listeners: HttpListeners | null = null;
@@ -135,11 +147,10 @@ export async function startEdgeService(edgeConfig: Config, log: Logger, share: E
     rooms: rooms ? `sip:${config.rooms.prefix}<name>@${config.sip.domains[0] ?? config.sip.advertisedAddress}, ${config.rooms.names ? config.rooms.names.join(', ') : 'any name'}` : 'off (rooms.enabled)',
   });
   try {
-    if (rooms && share.count > 1) {
+    await hairpins?.listen();
+    if (rooms && siblingSecret) {
       // Several processes: each room in its owner process, the others ask it (src/rooms/sibling-rooms.ts).
-      const secret = process.env[SIBLING_SECRET_ENV];
-      if (!secret) throw new Error(`edge process ${share.index} has no ${SIBLING_SECRET_ENV}: start it with keylatch edge, whose supervisor sets it`);
-      siblings = new SiblingRooms({ share, basePort: config.rooms.siblingPort, secret, rooms, logger: log });
+      siblings = new SiblingRooms({ share, basePort: config.rooms.siblingPort, secret: siblingSecret, rooms, logger: log });
       await siblings.listen();
     }
     const roomRoutes = rooms ? (siblings ? siblingRoomActions(roomActions(rooms), siblings) : roomActions(rooms)) : null;
@@ -162,6 +173,7 @@ export async function startEdgeService(edgeConfig: Config, log: Logger, share: E
   } catch (err) {
     listeners?.close();
     siblings?.close();
+    hairpins?.close();
     rooms?.close();
     pool.close();
     await relay.close();
@@ -178,6 +190,7 @@ export async function startEdgeService(edgeConfig: Config, log: Logger, share: E
       listeners?.close();
       await running.close();
       siblings?.close();
+      hairpins?.close();
       rooms?.close();
       pool.close();
       await relay.close();

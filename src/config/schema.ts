@@ -84,6 +84,9 @@ export const sipSchema = z.object({
   peerEdges: z.array(hostPort).default([]),
   // Edge processes on one drachtio-server (src/edge-processes.ts).
   processes: z.number().int().min(1).max(64).default(1),
+  // sip.processes > 1: edge process i serves its relay's hairpin commands to the others on
+  // 127.0.0.1:(siblingRelayPort + i) (src/relay-pool/sibling-relays.ts).
+  siblingRelayPort: z.number().int().min(1).max(65535 - 64).default(22450),
   keepalive: z
     .object({
       intervalSec: z.number().positive(),

@@ -30,6 +30,8 @@ export interface NgClientOptions {
   timeoutMs: number;
   /** Retransmits within timeoutMs: UDP may lose one datagram; the server's cookie cache makes repeats safe. */
   retransmits?: number;
+  /** Applied to every request before it is encoded: a signature, for a server that wants one (sibling-auth.ts). */
+  sign?: (req: NgMessage) => NgMessage;
 }
 
 /**
@@ -71,7 +73,8 @@ export class NgClient {
     if (this.closed) throw new NgTimeout(`ng client for ${this.opts.host}:${this.opts.port} is closed`);
     await this.bound;
     const cookie = randomBytes(8).toString('hex');
-    const packet = Buffer.concat([Buffer.from(`${cookie} `, 'latin1'), Buffer.from(bencode.encode({ ...args, command }))]);
+    const req = { ...args, command };
+    const packet = Buffer.concat([Buffer.from(`${cookie} `, 'latin1'), Buffer.from(bencode.encode(this.opts.sign ? this.opts.sign(req) : req))]);
     const tries = (this.opts.retransmits ?? 2) + 1;
     const interval = Math.max(10, Math.floor(timeoutMs / tries));
     return new Promise<NgMessage>((resolve, reject) => {

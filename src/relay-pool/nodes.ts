@@ -1,7 +1,7 @@
 import { joinHostPort } from '../host-port';
 import type { LegOptions } from '../media/call';
 import type { AnswerRequest, LegRef, OfferRequest, Relay } from '../media/relay';
-import { NgClient, NgRefused, isUnknownCall, type NgMessage } from './ng-client';
+import { NgClient, NgRefused, isUnknownCall, type NgClientOptions, type NgMessage } from './ng-client';
 import { unsealLegKeys } from '../control/ng-key-seal';
 
 /** What drives a relay node: keylatch's own (in this process or over ng) or rtpengine over ng. */
@@ -199,15 +199,16 @@ export class NgNode implements RelayNode {
   private readonly client: NgClient;
 
   /** pingTimeoutMs decides how fast a dead node is noticed; commands may take longer on a busy node. */
-  /** `sealKey` opens the leg keys a keylatch node seals in its replies (media.relayPool.keySecret). */
+  /** `sealKey` opens the leg keys a keylatch node seals in its replies (media.relayPool.keySecret); `sign`, for a node that wants signed requests (sibling-relays.ts). */
   constructor(
     readonly id: string,
     readonly kind: 'keylatch' | 'rtpengine',
     private readonly timeouts: { pingMs: number; commandMs: number },
     private readonly sealKey: Buffer | null = null,
+    sign?: NgClientOptions['sign'],
   ) {
     this.keyLegs = kind === 'keylatch';
-    this.client = new NgClient({ ...parseNgUrl(id), timeoutMs: timeouts.commandMs });
+    this.client = new NgClient({ ...parseNgUrl(id), timeoutMs: timeouts.commandMs, ...(sign ? { sign } : {}) });
     if (kind === 'keylatch') this.hairpins = this.ngHairpins();
   }
 

@@ -31,6 +31,8 @@ export interface PoolOptions {
 interface Member {
   node: RelayNode;
   weight: number;
+  /** Another edge process's relay (sibling-relays.ts), there for hairpins only: not the operator's to check. */
+  sibling: boolean;
   up: boolean;
   /**
    * Whether it ever answered a ping. A node that has not yet is not a node that died: in a stack
@@ -85,7 +87,7 @@ export class RelayPool extends EventEmitter<PoolEvents> {
   lostWhileUp = 0;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(nodes: Array<{ node: RelayNode; weight: number }>, readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
+  constructor(nodes: Array<{ node: RelayNode; weight: number; sibling?: boolean }>, readonly opts: PoolOptions, private readonly log: Logger = silentLogger) {
     super();
     if (nodes.length === 0) throw new Error('a relay pool needs at least one node');
     const ids = new Set<string>();
@@ -93,7 +95,7 @@ export class RelayPool extends EventEmitter<PoolEvents> {
       if (ids.has(node.id)) throw new Error(`relay ${node.id} is listed twice`);
       ids.add(node.id);
     }
-    this.members = nodes.map(({ node, weight }) => ({ node, weight, up: true, answered: false, draining: false, missed: 0, pinging: null, lastPingMs: null, callsLostAt: null, calls: new Set(), addresses: new Set() }));
+    this.members = nodes.map(({ node, weight, sibling }) => ({ node, weight, sibling: sibling ?? false, up: true, answered: false, draining: false, missed: 0, pinging: null, lastPingMs: null, callsLostAt: null, calls: new Set(), addresses: new Set() }));
   }
 
   /** Starts pinging; the first round goes out at once so a node that is down at start gets no calls. */
@@ -243,11 +245,14 @@ export class RelayPool extends EventEmitter<PoolEvents> {
         const calls = [...m.calls];
         m.calls.clear();
         if (!m.answered && calls.length === 0) {
+          // A sibling edge process starting a little after this one: nothing to check.
+          if (m.sibling) return void this.log.info({ relay: m.node.id }, 'sibling edge process does not answer on its hairpin channel yet: a hairpin through it is anchored here too until it does');
           // Nothing was lost: say what the operator can check rather than that calls move.
           this.log.warn({ relay: m.node.id, err: (err as Error).message }, 'relay node has not answered since the edge started: no calls go to it until it does (is it running, and is its media.relays URL right?)');
           return;
         }
-        this.log.error({ relay: m.node.id, calls: calls.length, err: (err as Error).message }, 'relay node down: moving its calls');
+        if (m.sibling) this.log.warn({ relay: m.node.id }, 'sibling edge process stopped answering on its hairpin channel (died or restarting): calls hairpinned through its relay lose their media');
+        else this.log.error({ relay: m.node.id, calls: calls.length, err: (err as Error).message }, 'relay node down: moving its calls');
         this.emit('down', m.node, calls);
       }
     }

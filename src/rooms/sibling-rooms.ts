@@ -9,10 +9,10 @@
  *
  * The channel is rtpengine's ng framing (cookie + bencode over UDP, NgClient/NgServer, with their
  * retransmits and reply cache) on 127.0.0.1:rooms.siblingPort + index. Only siblings are
- * served: a request must come from loopback and carry an HMAC under the secret the supervisor
- * gave its processes (SIBLING_SECRET_ENV), fresh within MAX_SKEW_MS; anything else, malformed
- * or not, gets no answer at all. Leg keys (key-policy legs, plugin clients) cross it only sealed
- * under that secret (ng-key-seal.ts), never in clear.
+ * served (src/control/sibling-auth.ts): a request must come from loopback and carry an HMAC under
+ * the secret the supervisor gave its processes, fresh; anything else, malformed or not, gets no
+ * answer at all. Leg keys (key-policy legs, plugin clients) cross it only sealed under that
+ * secret (ng-key-seal.ts), never in clear.
  *
  *   room-join     dialog side -> owner: room, who, leg, sdp      -> participant id, answer sdp
  *   room-describe dialog side -> owner: participant, sdp (a re-INVITE) -> answer sdp
@@ -28,10 +28,9 @@
  * its siblings end the dialogs of its participants by BYE as soon as it answers no keep (or,
  * restarted, answers that it knows none of them).
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import bencode from 'bencode';
 import { NgServer } from '../control/ng-server';
-import { isLoopback, ngSealKey, sealLegKeys, unsealLegKeys } from '../control/ng-key-seal';
+import { sealLegKeys, unsealLegKeys } from '../control/ng-key-seal';
+import { fromSibling, signedAs, siblingKeys } from '../control/sibling-auth';
 import type { NgDict } from '../control/ng-options';
 import type { EdgeShare } from '../edge-processes';
 import { silentLogger, type Logger } from '../log';
@@ -47,11 +46,6 @@ import { DTMF_KEYS, type RoomInfo } from './room';
 import { roomOwner } from './room-owner';
 import { LocalSeats, RoomUnavailable, type RoomSeat, type RoomSeats } from './seats';
 
-/**
- * A request signed longer ago than this (or this far ahead) is refused: no replay of old ones.
- * (Replaying a fresh one takes reading loopback traffic, which takes root on this host.)
- */
-export const MAX_SKEW_MS = 30_000;
 /** An owner that answered no keep this many times in a row is gone, and its rooms with it. */
 const OWNER_LOST_KEEPS = 2;
 /** A guest its dialog process has not kept for this many intervals (plus a command's time) has lost its dialog. */
@@ -71,30 +65,6 @@ export interface SiblingRoomsOptions {
   keepMs?: number;
   /** One command's time to answer, retransmits included (default 1 s). */
   commandMs?: number;
-}
-
-/** Signs an ng dictionary: HMAC-SHA256 over its bencoding (canonical: keys sorted) without `mac`. */
-export function signSibling(key: Buffer, dict: NgDict): string {
-  return createHmac('sha256', key).update(bencode.encode(dict)).digest('hex');
-}
-
-/**
- * Whether a decoded request is a sibling's: from loopback, a process index of this edge other
- * than `self`, fresh, and signed under the siblings' key. Never throws.
- */
-export function fromSibling(req: NgDict, from: string, key: Buffer, share: EdgeShare, now = Date.now()): boolean {
-  try {
-    if (!isLoopback(from)) return false;
-    const { mac, ...rest } = req;
-    const index = rest.from;
-    const ts = rest.ts;
-    if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) return false;
-    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= share.count || index === share.index) return false;
-    if (typeof ts !== 'number' || Math.abs(now - ts) > MAX_SKEW_MS) return false;
-    return timingSafeEqual(Buffer.from(mac, 'hex'), Buffer.from(signSibling(key, rest), 'hex'));
-  } catch {
-    return false;
-  }
 }
 
 /** What a dialog process holds for a seat in another process's room. */
@@ -170,9 +140,8 @@ export class SiblingRooms implements RoomSeats {
     this.log = opts.logger ?? silentLogger;
     this.keepMs = opts.keepMs ?? 2000;
     this.commandMs = opts.commandMs ?? 1000;
-    // Two keys from one secret: one signs, one seals (ng-key-seal's derivation, its own label).
-    this.macKey = createHmac('sha256', opts.secret).update('keylatch/edge sibling mac').digest();
-    this.sealKey = ngSealKey(`${opts.secret}/keylatch edge sibling seal`);
+    // Two keys from one secret: one signs, one seals.
+    ({ macKey: this.macKey, sealKey: this.sealKey } = siblingKeys(opts.secret, 'rooms'));
     this.local = new LocalSeats(opts.rooms);
     this.server = new NgServer((req) => this.handle(req), this.log, this.sealKey, {
       admit: (req, from) => {
@@ -421,13 +390,12 @@ export class SiblingRooms implements RoomSeats {
     if (this.closed) throw new RoomUnavailable('room control channel closed');
     let client = this.clients.get(index);
     if (!client) {
-      client = new NgClient({ host: '127.0.0.1', port: this.portOf(index), timeoutMs: this.commandMs });
+      client = new NgClient({ host: '127.0.0.1', port: this.portOf(index), timeoutMs: this.commandMs, sign: signedAs(this.index, this.macKey) });
       this.clients.set(index, client);
     }
-    const body: NgDict = { ...args, command, from: this.index, ts: Date.now() };
     let reply: NgMessage;
     try {
-      reply = await client.send(command, { ...body, mac: signSibling(this.macKey, body) }, timeoutMs);
+      reply = await client.send(command, args, timeoutMs);
     } catch (err) {
       if (err instanceof NgTimeout) throw new RoomUnavailable(`edge process ${index} does not answer on 127.0.0.1:${this.portOf(index)}`);
       throw err;

@@ -6,7 +6,9 @@
  * sibling the others; the sibling keeps those dialogs and puts their media in the owner's relay.
  * Every phone must hear the three others and not itself (by frequency); `keylatch rooms` on
  * either process's admin port lists the room with all four; then one whose dialog is on the
- * sibling hangs up, and the other three still hear each other and not it.
+ * sibling hangs up, and the other three still hear each other and not it. The same edge also
+ * carries calls between two of its phones through the PBX, whose INVITE for the callee reaches
+ * the other process than the caller's call: anchored once all the same (sibling-relays.ts).
  */
 import fs, { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -265,6 +267,46 @@ const ALICE_TONE = 2000;
     expect(new Set(legOn)).toEqual(new Set([0, 1]));
     expect(await rooms(adminPort + owner)).toEqual([]);
   }, 90_000);
+
+  it('anchors a call between two of its phones once, though the PBX\'s INVITE reaches the other process', async () => {
+    // carol calls dave through the PBX: her call leaves through one process, the PBX's INVITE
+    // for dave comes back to the edge, mostly to the other process (drachtio-server's turns),
+    // whose pool finds her leg on its sibling's relay (src/relay-pool/sibling-relays.ts).
+    const crossed: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const at = lines.length;
+      const [c0, d0] = [phones.carol.count(ESTABLISHED), phones.dave.count(ESTABLISHED)];
+      const recs = [phones.carol.recordings().length, phones.dave.recordings().length];
+      phones.carol.command('/dial sip:dave@keylatch.test');
+      await waitFor(() => phones.carol.count(ESTABLISHED) > c0 && phones.dave.count(ESTABLISHED) > d0, 15_000, 50).catch(() => {
+        throw new Error(`carol's call to dave did not connect\n${phones.carol.tail()}\n${phones.dave.tail()}\n${edge.stderr().slice(-3000)}`);
+      });
+      await waitFor(() => lines.slice(at).filter((l) => l.msg === 'call connected').length === 2, 5000, 50);
+      const [toPbx, toDave] = ['sip:dave@keylatch.test', null].map((to) => lines.slice(at).find((l) => l.msg === 'call connected' && (to ? l.to === to : l.to !== 'sip:dave@keylatch.test'))!);
+      crossed.push(`${toPbx!.edgeProcess}->${toDave!.edgeProcess}`);
+      // dave's call holds carol's leg toward the PBX, on whichever relay that is: one relay call in all.
+      expect({ round, hairpinOf: toDave!.hairpinOf }).toEqual({ round, hairpinOf: toPbx!.callId });
+      await sleep(2500);
+      const relayCalls = await Promise.all([0, 1].map(async (i) => (JSON.parse((await runCli(['status', '--json', '--admin', `127.0.0.1:${adminPort + i}`])).out) as { calls: unknown[] }).calls.length));
+      expect({ round, relayCalls: relayCalls[0]! + relayCalls[1]! }).toEqual({ round, relayCalls: 1 });
+      phones.carol.command('/hangup');
+      for (const [who, n, other] of [['carol', recs[0]!, 'dave'], ['dave', recs[1]!, 'carol']] as const) {
+        await waitFor(() => phones[who].recordings().length > n && fs.statSync(phones[who].recordings()[n]!).size > 0, 8000, 50);
+        await sleep(300);
+        const heard = recordedSince(phones[who].recordings()[n]!, 0);
+        expect({ round, who, seconds: heard.length / 8000 >= 1.5, other: blockToneShare(heard, TONE[other]) > 0.5, own: blockToneShare(heard, TONE[who]) < 0.03 })
+          .toEqual({ round, who, seconds: true, other: true, own: true });
+      }
+      // One INVITE of frank's in between moves drachtio-server's turn on by one.
+      const [f0, fAt] = [phones.frank.count(ESTABLISHED), lines.length];
+      phones.frank.command(`/dial ${ROOM}`);
+      await waitFor(() => phones.frank.count(ESTABLISHED) > f0, 15_000, 50);
+      phones.frank.command('/hangup');
+      await waitFor(() => lines.slice(fAt).some((l) => l.msg === 'room: closed'), 10_000, 50);
+    }
+    console.log(`edge processes, carol -> PBX -> dave: call to the PBX on -> dave's call on, per round: ${crossed.join(', ')}; one relay call each`);
+    expect(crossed.some((c) => c[0] !== c.at(-1))).toBe(true);
+  }, 120_000);
 
   it('a dialog process that dies takes its participants out of the room; an owner that dies has its sibling BYE the rest', async () => {
     const owner = roomOwner(ROOM_NAME, 2);

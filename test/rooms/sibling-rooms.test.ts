@@ -10,7 +10,8 @@ import { roomActions } from '../../src/rooms/admin';
 import { RoomRegistry } from '../../src/rooms/registry';
 import { roomOwner } from '../../src/rooms/room-owner';
 import { siblingRoomActions } from '../../src/rooms/sibling-admin';
-import { MAX_SKEW_MS, SiblingRooms, fromSibling, signSibling } from '../../src/rooms/sibling-rooms';
+import { MAX_SKEW_MS, fromSibling, signSibling } from '../../src/control/sibling-auth';
+import { SiblingRooms } from '../../src/rooms/sibling-rooms';
 import type { RoomSeat } from '../../src/rooms/seats';
 import { sdp, sleep, testMediaConfig, testPeers, waitFor } from '../helpers/peers';
 
