@@ -35,10 +35,13 @@
  *                          [--listeners 2000,5000]     (one section, room size or step at a time)
  *                          [--perf out.data]           (perf record -g of the relay over each measured window)
  *                          [--net loopback|veth] [--rx rps|napi|off]
- *                          [--floor sendto,uring,connect,connect-uring,mmsg1]
+ *                          [--floor sendto,uring,connect,connect-uring,mmsg1,packet,packet-inline]
  *   --floor: after each broadcast row, the same step through bench/fanout-floor.c in each of
  *   these modes (what the kernel's socket path alone costs a fan-out; the file says what each
  *   mode does), same listeners, generator and measurement, the program pinned where the relay is.
+ *   `packet` and `packet-inline` (AF_PACKET, below IP) run with --net veth only: on loopback the kernel drops its
+ *   frames as martians (127.0.0.1 arriving without the output route), short of a host-wide
+ *   route_localnet this bench will not set.
  *   --net veth under the namespace lock too: flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:rooms -- --net veth
  */
 import { fork, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -69,11 +72,12 @@ const onlySizes = numbers('sizes');
 const onlyTotals = numbers('totals');
 const onlyListeners = numbers('listeners');
 const perfOut = option('perf')?.[0];
-const FLOOR_MODES = ['sendto', 'uring', 'connect', 'connect-uring', 'mmsg1'];
+const FLOOR_MODES = ['sendto', 'uring', 'connect', 'connect-uring', 'mmsg1', 'packet', 'packet-inline'];
 const floorModes = option('floor') ?? [];
-const FLOOR_LABEL: Record<string, string> = { sendto: 'fl-sendto', uring: 'fl-uring', connect: 'fl-conn', 'connect-uring': 'fl-connur', mmsg1: 'fl-mmsg1' };
+const FLOOR_LABEL: Record<string, string> = { sendto: 'fl-sendto', uring: 'fl-uring', connect: 'fl-conn', 'connect-uring': 'fl-connur', mmsg1: 'fl-mmsg1', packet: 'fl-packet', 'packet-inline': 'fl-pkt-inl' };
 for (const m of floorModes) if (!FLOOR_MODES.includes(m)) throw new Error(`--floor ${m}: one of ${FLOOR_MODES.join(', ')}`);
 const netMode = option('net')?.[0] ?? 'loopback';
+if (floorModes.some((m) => m.startsWith('packet')) && netMode !== 'veth') throw new Error('--floor packet needs --net veth: on loopback its frames are dropped as martians');
 // napi by default: in this VM RPS's IPI per packet costs the sender more than the receive work it moves (docs/rooms.md).
 const rx = (option('rx')?.[0] ?? 'napi') as RxSteering;
 if (!['rps', 'napi', 'off'].includes(rx)) throw new Error(`--rx ${rx}: rps, napi or off`);
@@ -486,7 +490,9 @@ function print(r: Row): void {
   if (r.perSendUs !== undefined) {
     const f = r.floor;
     const own = f ? `; fan-out as timed inside: mean ${fmt(f.burstMeanMs, 2)} ms, p50 ${fmt(f.burstP50Ms, 2)}, p99 ${fmt(f.burstP99Ms, 2)}, max ${fmt(f.burstMaxMs, 2)} (${fmt((f.burstMeanMs * 1000) / r.participants, 2)} us a send, wall); ${f.sends} sends, ${f.errors} failed` : '';
-    console.log(`    per send: ${fmt(r.perSendUs, 2)} us of CPU${own}`);
+    // Where receive work runs in softirqs on core 1 (loopback, fl-pkt-inl), it is in the sender's CPU: without it, the send side alone.
+    const lessRx = ((r.cpuPct - (r.kernel.softirq[1] ?? 0)) / 100 / (50 * r.participants)) * 1e6;
+    console.log(`    per send: ${fmt(r.perSendUs, 2)} us of CPU (${fmt(lessRx, 2)} less core 1's softirq time)${own}`);
   }
 }
 
@@ -605,7 +611,9 @@ async function main(): Promise<void> {
   console.log('cpu%/part.: relay CPU per participant (broadcast: per listener); jitter: lateness against the 20 ms grid; lat: one way, forwarded/relayed packets only');
   if (floorModes.length) {
     console.log('fl-*: bench/fanout-floor.c, the speaker fanned out and nothing else: fl-sendto one sendto each, fl-uring all N sends (with addresses) in one io_uring_enter,');
-    console.log('      fl-conn connect()ed listener sockets and one send each, fl-connur connected sockets in one io_uring_enter, fl-mmsg1 one socket for all (sendmmsg; not a relay: wrong source ports)');
+    console.log('      fl-conn connect()ed listener sockets and one send each, fl-connur connected sockets in one io_uring_enter, fl-mmsg1 one socket for all (sendmmsg; not a relay: wrong source ports),');
+    console.log('      fl-packet whole frames from each listener\'s port through an AF_PACKET TX ring, one send for all (below UDP/IP: no routing, neighbour or netfilter),');
+    console.log('      fl-pkt-inl the same with veth running the listeners\' receive work on the sender\'s core (its softirq time is then in the cpu%)');
   }
   console.log(HEADER.join(' | '));
   try {
@@ -636,7 +644,8 @@ async function main(): Promise<void> {
         for (const mode of floorModes) print(await broadcastStep(relay, n, mode));
         if (row.loss > LOSS_LIMIT) {
           console.log(`  broadcast: loss passed 0.1 % at ${n} listeners`);
-          break;
+          // Steps named on the command line all run: their rows are wanted side by side.
+          if (!onlyListeners) break;
         }
       }
     }
