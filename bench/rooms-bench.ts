@@ -33,7 +33,7 @@
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
  *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
  *                          [--listeners 2000,5000]     (one section, room size or step at a time)
- *                          [--perf out.data]           (perf record -g of the relay over each measured window)
+ *                          [--perf out.data]           (perf record -g of the relay over each measured window, into out.data.SECTION-N)
  *                          [--net loopback|veth] [--rx rps|napi|off]
  *                          [--floor sendto,uring,connect,connect-uring,mmsg1,packet,packet-inline]
  *   --floor: after each broadcast row, the same step through bench/fanout-floor.c in each of
@@ -430,7 +430,7 @@ async function runStep(relay: Measured, senders: Member[], receivers: Member[], 
   const rx0 = kernelRx();
   const t0 = performance.now();
   // Where the relay's time goes (perf's own cost lands on core 0, the generator's).
-  const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.pid), '-o', perfOut, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
+  const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.pid), '-o', `${perfOut}.${label.section}-${label.participants}`, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
   if (perf) pinTo(0, perf.pid!);
   await new Promise((r) => setTimeout(r, measureMs));
   if (perf && perf.exitCode === null) await once(perf, 'exit');
