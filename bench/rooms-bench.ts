@@ -33,14 +33,23 @@
  *   BENCH_MEASURE_MS=4000 BENCH_WARMUP_MS=1500 BENCH_SECTIONS=mix,forward,broadcast
  *   npm run bench:rooms -- [--sections mix,forward,broadcast] [--sizes 3,10,50] [--totals 500,1000]
  *                          [--listeners 2000,5000]     (one section, room size or step at a time)
- *                          [--perf out.data]           (perf record -g of the relay over each measured window)
+ *                          [--perf out.data]           (perf record -g of the relay over each measured window, into out.data.SECTION-N)
  *                          [--net loopback|veth] [--rx rps|napi|off]
+ *                          [--floor sendto,uring,connect,connect-uring,mmsg1,packet,packet-inline]
+ *   --floor: after each broadcast row, the same step through bench/fanout-floor.c in each of
+ *   these modes (what the kernel's socket path alone costs a fan-out; the file says what each
+ *   mode does), same listeners, generator and measurement, the program pinned where the relay is.
+ *   `packet` and `packet-inline` (AF_PACKET, below IP) run with --net veth only: on loopback the kernel drops its
+ *   frames as martians (127.0.0.1 arriving without the output route), short of a host-wide
+ *   route_localnet this bench will not set.
  *   --net veth under the namespace lock too: flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:rooms -- --net veth
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { buildC } from './build-c';
 import { encodeG711, tone } from '../src/codec/g711';
 import { currentPlan, kernelRx, kernelRxRate, mustEnterVeth, runAcrossVeth, type KernelRx, type RxSteering } from './rooms-net';
 import { cpuSeconds, pinTo } from './targets';
@@ -63,7 +72,12 @@ const onlySizes = numbers('sizes');
 const onlyTotals = numbers('totals');
 const onlyListeners = numbers('listeners');
 const perfOut = option('perf')?.[0];
+const FLOOR_MODES = ['sendto', 'uring', 'connect', 'connect-uring', 'mmsg1', 'packet', 'packet-inline'];
+const floorModes = option('floor') ?? [];
+const FLOOR_LABEL: Record<string, string> = { sendto: 'fl-sendto', uring: 'fl-uring', connect: 'fl-conn', 'connect-uring': 'fl-connur', mmsg1: 'fl-mmsg1', packet: 'fl-packet', 'packet-inline': 'fl-pkt-inl' };
+for (const m of floorModes) if (!FLOOR_MODES.includes(m)) throw new Error(`--floor ${m}: one of ${FLOOR_MODES.join(', ')}`);
 const netMode = option('net')?.[0] ?? 'loopback';
+if (floorModes.some((m) => m.startsWith('packet')) && netMode !== 'veth') throw new Error('--floor packet needs --net veth: on loopback its frames are dropped as martians');
 // napi by default: in this VM RPS's IPI per packet costs the sender more than the receive work it moves (docs/rooms.md).
 const rx = (option('rx')?.[0] ?? 'napi') as RxSteering;
 if (!['rps', 'napi', 'off'].includes(rx)) throw new Error(`--rx ${rx}: rps, napi or off`);
@@ -75,7 +89,15 @@ const TONE = encodeG711('PCMU', tone(440, 160));
 
 // ---- the relay process ------------------------------------------------------------------
 
-class RelayProcess {
+/** What a step measures on the relay's side: a process pinned to core 1. */
+interface Measured {
+  readonly pid: number;
+  cpu(): number;
+  /** The mixer's mean jitter buffer depth (NaN where there is none). */
+  bufferMs(): Promise<number>;
+}
+
+class RelayProcess implements Measured {
   /** Whether the mixer's sends go through io_uring (BENCH_ROOMS_BATCHING=0 turns it off). */
   batched = false;
   private next = 1;
@@ -111,12 +133,90 @@ class RelayProcess {
     });
   }
 
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   cpu(): number {
     return cpuSeconds(this.child.pid!);
   }
 
+  async bufferMs(): Promise<number> {
+    return Number((await this.call({ op: 'stats' })).bufferMs);
+  }
+
   stop(): void {
     this.child.kill('SIGTERM');
+  }
+}
+
+/** What bench/fanout-floor.c measured itself over the window: each speaker packet's whole fan-out, receive to last send returned. */
+interface FloorStats {
+  bursts: number;
+  sends: number;
+  errors: number;
+  partialSubmits: number;
+  burstMeanMs: number;
+  burstP50Ms: number;
+  burstP99Ms: number;
+  burstMaxMs: number;
+}
+
+/** bench/fanout-floor.c in one mode, where the relay would run (its namespace, core 1). */
+class FloorProcess implements Measured {
+  private readonly lines: AsyncIterator<string>;
+  private constructor(private readonly child: ChildProcessWithoutNullStreams, readonly speakerPort: number, lines: AsyncIterator<string>) {
+    this.lines = lines;
+  }
+
+  static async start(mode: string): Promise<FloorProcess> {
+    const bin = buildC('fanout-floor', ['-l:liburing.a']);
+    const args = [bin, '--addr', net.relayAddress, '--peer', net.peerAddress, '--mode', mode];
+    // `ip netns exec` execs the program in place: the pid pinned and read is the floor's own.
+    const child = net.relayNs ? spawn('ip', ['netns', 'exec', net.relayNs, ...args]) : spawn(args[0]!, args.slice(1));
+    child.stderr.pipe(process.stderr);
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const first = await lines.next();
+    const m = first.done ? null : /^speaker (\d+)$/.exec(first.value as string);
+    if (!m) throw new Error(`fanout-floor --mode ${mode} did not start`);
+    pinTo(1, child.pid!);
+    return new FloorProcess(child, Number(m[1]), lines);
+  }
+
+  private async line(): Promise<string> {
+    const next = await this.lines.next();
+    if (next.done) throw new Error('fanout-floor ended');
+    return next.value as string;
+  }
+
+  async listen(ports: number[]): Promise<void> {
+    this.child.stdin.write(`listeners ${ports.join(' ')}\n`);
+    if ((await this.line()) !== 'ready') throw new Error('fanout-floor did not bind its listeners');
+  }
+
+  mark(): void {
+    this.child.stdin.write('mark\n');
+  }
+
+  async stats(): Promise<FloorStats> {
+    this.child.stdin.write('stats\n');
+    return JSON.parse(await this.line()) as FloorStats;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  cpu(): number {
+    return cpuSeconds(this.child.pid!);
+  }
+
+  async bufferMs(): Promise<number> {
+    return NaN;
+  }
+
+  stop(): void {
+    this.child.stdin.end();
   }
 }
 
@@ -288,13 +388,17 @@ interface Row {
   latencyP99: number;
   bufferMs: number;
   generatorShort: boolean;
+  /** Broadcast: relay CPU per listener send, in us (CPU time / (50 x listeners) a second). */
+  perSendUs?: number;
+  /** Floor rows: the fan-out as bench/fanout-floor.c timed it. */
+  floor?: FloorStats;
   /** Per core, per second over the measured window: packets through the kernel's receive path, NET_RX softirqs. */
   kernel: KernelRx;
 }
 
 /** One step: `senders` send at 50 pps (in four 5 ms slots), every Member measured. */
 /** perStream: packets a second each receiver should get (50 for the mix, 50 x (size-1) forwarded). */
-async function runStep(relay: RelayProcess, senders: Member[], receivers: Member[], label: Pick<Row, 'section' | 'roomSize' | 'participants'>, perParticipant: number, perStream: number): Promise<Row> {
+async function runStep(relay: Measured, senders: Member[], receivers: Member[], label: Pick<Row, 'section' | 'roomSize' | 'participants'>, perParticipant: number, perStream: number): Promise<Row> {
   // Paced by the clock, as a sound card is: each sender owes one packet per 20 ms from its
   // slot's start, whatever the 5 ms timer's own lateness.
   let sent = 0;
@@ -321,11 +425,12 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
   for (const m of receivers) m.measuring = true;
   for (const m of senders) m.measuring = true;
   measuringSends = true;
+  if (relay instanceof FloorProcess) relay.mark();
   const cpu0 = relay.cpu();
   const rx0 = kernelRx();
   const t0 = performance.now();
   // Where the relay's time goes (perf's own cost lands on core 0, the generator's).
-  const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.child.pid), '-o', perfOut, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
+  const perf = perfOut ? spawn('perf', ['record', '-q', '-F', '1999', '-g', '-p', String(relay.pid), '-o', `${perfOut}.${label.section}-${label.participants}`, '--', 'sleep', String(measureMs / 1000)], { stdio: 'ignore' }) : null;
   if (perf) pinTo(0, perf.pid!);
   await new Promise((r) => setTimeout(r, measureMs));
   if (perf && perf.exitCode === null) await once(perf, 'exit');
@@ -337,7 +442,8 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
   await new Promise((r) => setTimeout(r, 200));
   for (const m of receivers) m.measuring = false;
   clearInterval(timer);
-  const stats = await relay.call({ op: 'stats' });
+  const bufferMs = await relay.bufferMs();
+  const floor = relay instanceof FloorProcess ? await relay.stats() : undefined;
   let received = 0;
   let expected = 0;
   const lateness: number[] = [];
@@ -363,7 +469,8 @@ async function runStep(relay: RelayProcess, senders: Member[], receivers: Member
     jitterP99: percentile(sorted(lateness), 99),
     latencyP50: percentile(sorted(latencies), 50),
     latencyP99: percentile(sorted(latencies), 99),
-    bufferMs: Number(stats.bufferMs),
+    bufferMs,
+    floor,
     // Sends lag when this process cannot keep its 5 ms timer: then it, not the relay, is measured.
     generatorShort: sent < senders.length * 50 * elapsed * 0.97 || percentile(sorted(lag), 99) > 4,
     kernel,
@@ -380,6 +487,13 @@ function print(r: Row): void {
     fmt(r.bufferMs).padStart(9), perCore(r.kernel.processed, 1000).padStart(12), fmt(r.kernel.busy[1] ?? NaN).padStart(6), r.generatorShort ? '  (generator could not keep up)' : '',
   ].join(' '));
   console.log(`    per core 0/1: NET_RX softirqs/s ${perCore(r.kernel.netRx, 1)}, softirq time % ${perCore(r.kernel.softirq, 1)}, busy % ${perCore(r.kernel.busy, 1)}`);
+  if (r.perSendUs !== undefined) {
+    const f = r.floor;
+    const own = f ? `; fan-out as timed inside: mean ${fmt(f.burstMeanMs, 2)} ms, p50 ${fmt(f.burstP50Ms, 2)}, p99 ${fmt(f.burstP99Ms, 2)}, max ${fmt(f.burstMaxMs, 2)} (${fmt((f.burstMeanMs * 1000) / r.participants, 2)} us a send, wall); ${f.sends} sends, ${f.errors} failed` : '';
+    // Where receive work runs in softirqs on core 1 (loopback, fl-pkt-inl), it is in the sender's CPU: without it, the send side alone.
+    const lessRx = ((r.cpuPct - (r.kernel.softirq[1] ?? 0)) / 100 / (50 * r.participants)) * 1e6;
+    console.log(`    per send: ${fmt(r.perSendUs, 2)} us of CPU (${fmt(lessRx, 2)} less core 1's softirq time)${own}`);
+  }
 }
 
 /** Mixed participants measured per step: the rest live in the sink. */
@@ -417,11 +531,14 @@ async function roomsStep(relay: RelayProcess, section: 'mix' | 'forward', size: 
   }
 }
 
-async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Row> {
+/** The broadcast step through keylatch (relay), or through bench/fanout-floor.c in one mode (floorMode). */
+async function broadcastStep(relay: RelayProcess, listeners: number, floorMode?: string): Promise<Row> {
   const speaker = await Member.open(7);
   const measured: Member[] = [];
   const sink = new Sink();
+  const floor = floorMode ? await FloorProcess.start(floorMode) : null;
   try {
+    if (floor) return await floorBroadcast(floor, floorMode!, speaker, measured, sink, listeners);
     speaker.relayPort = Number((await relay.call({ op: 'join', room: 'broadcast', who: 'sip:speaker@bench', port: speaker.port, forward: false })).relayPort);
     for (let k = 0; k < 5; k++) speaker.send();
     // The measured listeners are spread evenly through the room (every listeners/200-th joins
@@ -443,13 +560,36 @@ async function broadcastStep(relay: RelayProcess, listeners: number): Promise<Ro
       }
     }
     for (let i = 0; i < 50 && Number((await relay.call({ op: 'stats' })).latched) < listeners; i++) await new Promise((r) => setTimeout(r, 100));
-    return await runStep(relay, [speaker], measured, { section: 'broadcast', roomSize: listeners + 1, participants: listeners }, listeners, 50);
+    return withPerSend(await runStep(relay, [speaker], measured, { section: 'broadcast', roomSize: listeners + 1, participants: listeners }, listeners, 50));
   } finally {
     speaker.close();
     measured.forEach((m) => m.close());
     sink.stop();
-    await relay.call({ op: 'reset' });
+    floor?.stop();
+    if (!floor) await relay.call({ op: 'reset' });
   }
+}
+
+const withPerSend = (r: Row): Row => ({ ...r, perSendUs: (r.cpuPct / 100 / (50 * r.participants)) * 1e6 });
+
+/** The same room through the floor: the same sampled listeners (spread through the fan-out order), the rest in the sink. */
+async function floorBroadcast(floor: FloorProcess, mode: string, speaker: Member, measured: Member[], sink: Sink, listeners: number): Promise<Row> {
+  speaker.relayPort = floor.speakerPort;
+  const sampled = Math.min(listeners, 200);
+  const sinkPorts = listeners > sampled ? await sink.open(listeners - sampled) : [];
+  const order: number[] = [];
+  for (let i = 0; i < listeners; i++) {
+    if (measured.length < sampled && i >= (measured.length * listeners) / sampled) {
+      const m = await Member.open(2000 + measured.length);
+      m.timesLatency = true;
+      measured.push(m);
+      order.push(m.port);
+    } else {
+      order.push(sinkPorts.pop()!);
+    }
+  }
+  await floor.listen(order);
+  return withPerSend(await runStep(floor, [speaker], measured, { section: FLOOR_LABEL[mode]!, roomSize: listeners + 1, participants: listeners }, listeners, 50));
 }
 
 const RX_LINE: Record<RxSteering, string> = {
@@ -469,6 +609,12 @@ async function main(): Promise<void> {
   console.log(`keylatch rooms benchmark: G.711 (172 B at 50 pps), warm-up ${warmupMs} ms, measured ${measureMs} ms per step; relay pinned to core 1, generator to core 0; mixer sends ${relay.batched ? 'batched through io_uring' : 'one sendto each'}`);
   console.log(NET_LINE[net.mode]);
   console.log('cpu%/part.: relay CPU per participant (broadcast: per listener); jitter: lateness against the 20 ms grid; lat: one way, forwarded/relayed packets only');
+  if (floorModes.length) {
+    console.log('fl-*: bench/fanout-floor.c, the speaker fanned out and nothing else: fl-sendto one sendto each, fl-uring all N sends (with addresses) in one io_uring_enter,');
+    console.log('      fl-conn connect()ed listener sockets and one send each, fl-connur connected sockets in one io_uring_enter, fl-mmsg1 one socket for all (sendmmsg; not a relay: wrong source ports),');
+    console.log('      fl-packet whole frames from each listener\'s port through an AF_PACKET TX ring, one send for all (below UDP/IP: no routing, neighbour or netfilter),');
+    console.log('      fl-pkt-inl the same with veth running the listeners\' receive work on the sender\'s core (its softirq time is then in the cpu%)');
+  }
   console.log(HEADER.join(' | '));
   try {
     for (const section of ['mix', 'forward'] as const) {
@@ -495,9 +641,11 @@ async function main(): Promise<void> {
       for (const n of onlyListeners ?? [500, 1000, 2000, 5000, 8000]) {
         const row = await broadcastStep(relay, n);
         print(row);
+        for (const mode of floorModes) print(await broadcastStep(relay, n, mode));
         if (row.loss > LOSS_LIMIT) {
           console.log(`  broadcast: loss passed 0.1 % at ${n} listeners`);
-          break;
+          // Steps named on the command line all run: their rows are wanted side by side.
+          if (!onlyListeners) break;
         }
       }
     }
