@@ -18,9 +18,10 @@
  * recvmmsg drains each.
  *
  * Protocol on stdin/stdout, so the benchmark can set up calls over ng in between:
- *   rtpgen --calls N [--addr IP] [--port-base P] [--warmup-ms W] [--measure-ms M] [--ptime MS] [--size B]
+ *   rtpgen --calls N [--addr IP] [--peer IP] [--port-base P] [--warmup-ms W] [--measure-ms M] [--ptime MS] [--size B]
  *   -> "ports P0 P1 ... P(2N-1)\n"     endpoint 2i is call i's side A, 2i+1 its side B
- *   <- "targets T0 T1 ... T(2N-1)\n"   the relay port each endpoint sends to (0: its partner directly)
+ *   <- "targets T0 T1 ... T(2N-1)\n"   the relay port each endpoint sends to, on --peer (the relay's
+ *                                      address, by default --addr); 0: its partner directly
  *   -> "measure-start\n" and "measure-end\n" as the measured window opens and closes (for the
  *      benchmark to sample the relay's CPU), then one line of JSON with the results after a drain
  *      period.
@@ -99,11 +100,12 @@ static double cpu_seconds(void) {
 
 int main(int argc, char **argv) {
   int calls = 0, port_base = 0, warmup_ms = 1500, measure_ms = 5000, ptime = 20, size = 172;
-  const char *addr = "127.0.0.1";
+  const char *addr = "127.0.0.1", *peer_addr = NULL;
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--calls")) calls = atoi(v);
     else if (!strcmp(k, "--addr")) addr = v;
+    else if (!strcmp(k, "--peer")) peer_addr = v;
     else if (!strcmp(k, "--port-base")) port_base = atoi(v);
     else if (!strcmp(k, "--warmup-ms")) warmup_ms = atoi(v);
     else if (!strcmp(k, "--measure-ms")) measure_ms = atoi(v);
@@ -122,8 +124,9 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   endpoint *eps = calloc((size_t)n, sizeof *eps);
-  struct in_addr local;
+  struct in_addr local, peer;
   if (inet_pton(AF_INET, addr, &local) != 1) { fprintf(stderr, "rtpgen: bad --addr %s\n", addr); return 2; }
+  if (inet_pton(AF_INET, peer_addr ? peer_addr : addr, &peer) != 1) { fprintf(stderr, "rtpgen: bad --peer %s\n", peer_addr); return 2; }
   int next_port = port_base;
   srand((unsigned)mono_ns());
   for (int i = 0; i < n; i++) {
@@ -157,7 +160,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < n; i++) {
     int t;
     if (scanf("%d", &t) != 1 || t < 0 || t > 65535) { fprintf(stderr, "rtpgen: bad target %d\n", i); return 2; }
-    eps[i].to = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr = local, .sin_port = htons((uint16_t)(t ? t : eps[i ^ 1].port)) };
+    eps[i].to = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr = t ? peer : local, .sin_port = htons((uint16_t)(t ? t : eps[i ^ 1].port)) };
   }
 
   int ep = epoll_create1(EPOLL_CLOEXEC);

@@ -31,7 +31,9 @@ export const buildGenerator = (): string => buildC('rtpgen');
 
 export interface GenStep {
   calls: number;
+  /** Where the generator's sockets bind, and (relay) where the relay's ports are; the same on loopback. */
   address: string;
+  relayAddress?: string;
   portBase: number;
   warmupMs: number;
   measureMs: number;
@@ -44,7 +46,7 @@ export interface GenStep {
 }
 
 export async function runGenerator(step: GenStep): Promise<GenResult> {
-  const args = ['--calls', String(step.calls), '--addr', step.address, '--port-base', String(step.portBase), '--warmup-ms', String(step.warmupMs), '--measure-ms', String(step.measureMs)];
+  const args = ['--calls', String(step.calls), '--addr', step.address, '--peer', step.relayAddress ?? step.address, '--port-base', String(step.portBase), '--warmup-ms', String(step.warmupMs), '--measure-ms', String(step.measureMs)];
   const bin = buildGenerator();
   const pinned = step.core === null ? [] : ['taskset', '-c', String(step.core)];
   const [cmd, ...rest] = boosted([...pinned, bin, ...args]);
