@@ -54,6 +54,12 @@ const measureMs = Number(process.env.BENCH_MEASURE_MS ?? 4000);
 const warmupMs = Number(process.env.BENCH_WARMUP_MS ?? 1500);
 const maxMs = Number(process.env.BENCH_MAX_MS ?? 480000);
 const LOSS_LIMIT = 0.001;
+/**
+ * The generator's sockets: 0 = one per endpoint (loopback's default, as every take before
+ * --net), N = N shared sockets, half of them the calls' A sides and half the B sides (veth's
+ * default 8), so one sendmmsg carries many calls' packets and one recvmmsg drains many.
+ */
+const genSockets = Number(process.env.BENCH_GEN_SOCKETS ?? (netMode === 'veth' ? 8 : 0));
 
 type Make = (calls: number) => Promise<Target | null> | Target;
 const TARGETS: Record<string, Make> = {
@@ -153,7 +159,7 @@ async function attemptStep(make: Make, calls: number): Promise<Row | null> {
     let rx1 = [0, 0];
     const rxNow = () => [sum(relayRx.map(cpuSeconds)), sum(peerRx.map(cpuSeconds))];
     const gen = await runGenerator({
-      calls, address: net.peerAddress, relayAddress: net.relayAddress, portBase: GENERATOR_PORT_BASE, warmupMs, measureMs, core: 0,
+      calls, address: net.peerAddress, relayAddress: net.relayAddress, portBase: GENERATOR_PORT_BASE, sockets: genSockets, warmupMs, measureMs, core: 0,
       anchor: (c, a, b) => target.anchor(`bench-${calls}-${c}`, a, b),
       onMeasureStart: () => {
         pids = target.pids();

@@ -209,13 +209,16 @@ export async function floor(calls: number): Promise<Target | null> {
   };
 }
 
-/** No relay at all: each side sends straight to the other, for the latency baseline. */
+/**
+ * No relay at all: each side sends straight to the other, for the latency baseline (port 0:
+ * rtpgen sends to the partner on its own address, which with --net veth stays in its namespace).
+ */
 export function direct(): Target {
   return {
     name: 'no relay',
     pid: null,
     pids: () => [],
-    anchor: async (_id, a, b) => ({ toA: b, toB: a }),
+    anchor: async () => ({ toA: 0, toB: 0 }),
     remove: async () => undefined,
     stop: async () => undefined,
   };
