@@ -19,14 +19,32 @@
  * time of all cores, /proc/stat, softirq and ksoftirqd included), so it holds however the
  * work lands on cores; it also picks up other agents' jobs, so read it next to `us/pkt`.
  *
+ * Where it runs (`--net`, bench/netns-pair.ts, shared with bench:rooms):
+ *  - loopback (the default, as every take before the option): all on MEDIA_ADDRESS, the
+ *    accounting above;
+ *  - veth (root): the bench and the generator in one network namespace (198.18.90.2), every
+ *    target in another (198.18.90.1, started there with `ip netns exec`, pinned as on loopback,
+ *    ng over the veth), joined by a veth pair, as separate hosts. `--rx napi` (the default) runs
+ *    each end's receive work in a threaded-NAPI kernel thread pinned to its side's core (GRO,
+ *    polled every 50 us, SCHED_FIFO): that thread's time is in no process's utime + stime, so
+ *    `us/pkt` is then the relay's syscalls and sends only and `rx us/pkt` the relay side's NAPI
+ *    thread per packet (their sum is the relay side's whole cost; `gen rx%` is the generator's
+ *    NAPI thread); `--rx rps` steers with RPS (an IPI per packet here), `--rx off` leaves the
+ *    receive work on the sending core as on loopback. The no-relay step sends inside the
+ *    generator's namespace, not over the veth. In veth mode the generator's endpoints share 8
+ *    sockets by default (BENCH_GEN_SOCKETS; 0 = one socket per endpoint, loopback's default):
+ *    one sendmmsg carries many calls' packets, each call still on its own relay port pair and
+ *    each endpoint with its own SSRC, sequence and timestamps; the relay's work is the same.
+ *
  * Starts rtpengine: run it under the global lock and the exclusive CPU lock:
- *   flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:relay
+ *   flock -x /tmp/keylatch-cpu.lock flock /tmp/keylatch-it.lock npm run bench:relay [-- --net loopback|veth] [--rx napi|rps|off]
  *
  *   BENCH_CALLS=500,1000,1500,2000  BENCH_MEASURE_MS=4000  BENCH_WARMUP_MS=1500
  *   BENCH_TARGETS=direct,floor,rtpengine,keylatch,keylatch-evt,keylatch-off,keylatch-mmsg,keylatch2,keylatch2-evt
  *     (and keylatch-uring, keylatch-epoll, keylatch-uring-evt, keylatch-epoll-evt: media.io forced)
  *     (and keylatch-pollN, keylatch2-pollN: draining at most every N us)
  *   BENCH_MAX_MS=480000: no step starts that would end after this (a take stays under 8 minutes)
+ *   BENCH_GEN_SOCKETS=0 (loopback) / 8 (veth): sockets the generator's endpoints share
  */
 import { readFileSync } from 'node:fs';
 import { napiThreads, netnsPair, type RxSteering } from './netns-pair';
@@ -206,13 +224,20 @@ const machinePerPkt = (r: Row, base: Row | undefined): number => (base && r !== 
 
 /** The relay's veth NAPI thread (its side's kernel receive work) per forwarded packet: veth + napi only. */
 const rxPerPkt = (r: Row): number => (relayRx.length && Number.isFinite(r.usPerPkt) && r.gen.received ? (r.relayRxS * 1e6) / r.gen.received : NaN);
+/**
+ * What `x rtpe` and the ratios compare: the relay processes' CPU per packet, plus (veth + napi)
+ * the relay side's NAPI thread, where its sockets' receive work runs and, for an io_uring
+ * relay, the completions of its multishot receives: without it the ratio would credit a relay
+ * for work the kernel does for it in that thread.
+ */
+const sidePerPkt = (r: Row): number => r.usPerPkt + (relayRx.length ? rxPerPkt(r) : 0);
 
 function printRow(r: Row, base: Row | undefined, rtpe: Row | undefined): void {
   const added = (p: 'p50_us' | 'p99_us') => (base && r !== base ? r.gen[p] - base.gen[p] : NaN);
   const split = r.split.length > 1 ? r.split.map((c) => `${Math.round((c / sum(r.split)) * 100)}`).join('/') : '-';
   console.log(line([
     r.target + (behind(r) ? '!' : ''), String(r.calls), String(r.pps), fmt(lossOf(r.gen) * 100, 3), fmt(added('p50_us'), 0), fmt(added('p99_us'), 0), fmt(r.cpuPct), fmt(r.usPerPkt, 2),
-    fmt(rtpe && !behind(rtpe) ? r.usPerPkt / rtpe.usPerPkt : NaN, 2), fmt(machinePerPkt(r, base), 2), fmt(rxPerPkt(r), 2), fmt(r.kibPerCall), split, fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0),
+    fmt(rtpe && !behind(rtpe) ? sidePerPkt(r) / sidePerPkt(rtpe) : NaN, 2), fmt(machinePerPkt(r, base), 2), fmt(rxPerPkt(r), 2), fmt(r.kibPerCall), split, fmt((r.gen.cpu_s / (measureMs / 1000)) * 100, 0),
     relayRx.length ? fmt((r.genRxS / (measureMs / 1000)) * 100, 0) : '-',
   ]));
   if (process.env.BENCH_DEBUG) console.log(`  ${JSON.stringify(r.gen)}`);
@@ -225,7 +250,7 @@ const RX_LINE: Record<RxSteering, string> = {
   off: 'no steering: receive work on the sending core, as on loopback',
 };
 const CPU_LINE: Record<RxSteering, string> = {
-  napi: 'us/pkt: the relay processes\' utime+stime: their receives\' syscalls and sends (veth transmit included), NOT their sockets\' kernel receive work, which runs in the NAPI thread on core 1: that is rx us/pkt (relay + rx = the relay side\'s whole cost); gen rx%: the generator\'s NAPI thread, of core 0',
+  napi: 'us/pkt: the relay processes\' utime+stime: their receives\' syscalls and sends (veth transmit included), NOT their sockets\' kernel receive work (nor io_uring\'s receive completions), which run in the NAPI thread on core 1: that is rx us/pkt; x rtpe and the ratios compare us/pkt + rx us/pkt, the relay side\'s whole cost; gen rx%: the generator\'s NAPI thread, of core 0',
   rps: 'us/pkt: the relay processes\' utime+stime, with whatever of core 1\'s receive softirqs ran while they did; mach us/pkt holds all of it',
   off: 'us/pkt: the relay processes\' utime+stime, which (as on loopback) holds the generator\'s receive work for what the relay sends, while the relay\'s own is charged to the generator',
 };
@@ -313,14 +338,14 @@ function summary(all: Row[]): void {
     const split = best.split.length > 1 ? best.split.map((c) => `${Math.round((c / sum(best.split)) * 100)} %`).join(' / ') : '-';
     const more = all.some((r) => r.target === name && r.calls > best.calls) ? '' : '+';
     const rtpe = all.find((r) => r.target === 'rtpengine' && r.calls === best.calls && !behind(r));
-    const ratio = rtpe && name !== 'rtpengine' ? `${fmt(best.usPerPkt / rtpe.usPerPkt, 2)}x` : '-';
+    const ratio = rtpe && name !== 'rtpengine' ? `${fmt(sidePerPkt(best) / sidePerPkt(rtpe), 2)}x` : '-';
     console.log(`| ${name} | ${best.calls}${more} | ${best.pps} | ${fmt(best.usPerPkt, 2)} us | ${ratio} | ${fmt(machinePerPkt(best, base), 2)} us | ${relayRx.length ? `${fmt(rxPerPkt(best), 2)} us` : '-'} | ${fmt(p99 / 1000, 2)} ms | ${fmt(best.kibPerCall)} KiB | ${split} |`);
   }
   console.log('N+: carried at the last step the sweep ran (the generator\'s limit or BENCH_CALLS), so maybe more');
   const ratios = (t: string, over: string): string => {
     const at = (name: string, c: number) => all.find((r) => r.target === name && r.calls === c && !behind(r));
     const calls = [...new Set(all.map((r) => r.calls))].filter((c) => at(t, c) && at(over, c));
-    return calls.map((c) => `${c} calls ${fmt(at(t, c)!.usPerPkt / at(over, c)!.usPerPkt, 2)}`).join(', ') || '-';
+    return calls.map((c) => `${c} calls ${fmt(sidePerPkt(at(t, c)!) / sidePerPkt(at(over, c)!), 2)}`).join(', ') || '-';
   };
   console.log(`CPU per packet, keylatch / rtpengine: ${ratios('keylatch', 'rtpengine')}`);
   console.log(`CPU per packet, floor / rtpengine (the best any socket relay could do): ${ratios('floor', 'rtpengine')}`);

@@ -5,20 +5,26 @@
  * 800 G.711 calls on one core, below what the relay can forward. This one sends and receives
  * with plain syscalls on one epoll loop.
  *
- * Per call two endpoints, each its own UDP socket (a relay latches onto source address and
- * port, so every endpoint needs its own), each sending one RTP packet per ptime with a real
+ * Per call two endpoints, each by default its own UDP socket (a relay latches onto source
+ * address and port), each sending one RTP packet per ptime with a real
  * sequence number, timestamp and SSRC. Bytes 12..19 of the payload carry the send time
  * (CLOCK_MONOTONIC, ns) and byte 20 says whether the packet was sent in the measured window,
  * so every packet that comes back gives its own one-way latency through the relay; one more
  * than 100 ms late is counted apart (`late`), as a phone's jitter buffer would drop it.
  *
- * Batching: sends cannot be batched across sockets (sendmmsg takes one fd, and each socket
- * has one packet per ptime), so sendmmsg batches only the packets one endpoint owes after a
- * stall. Receives are batched twice: epoll_wait hands over every ready socket at once, and
- * recvmmsg drains each.
+ * Batching: with one socket per endpoint (the default), sends cannot be batched across
+ * sockets (sendmmsg takes one fd, and each socket has one packet per ptime), so sendmmsg
+ * batches only the packets one endpoint owes after a stall. `--sockets N` (even) lets the
+ * endpoints share N sockets instead, the calls' A sides on the first half and their B sides on
+ * the other (a call's two sides never share a source): each tick one sendmmsg per socket
+ * carries every due endpoint's packet to its own relay port, and one recvmmsg drains up to 64;
+ * an arriving packet is told apart by its SSRC (its sender's, so it is for that sender's
+ * partner, which must live on that socket, or it counts as misrouted). The relay sees the same
+ * packets on the same relay ports either way, only from fewer source ports. Receives are
+ * batched twice: epoll_wait hands over every ready socket at once, and recvmmsg drains each.
  *
  * Protocol on stdin/stdout, so the benchmark can set up calls over ng in between:
- *   rtpgen --calls N [--addr IP] [--peer IP] [--port-base P] [--warmup-ms W] [--measure-ms M] [--ptime MS] [--size B]
+ *   rtpgen --calls N [--addr IP] [--peer IP] [--sockets N] [--port-base P] [--warmup-ms W] [--measure-ms M] [--ptime MS] [--size B]
  *   -> "ports P0 P1 ... P(2N-1)\n"     endpoint 2i is call i's side A, 2i+1 its side B
  *   <- "targets T0 T1 ... T(2N-1)\n"   the relay port each endpoint sends to, on --peer (the relay's
  *                                      address, by default --addr); 0: its partner directly
