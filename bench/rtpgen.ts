@@ -31,8 +31,12 @@ export const buildGenerator = (): string => buildC('rtpgen');
 
 export interface GenStep {
   calls: number;
+  /** Where the generator's sockets bind, and (relay) where the relay's ports are; the same on loopback. */
   address: string;
+  relayAddress?: string;
   portBase: number;
+  /** Sockets the endpoints share (even; 0: one per endpoint). */
+  sockets?: number;
   warmupMs: number;
   measureMs: number;
   /** Pins the generator to one core (taskset), or null. */
@@ -44,7 +48,7 @@ export interface GenStep {
 }
 
 export async function runGenerator(step: GenStep): Promise<GenResult> {
-  const args = ['--calls', String(step.calls), '--addr', step.address, '--port-base', String(step.portBase), '--warmup-ms', String(step.warmupMs), '--measure-ms', String(step.measureMs)];
+  const args = ['--calls', String(step.calls), '--addr', step.address, '--peer', step.relayAddress ?? step.address, '--port-base', String(step.portBase), '--sockets', String(step.sockets ?? 0), '--warmup-ms', String(step.warmupMs), '--measure-ms', String(step.measureMs)];
   const bin = buildGenerator();
   const pinned = step.core === null ? [] : ['taskset', '-c', String(step.core)];
   const [cmd, ...rest] = boosted([...pinned, bin, ...args]);

@@ -18,7 +18,6 @@ export interface Target {
   stop(): Promise<void>;
 }
 
-const NG_HOST = '127.0.0.1';
 /**
  * Media runs on a loopback address of its own: the generator and the relays bind thousands of
  * fixed ports there, which must not collide with test suites running on 127.0.0.1 meanwhile.
@@ -26,8 +25,32 @@ const NG_HOST = '127.0.0.1';
 export const MEDIA_ADDRESS = '127.0.0.3';
 /** The generator's ports start here, below both relays' ranges. */
 export const GENERATOR_PORT_BASE = 2000;
+
+/**
+ * Where the relays run and how they are reached. Loopback (the default): media on
+ * MEDIA_ADDRESS for both sides, ng on 127.0.0.1. bench:relay --net veth (bench/netns-pair.ts)
+ * runs the bench in the generator's namespace and every relay in the relay's: media on the
+ * relay's veth address, the calls' SDP and ng's source on the generator's, ng over the veth.
+ */
+export interface RelayNet {
+  relayAddress: string;
+  peerAddress: string;
+  /** Where the relays listen for ng, and where this process's ng client binds. */
+  ngHost: string;
+  ngClientAddress: string;
+  /** The namespace every relay is started in (`ip netns exec`, which execs in place: the pid stays the relay's). */
+  relayNs?: string;
+}
+let net: RelayNet = { relayAddress: MEDIA_ADDRESS, peerAddress: MEDIA_ADDRESS, ngHost: '127.0.0.1', ngClientAddress: '127.0.0.1' };
+/** bench:relay sets the veth plan's addresses before starting any target. */
+export function useRelayNet(n: RelayNet): void {
+  net = n;
+}
+/** A relay's command line, run in the relay's namespace when there is one. */
+const inRelayNs = (argv: string[]): string[] => (net.relayNs ? ['ip', 'netns', 'exec', net.relayNs, ...argv] : argv);
+
 const sdp = (port: number) =>
-  `v=0\r\no=- 1 1 IN IP4 ${MEDIA_ADDRESS}\r\ns=-\r\nc=IN IP4 ${MEDIA_ADDRESS}\r\nt=0 0\r\nm=audio ${port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n`;
+  `v=0\r\no=- 1 1 IN IP4 ${net.peerAddress}\r\ns=-\r\nc=IN IP4 ${net.peerAddress}\r\nt=0 0\r\nm=audio ${port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n`;
 const mediaPort = (text: string) => Number(/^m=audio (\d+)/m.exec(text)![1]);
 
 export function pinTo(core: number, pid: number): void {
@@ -73,8 +96,8 @@ export function processTree(pid: number): number[] {
 }
 
 async function ngTarget(name: string, child: ChildProcess, ngPort: number, core: number | null = 1): Promise<Target> {
-  const client = new Client({ localPort: 0, localAddress: NG_HOST, timeout: 5000 });
-  const ng = { port: ngPort, host: NG_HOST };
+  const client = new Client({ localPort: 0, localAddress: net.ngClientAddress, timeout: 5000 });
+  const ng = { port: ngPort, host: net.ngHost };
   for (let i = 0; ; i++) {
     try {
       await client.ping(ng);
@@ -90,7 +113,7 @@ async function ngTarget(name: string, child: ChildProcess, ngPort: number, core:
     pid: child.pid!,
     pids: () => processTree(child.pid!),
     async anchor(callId, a, b) {
-      const flags = { 'received-from': ['IP4', MEDIA_ADDRESS] };
+      const flags = { 'received-from': ['IP4', net.peerAddress] };
       const offer = await client.offer(ng, { 'call-id': callId, 'from-tag': 'a', sdp: sdp(a), ...flags });
       if (offer.result !== 'ok') throw new Error(`${name} offer: ${offer['error-reason']}`);
       const answer = await client.answer(ng, { 'call-id': callId, 'from-tag': 'a', 'to-tag': 'b', sdp: sdp(b), ...flags });
@@ -117,7 +140,7 @@ export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | '
   // The built CLI, as the package and the image ship it (bench:relay builds it first), launched
   // with the flags of the bin's shebang (src/cli.ts).
   const cli = path.join(__dirname, '..', 'dist', 'src', 'cli.js');
-  const [cmd, ...args] = boosted([process.execPath, '--max-semi-space-size=1', cli, 'relay', '--ng', `${NG_HOST}:22290`, '--interface', MEDIA_ADDRESS, '--ports', '16000-35999', '--workers', String(workers)]);
+  const [cmd, ...args] = inRelayNs(boosted([process.execPath, '--max-semi-space-size=1', cli, 'relay', '--ng', `${net.ngHost}:22290`, '--interface', net.relayAddress, '--ports', '16000-35999', '--workers', String(workers)]));
   const child = spawn(cmd!, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, KEYLATCH_MEDIA__ALLOW_LOOPBACK_PEERS: 'true', KEYLATCH_LOG__LEVEL: 'warn', KEYLATCH_MEDIA__SEND_BATCHING: sendBatching,
@@ -132,7 +155,7 @@ export async function keylatch(workers = 1, sendBatching: 'gso' | 'sendmmsg' | '
 
 /**
  * rtpengine in userspace (no kernel table). The defaults are bench:relay's (media on
- * MEDIA_ADDRESS, pinned to core 1, nice -10); bench:sip runs it as Kamailio's media proxy on
+ * the relay address, pinned to core 1, nice -10); bench:sip runs it as Kamailio's media proxy on
  * another interface and ng port, unpinned, at normal priority like the SIP processes.
  */
 export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?: [number, number]; core?: number | null; boost?: boolean; extraArgs?: string[] } = {}): Promise<Target | null> {
@@ -144,10 +167,10 @@ export async function rtpengine(opts: { iface?: string; ngPort?: number; ports?:
   const ngPort = opts.ngPort ?? 22291;
   const [min, max] = opts.ports ?? [40000, 59999];
   const argv = ['rtpengine',
-    '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${opts.iface ?? MEDIA_ADDRESS}`,
-    `--listen-ng=${NG_HOST}:${ngPort}`, '--table=-1', `--port-min=${min}`, `--port-max=${max}`, ...(opts.extraArgs ?? []),
+    '--config-file=none', '--foreground', '--log-stderr', '--log-level=3', `--interface=${opts.iface ?? net.relayAddress}`,
+    `--listen-ng=${net.ngHost}:${ngPort}`, '--table=-1', `--port-min=${min}`, `--port-max=${max}`, ...(opts.extraArgs ?? []),
   ];
-  const [cmd, ...args] = opts.boost === false ? argv : boosted(argv);
+  const [cmd, ...args] = inRelayNs(opts.boost === false ? argv : boosted(argv));
   const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'ignore'] });
   return ngTarget('rtpengine', child, ngPort, opts.core === undefined ? 1 : opts.core);
 }
@@ -164,7 +187,7 @@ export const FLOOR_MAX_CALLS = 2000;
 export async function floor(calls: number): Promise<Target | null> {
   if (calls > FLOOR_MAX_CALLS) return null;
   const bin = buildC('floor-relay');
-  const [cmd, ...args] = boosted([bin, '--addr', MEDIA_ADDRESS, '--base', String(FLOOR_PORT_BASE), '--calls', String(calls)]);
+  const [cmd, ...args] = inRelayNs(boosted([bin, '--addr', net.relayAddress, '--base', String(FLOOR_PORT_BASE), '--calls', String(calls)]));
   const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const first = await lines.next();
@@ -186,13 +209,16 @@ export async function floor(calls: number): Promise<Target | null> {
   };
 }
 
-/** No relay at all: each side sends straight to the other, for the latency baseline. */
+/**
+ * No relay at all: each side sends straight to the other, for the latency baseline (port 0:
+ * rtpgen sends to the partner on its own address, which with --net veth stays in its namespace).
+ */
 export function direct(): Target {
   return {
     name: 'no relay',
     pid: null,
     pids: () => [],
-    anchor: async (_id, a, b) => ({ toA: b, toB: a }),
+    anchor: async () => ({ toA: 0, toB: 0 }),
     remove: async () => undefined,
     stop: async () => undefined,
   };
