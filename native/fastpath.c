@@ -32,6 +32,7 @@
 #include <liburing.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #endif
 
 #include "fastpath.h"
@@ -61,6 +62,8 @@ struct ksock {
   int armed;      /* a multishot receive is in the kernel */
   int rearm;      /* its multishot ended: arm it again at the end of this drain */
   int arm_errors; /* consecutive ends without a datagram: after a few it moves to the epoll set */
+  int fixed;      /* holds slot `slot` of the ring's file table (see slot_free) */
+  int slot;
   napi_env env;
   napi_ref on_packet;
   int has_latched;
@@ -466,7 +469,8 @@ static int read_socket(ksock *s) {
  */
 static int io_pref = 0; /* setIoMode: 0 auto, 1 uring, 2 epoll */
 static int ep_count, uring_count;
-static double io_rearms, io_no_buffers, io_ring_errors, uring_opened, epoll_opened;
+static double io_rearms, io_no_buffers, io_ring_errors, uring_opened, epoll_opened, fixed_opened;
+static int fixed_count; /* open sockets holding a slot of the ring's file table */
 
 #ifdef KEYLATCH_IO_URING
 #define RX_BUFS 2048 /* receive buffers shared by every socket (a power of two) */
@@ -499,6 +503,38 @@ static struct msghdr rx_msg; /* the layout every multishot receive writes: name,
 static uint32_t next_gen = 1;
 static int send_plain; /* this kernel's io_uring cannot send to an address: sendto instead */
 static uint64_t rx_pending; /* SQEs queued since the last submit */
+/* The ring has a sparse file table, and each socket it serves holds a slot of it: receives and
+   sends name the slot (IOSQE_FIXED_FILE), so the kernel finds the socket in the ring's own table
+   instead of taking and dropping a reference on the file in the process's fd table for every
+   receive and every send. The table has as many slots as the process may have fds (the kernel
+   allows no more), handed out from a stack; a socket that finds none left is named by its fd. */
+static int *slot_free;
+static int slot_free_len;
+
+/* The fd an SQE for s names, and flags it with IOSQE_FIXED_FILE when that is s's slot. */
+static int ring_fd(ksock *s, struct io_uring_sqe *sqe) {
+  if (!s->fixed) return s->fd;
+  sqe->flags |= IOSQE_FIXED_FILE;
+  return s->slot;
+}
+
+/* s takes its slot in the file table (fd) or gives it back (-1); sets s->fixed. */
+static void ring_slot(ksock *s, int fd) {
+  if (fd >= 0 ? s->fixed || !slot_free_len : !s->fixed) return;
+  int slot = fd >= 0 ? slot_free[slot_free_len - 1] : s->slot;
+  int ok = io_uring_register_files_update(&rx, (unsigned)slot, &fd, 1) == 1;
+  if (fd < 0) {
+    s->fixed = 0;
+    fixed_count--;
+    if (ok) slot_free[slot_free_len++] = slot; /* a slot that could not be emptied is not used again */
+  } else if (ok) {
+    slot_free_len--;
+    s->slot = slot;
+    s->fixed = 1;
+    fixed_count++;
+    fixed_opened++;
+  }
+}
 
 /* What a send holding receive buffer bid needs when it completes. */
 typedef struct {
@@ -587,6 +623,13 @@ static int ring_ready(uv_loop_t *loop) {
     return 0;
   }
   rx_br = br;
+  struct rlimit nofile;
+  int slots = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < MAX_SOCKETS ? (int)nofile.rlim_cur : MAX_SOCKETS;
+  slot_free = malloc((size_t)slots * sizeof *slot_free);
+  if (slot_free && io_uring_register_files_sparse(&rx, (unsigned)slots) == 0) { /* 5.19 and later */
+    for (int i = 0; i < slots; i++) slot_free[i] = slots - 1 - i;
+    slot_free_len = slots;
+  }
   io_uring_buf_ring_init(rx_br);
   for (int i = 0; i < RX_BUFS; i++) rx_give_back(i);
   rx_publish();
@@ -601,7 +644,8 @@ static int ring_ready(uv_loop_t *loop) {
 static int ring_arm(ksock *s, int poll_first) {
   struct io_uring_sqe *sqe = rx_sqe();
   if (!sqe) return 0;
-  io_uring_prep_recvmsg_multishot(sqe, s->fd, &rx_msg, 0);
+  io_uring_prep_recvmsg_multishot(sqe, 0, &rx_msg, 0);
+  sqe->fd = ring_fd(s, sqe);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = RX_BGID;
   if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* a new socket is empty: wait for data */
@@ -633,7 +677,8 @@ static int ring_queue_send(ksock *o, const uint8_t *b, size_t n, int bid) {
   m->len = (uint32_t)n;
   m->b = b;
   memcpy(&m->dest, &o->dest, o->dest_len);
-  io_uring_prep_send(sqe, o->fd, b, n, MSG_DONTWAIT);
+  io_uring_prep_send(sqe, 0, b, n, MSG_DONTWAIT);
+  sqe->fd = ring_fd(o, sqe);
   io_uring_prep_send_set_addr(sqe, (const struct sockaddr *)&m->dest, (uint16_t)o->dest_len);
   sqe->user_data = UD(UD_SEND, bid);
   return 1;
@@ -719,12 +764,16 @@ typedef struct {
   unsigned flags;
 } cqe_copy;
 
-/* Submits what is queued and runs the kernel's deferred receives, up to a pass's worth: asking
-   for RX_BATCH completions (with a zero timeout, so it never sleeps) lets one enter run that
-   many, where a plain get_events runs at most 20 (IO_LOCAL_TW_DEFAULT_MAX): at 1,500 calls the
-   drain then needed ~30 enters, hit its cap and fell behind for good. */
+/* Submits what is queued and runs the kernel's deferred receives. A plain enter runs up to 20
+   of them (IO_LOCAL_TW_DEFAULT_MAX); under a backlog it asks for RX_BATCH completions with a
+   zero timeout instead, which runs up to that many. Only under a backlog: whenever fewer
+   completions than asked for are there, the kernel arms an already-expired hrtimer for the
+   wait, and on a VM that timer interrupt costs more than the enters it saves when sockets hold
+   a datagram or so each (1,000 calls: 5.9 us/packet timed on every busy pass, 4.9 plain). But a
+   relay that has fallen behind needs the big enters: plain ones only, at 1,500 calls it never
+   caught up again (99.8 % late at 92 % CPU). */
 static void ring_enter(int backlog) {
-  if (!backlog) { /* the timed wait costs more than it saves when little is pending */
+  if (!backlog) {
     io_uring_submit_and_get_events(&rx);
     return;
   }
@@ -733,13 +782,17 @@ static void ring_enter(int backlog) {
   io_uring_submit_and_wait_timeout(&rx, &cqe, RX_BATCH, &zero, NULL);
 }
 
+/* A pass that brought more datagrams than this ran receives that found several waiting each:
+   the sockets hold a queue, and the next pass enters for a backlog. */
+#define BACKLOG_DATAGRAMS 40
+
 /* Everything the ring has for us; returns how many datagrams it brought. */
 static int drain_ring(void) {
   static cqe_copy got[RX_BATCH];
   int total = 0;
   uint64_t ignored;
   if (read(rx_evfd, &ignored, sizeof ignored) < 0 && errno != EAGAIN) io_ring_errors++;
-  int round, backlog = 1; /* a paced drain starts with a backlog; later passes mostly catch stragglers */
+  int round, backlog = 0;
   for (round = 0; round < RX_ROUNDS; round++) {
     /* one enter: issues the queued sends and re-arms, and runs the receives the kernel deferred */
     rx_pending = 0;
@@ -756,13 +809,15 @@ static int drain_ring(void) {
     }
     io_uring_cq_advance(&rx, n);
     if (!n) break;
-    backlog = n >= 20; /* as many as a plain enter runs at most: more may be waiting */
     double now = now_ms();
+    int datagrams = 0;
     for (unsigned i = 0; i < n; i++) {
       int tag = UD_TAG(got[i].ud);
-      if (tag == UD_RECV) total += ring_recv_done(got[i].ud, got[i].res, got[i].flags, now);
+      if (tag == UD_RECV) datagrams += ring_recv_done(got[i].ud, got[i].res, got[i].flags, now);
       else if (tag == UD_SEND) ring_send_done((int)(got[i].ud & 0xffff), got[i].res);
     }
+    total += datagrams;
+    backlog = datagrams > BACKLOG_DATAGRAMS;
     rx_publish();
   }
   for (int i = 0; i < rearm_len; i++) {
@@ -785,7 +840,7 @@ static int drain_ring(void) {
 static void ring_forget(ksock *s) {
   struct io_uring_sqe *sqe = rx_sqe();
   if (sqe) {
-    io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_prep_cancel_fd(sqe, s->fixed ? s->slot : s->fd, IORING_ASYNC_CANCEL_ALL | (s->fixed ? IORING_ASYNC_CANCEL_FD_FIXED : 0));
     sqe->user_data = UD(UD_CANCEL, 0);
   }
   rx_pending = 0;
@@ -942,6 +997,7 @@ static int watch_socket(napi_env env, ksock *s) {
   if (!next_gen) next_gen = 1;
   if (use_ring(env)) {
     s->uring = 1;
+    ring_slot(s, s->fd);
     if (ring_arm(s, 1)) {
       uring_count++;
       uring_opened++;
@@ -954,7 +1010,14 @@ static int watch_socket(napi_env env, ksock *s) {
   (void)env;
 #endif
   struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)s->id };
-  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, s->fd, &ev) < 0) return 0;
+  if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
+#ifdef KEYLATCH_IO_URING
+    int err = errno;
+    ring_slot(s, -1); /* the caller closes the fd: the table must not hold it */
+    errno = err;
+#endif
+    return 0;
+  }
   ep_count++;
   epoll_opened++;
   return 1;
@@ -1108,6 +1171,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
     } else {
       rx_submit(); /* queued sends from this fd go while it is still this socket's */
     }
+    /* Out of the table too, or the table's reference would keep the port bound after close(). */
+    ring_slot(s, -1);
   }
 #endif
   if (!s->uring) {
@@ -1275,6 +1340,8 @@ static napi_value js_io_stats(napi_env env, napi_callback_info info) {
   ks_set_num(env, o, "rearms", io_rearms);
   ks_set_num(env, o, "noBuffers", io_no_buffers);
   ks_set_num(env, o, "ringErrors", io_ring_errors);
+  ks_set_num(env, o, "fixedSockets", fixed_count);
+  ks_set_num(env, o, "fixedOpened", fixed_opened);
 #ifdef KEYLATCH_IO_URING
   ks_set_num(env, o, "cqOverflow", rx_br ? (double)IO_URING_READ_ONCE(*rx.cq.koverflow) : 0);
 #endif

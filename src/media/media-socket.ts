@@ -49,6 +49,9 @@ export interface IoStats {
   /** Receives that found the shared buffer ring empty (-ENOBUFS). */
   noBuffers: number;
   ringErrors: number;
+  /** Open sockets the ring names by their slot in its file table, and sockets ever given one. */
+  fixedSockets: number;
+  fixedOpened: number;
   /** Completions the kernel could not post to the ring's full completion queue (none expected). */
   cqOverflow?: number;
 }

@@ -33,5 +33,8 @@ export function runRelaySuitesOn(io: 'uring' | 'epoll'): void {
     const opened = { uring: after.uringOpened - before.uringOpened, epoll: after.epollOpened - before.epollOpened };
     expect(opened[io]).toBeGreaterThan(0);
     expect(opened[io === 'uring' ? 'epoll' : 'uring']).toBe(0);
+    // On the ring every socket took a slot of its file table, and every closed one gave it back.
+    expect(after.fixedOpened - before.fixedOpened).toBe(io === 'uring' ? opened.uring : 0);
+    expect(after.fixedSockets).toBe(after.uringSockets);
   });
 }
