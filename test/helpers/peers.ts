@@ -19,10 +19,13 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * Parallel jest workers start at different turns (by pid) as before.
  */
 const RANGE_TURN = 'KEYLATCH_TEST_RANGE_TURN';
+/** Where testMediaConfig puts relays' port ranges: 100 ranges of 100 ports from 31000. */
+const RELAY_PORTS = { min: 31000, max: 31000 + 100 * 100 - 1 };
+
 function nextPortRange(): number {
   const turn = Number(process.env[RANGE_TURN] ?? (process.pid % 50) * 2);
   process.env[RANGE_TURN] = String(turn + 1);
-  return 31000 + (turn % 100) * 100;
+  return RELAY_PORTS.min + (turn % 100) * 100;
 }
 export type MediaOverrides = Partial<Omit<MediaConfig, 'key' | 'guarded' | 'timeouts'>> & {
   key?: Partial<MediaConfig['key']>;
@@ -97,11 +100,21 @@ export class Peer {
     socket.on('message', (buf, r) => this.received.push({ buf, from: { address: r.address, port: r.port } }));
   }
 
+  /**
+   * A peer on `port`, or on one the kernel picks. Its pick comes from the ephemeral range
+   * (32768-60999 on Linux), which the test relays' ranges overlap: a peer on 127.0.0.1 whose port
+   * lies in a relay's range is one of that relay's own ports to it (a relay worker counts its
+   * whole node's range), and is rightly never sent to. So a pick there is drawn again.
+   */
   static async open(address = '127.0.0.1', port = 0): Promise<Peer> {
-    const s = dgram.createSocket('udp4');
-    s.bind(port, address);
-    await once(s, 'listening');
-    return new Peer(s, address, s.address().port);
+    for (let tries = 0; ; tries++) {
+      const s = dgram.createSocket('udp4');
+      s.bind(port, address);
+      await once(s, 'listening');
+      const got = s.address().port;
+      if (port !== 0 || got < RELAY_PORTS.min || got > RELAY_PORTS.max || tries >= 50) return new Peer(s, address, got);
+      s.close();
+    }
   }
 
   get endpoint(): Endpoint {
