@@ -10,6 +10,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import bencode from 'bencode';
 import type { EdgeShare } from '../edge-processes';
+import type { Logger } from '../log';
 import { isLoopback, ngSealKey } from './ng-key-seal';
 import type { NgDict } from './ng-options';
 
@@ -57,4 +58,25 @@ export function fromSibling(req: NgDict, from: string, key: Buffer, share: EdgeS
   } catch {
     return false;
   }
+}
+
+const REFUSED_LOG_MS = 10_000;
+
+/**
+ * NgServer's `admit` for a sibling channel: fromSibling, with what it refuses logged once per
+ * REFUSED_LOG_MS with a count, so that a flood cannot flood the log.
+ */
+export function admitSiblings(key: Buffer, share: EdgeShare, log: Logger, channel: string): (req: NgDict, from: string) => boolean {
+  let refused = 0;
+  let loggedAt = 0;
+  return (req, from) => {
+    if (fromSibling(req, from, key, share)) return true;
+    refused++;
+    const now = Date.now();
+    if (now - loggedAt >= REFUSED_LOG_MS) {
+      log.warn({ from, refused }, `${channel}: refused requests that are not from a sibling edge process`);
+      [refused, loggedAt] = [0, now];
+    }
+    return false;
+  };
 }

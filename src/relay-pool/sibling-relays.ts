@@ -15,7 +15,7 @@
  * calls are its own business).
  */
 import { NgServer, relayCommands, type NgHandler } from '../control/ng-server';
-import { fromSibling, signedAs, siblingKeys } from '../control/sibling-auth';
+import { admitSiblings, signedAs, siblingKeys } from '../control/sibling-auth';
 import type { EdgeShare } from '../edge-processes';
 import { joinHostPort } from '../host-port';
 import { silentLogger, type Logger } from '../log';
@@ -24,7 +24,6 @@ import { NgNode } from './nodes';
 
 /** What a sibling may ask of this process's relay. */
 const SERVED = new Set(['ping', 'adopt', 'toward-adopter', 'describe-adopted', 'disown']);
-const REFUSED_LOG_MS = 10_000;
 
 export interface SiblingRelaysOptions {
   share: EdgeShare;
@@ -42,7 +41,6 @@ export class SiblingRelays {
   readonly nodes: NgNode[];
   private readonly server: NgServer;
   private readonly log: Logger;
-  private refused = { count: 0, loggedAt: 0 };
 
   constructor(private readonly opts: SiblingRelaysOptions) {
     this.log = opts.logger ?? silentLogger;
@@ -50,13 +48,7 @@ export class SiblingRelays {
     const commands = relayCommands(opts.relay);
     const served: NgHandler = async (req) =>
       SERVED.has(String(req.command)) ? commands(req) : { result: 'error', 'error-reason': `${String(req.command)} is not served to sibling edge processes` };
-    this.server = new NgServer(served, this.log, sealKey, {
-      admit: (req, from) => {
-        const ok = fromSibling(req, from, macKey, opts.share);
-        if (!ok) this.noteRefused(from);
-        return ok;
-      },
-    });
+    this.server = new NgServer(served, this.log, sealKey, { admit: admitSiblings(macKey, opts.share, this.log, 'hairpin channel') });
     const sign = signedAs(opts.share.index, macKey);
     this.nodes = [...Array(opts.share.count).keys()]
       .filter((i) => i !== opts.share.index)
@@ -76,12 +68,4 @@ export class SiblingRelays {
     this.server.close();
   }
 
-  /** A stranger's requests are logged once per REFUSED_LOG_MS with a count: a flood cannot flood the log. */
-  private noteRefused(from: string): void {
-    this.refused.count++;
-    const now = Date.now();
-    if (now - this.refused.loggedAt < REFUSED_LOG_MS) return;
-    this.log.warn({ from, refused: this.refused.count }, 'hairpin channel: refused requests that are not from a sibling edge process');
-    this.refused = { count: 0, loggedAt: now };
-  }
 }

@@ -30,7 +30,7 @@
  */
 import { NgServer } from '../control/ng-server';
 import { sealLegKeys, unsealLegKeys } from '../control/ng-key-seal';
-import { fromSibling, signedAs, siblingKeys } from '../control/sibling-auth';
+import { admitSiblings, signedAs, siblingKeys } from '../control/sibling-auth';
 import type { NgDict } from '../control/ng-options';
 import type { EdgeShare } from '../edge-processes';
 import { silentLogger, type Logger } from '../log';
@@ -51,7 +51,6 @@ const OWNER_LOST_KEEPS = 2;
 /** A guest its dialog process has not kept for this many intervals (plus a command's time) has lost its dialog. */
 const GUEST_LOST_KEEPS = 3;
 const ID = /^[0-9a-f]{12}$/;
-const REFUSED_LOG_MS = 10_000;
 
 export interface SiblingRoomsOptions {
   share: EdgeShare;
@@ -132,7 +131,6 @@ export class SiblingRooms implements RoomSeats {
   private readonly keepMs: number;
   private readonly commandMs: number;
   private closed = false;
-  private refused = { count: 0, loggedAt: 0 };
   /** A keep round still waiting for a slow owner: the next tick does not start another. */
   private keeping = false;
 
@@ -143,13 +141,7 @@ export class SiblingRooms implements RoomSeats {
     // Two keys from one secret: one signs, one seals.
     ({ macKey: this.macKey, sealKey: this.sealKey } = siblingKeys(opts.secret, 'rooms'));
     this.local = new LocalSeats(opts.rooms);
-    this.server = new NgServer((req) => this.handle(req), this.log, this.sealKey, {
-      admit: (req, from) => {
-        const ok = fromSibling(req, from, this.macKey, opts.share);
-        if (!ok) this.noteRefused(from);
-        return ok;
-      },
-    });
+    this.server = new NgServer((req) => this.handle(req), this.log, this.sealKey, { admit: admitSiblings(this.macKey, opts.share, this.log, 'room control') });
     this.timer = setInterval(() => void this.keep(), this.keepMs);
     this.timer.unref();
   }
@@ -176,14 +168,6 @@ export class SiblingRooms implements RoomSeats {
     return roomOwner(room, this.opts.share.count);
   }
 
-  /** A stranger's requests are logged once per REFUSED_LOG_MS with a count: a flood cannot flood the log. */
-  private noteRefused(from: string): void {
-    this.refused.count++;
-    const now = Date.now();
-    if (now - this.refused.loggedAt < REFUSED_LOG_MS) return;
-    this.log.warn({ from, refused: this.refused.count }, 'room control: refused requests that are not from a sibling edge process');
-    this.refused = { count: 0, loggedAt: now };
-  }
 
   // ---- the dialog side ---------------------------------------------------------------------
 
