@@ -43,6 +43,14 @@ export const SOLE: EdgeShare = { index: 0, count: 1 };
  */
 export const SIBLING_SECRET_ENV = 'KEYLATCH_EDGE_SIBLING_SECRET';
 
+/** The secret the supervisor gave this process, when it is one of several; null when it runs alone. */
+export function siblingSecretOf(share: EdgeShare, env: NodeJS.ProcessEnv): string | null {
+  if (share.count === 1) return null;
+  const secret = env[SIBLING_SECRET_ENV];
+  if (!secret) throw new Error(`edge process ${share.index} has no ${SIBLING_SECRET_ENV}: start it with keylatch edge, whose supervisor sets it`);
+  return secret;
+}
+
 export function shareFromEnv(env: NodeJS.ProcessEnv): EdgeShare | null {
   const m = /^(\d+)\/(\d+)$/.exec(env[SHARE_ENV] ?? '');
   if (!m) return null;

@@ -21,7 +21,7 @@ import { registerPoolMetrics } from './relay-pool/metrics';
 import { RelayPool } from './relay-pool/pool';
 import { pooledCallStatuses } from './relay-pool/pool-status';
 import { ngSealKey } from './control/ng-key-seal';
-import { SIBLING_SECRET_ENV, SOLE, configForShare, siblingSlices, type EdgeShare } from './edge-processes';
+import { SOLE, configForShare, siblingSecretOf, siblingSlices, type EdgeShare } from './edge-processes';
 import { siblingRoomActions } from './rooms/sibling-admin';
 import { SiblingRooms } from './rooms/sibling-rooms';
 import { SiblingRelays } from './relay-pool/sibling-relays';
@@ -89,6 +89,9 @@ function explainDrachtioFailure(err: Error & { code?: string }, config: Config):
   return err;
 }
 
+/** How long an ng relay node has to answer a ping and a command (media.relayPool). */
+const nodeTimeouts = (config: Config): { pingMs: number; commandMs: number } => ({ pingMs: config.media.relayPool.pingTimeoutMs, commandMs: config.media.relayPool.commandTimeoutMs });
+
 /**
  * media.relays as a pool; with none listed, the in-process relay alone. `siblings`: the other
  * edge processes' relays, with weight 0: asked about hairpins, never given a call (sibling-relays.ts).
@@ -98,7 +101,7 @@ export function relayPoolFor(config: Config, relay: Relay, log: Logger, siblings
   const p = config.media.relayPool;
   const nodes: Array<{ node: RelayNode; weight: number }> = listed.length
     ? listed.map((r) => ({
-        node: r.url === 'in-process' ? new InProcessNode(relay) : new NgNode(r.url, r.kind, { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, p.keySecret ? ngSealKey(p.keySecret) : null),
+        node: r.url === 'in-process' ? new InProcessNode(relay) : new NgNode(r.url, r.kind, nodeTimeouts(config), p.keySecret ? ngSealKey(p.keySecret) : null),
         weight: r.weight,
       }))
     : [{ node: new InProcessNode(relay), weight: 1 }];
@@ -112,14 +115,12 @@ export async function startEdgeService(edgeConfig: Config, log: Logger, share: E
   const config = configForShare(edgeConfig, share);
   const { secret } = requireEdgeSettings(config);
   // Several processes: what they ask each other over loopback is signed under the supervisor's secret.
-  const siblingSecret = share.count > 1 ? process.env[SIBLING_SECRET_ENV] : null;
-  if (siblingSecret === undefined) throw new Error(`edge process ${share.index} has no ${SIBLING_SECRET_ENV}: start it with keylatch edge, whose supervisor sets it`);
+  const siblingSecret = siblingSecretOf(share, process.env);
   const startedAt = Date.now();
   tuneFastPath(config.media);
   const relay = new Relay(config.media, { logger: log });
-  const p = config.media.relayPool;
   const hairpins = siblingSecret
-    ? new SiblingRelays({ share, basePort: config.sip.siblingRelayPort, secret: siblingSecret, relay, timeouts: { pingMs: p.pingTimeoutMs, commandMs: p.commandTimeoutMs }, logger: log })
+    ? new SiblingRelays({ share, basePort: config.sip.siblingRelayPort, secret: siblingSecret, relay, timeouts: nodeTimeouts(config), logger: log })
     : null;
   const pool = relayPoolFor(config, relay, log, hairpins?.nodes ?? []);
   const store: BindingStore = config.sip.bindingStore === 'memory' ? new MemoryBindingStore() : new RedisBindingStore(config.sip.bindingStore, { logger: log });

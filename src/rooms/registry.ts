@@ -39,10 +39,10 @@ export class RoomRegistry {
   private readonly log: Logger;
   readonly totals: RoomTotals = { joins: 0, leaves: { hangup: 0, removed: 0, 'media timeout': 0, 'room closed': 0 }, talkspurts: 0, dtmf: 0 };
 
-  /** rooms.siblingPort is the edge's business (sibling-rooms.ts), not the registry's. */
   /** With sip.processes > 1: the media ports of the edge's other processes, on this relay's address. */
   private readonly siblingMedia: readonly PortShare[];
 
+  /** rooms.siblingPort is the edge's business (sibling-rooms.ts), not the registry's. */
   constructor(
     readonly config: Omit<RoomsConfig, 'siblingPort'>, private readonly relay: Relay, private readonly media: Pick<MediaConfig, 'timeouts' | 'key'>,
     opts: { logger?: Logger; siblingMedia?: readonly PortShare[] } = {},
@@ -79,7 +79,7 @@ export class RoomRegistry {
     // ports: a silent call. Refuse it and say how the phone gets in. With several edge
     // processes the leg may be on a sibling's relay: refused all the same, so that whether a
     // phone gets in does not hang on which process drachtio-server gave its call to.
-    if (this.relay.legAddressedBy(offer) || (this.siblingMedia.length > 0 && this.relay.addressedWithin(offer, this.siblingMedia))) {
+    if (this.relay.legAddressedBy(offer) || this.relay.addressedWithin(offer, this.siblingMedia)) {
       throw new RoomError('hairpin', `this call comes from a phone registered through keylatch, routed back by the PBX: have the phone dial sip:${this.config.prefix}${name}@ its own domain or keylatch`);
     }
     const room = this.rooms.get(name) ?? this.open(name);

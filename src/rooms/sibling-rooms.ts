@@ -168,7 +168,6 @@ export class SiblingRooms implements RoomSeats {
     return roomOwner(room, this.opts.share.count);
   }
 
-
   // ---- the dialog side ---------------------------------------------------------------------
 
   async join(name: string, who: string, leg: LegOptions, offer: string): Promise<{ seat: RoomSeat; answer: string }> {

@@ -5,7 +5,7 @@
  */
 import type Srf from 'drachtio-srf';
 import { ConfigError, loadConfig } from '../../src/config/load';
-import { combinedSummary, configForShare, ownsFlow, portSlice, shareFromEnv, siblingSlices } from '../../src/edge-processes';
+import { SIBLING_SECRET_ENV, combinedSummary, configForShare, ownsFlow, portSlice, shareFromEnv, siblingSecretOf, siblingSlices } from '../../src/edge-processes';
 import { silentLogger } from '../../src/log';
 import { newBindingId, type Binding } from '../../src/nat/binding';
 import { MemoryBindingStore } from '../../src/nat/binding-store';
@@ -27,6 +27,13 @@ describe('edge process shares', () => {
     const all = [0, 1, 2].map((index) => portSlice(30000, 30999, { index, count: 3 }));
     expect(siblingSlices(30000, 30999, { index: 1, count: 3 })).toEqual([all[0], all[2]]);
     expect(siblingSlices(30000, 30999, { index: 0, count: 1 })).toEqual([]);
+  });
+
+  it('gives a process of several the supervisor\'s secret, and refuses to start one without it (an empty one included)', () => {
+    expect(siblingSecretOf({ index: 0, count: 1 }, {})).toBeNull();
+    expect(siblingSecretOf({ index: 1, count: 2 }, { [SIBLING_SECRET_ENV]: 's3cret' })).toBe('s3cret');
+    expect(() => siblingSecretOf({ index: 1, count: 2 }, {})).toThrow(/edge process 1 has no KEYLATCH_EDGE_SIBLING_SECRET/);
+    expect(() => siblingSecretOf({ index: 1, count: 2 }, { [SIBLING_SECRET_ENV]: '' })).toThrow(/has no/);
   });
 
   it('gives every binding exactly one keepalive owner, spread over the processes', () => {
